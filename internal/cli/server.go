@@ -1,0 +1,67 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/skiffkube/skiff/internal/config"
+	"github.com/skiffkube/skiff/internal/logging"
+	"github.com/skiffkube/skiff/internal/server"
+)
+
+func newServerCommand() *cobra.Command {
+	cfg := &config.Server{}
+	var configFile string
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run a control plane (and, later, a node) on this machine",
+		Long: `Run a Kubernetes server: datastore, certificates, kube-apiserver,
+kube-controller-manager and kube-scheduler, in one process.
+
+Settings come from flags, then SKIFF_<FLAG> environment variables, then
+the config file (` + config.DefaultConfigFile + ` and its .d/ directory), then defaults.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fs := cmd.Flags()
+			if err := config.ApplySources(fs, config.SourcesFromFlags(fs, os.LookupEnv)); err != nil {
+				return err
+			}
+			if err := cfg.Complete(); err != nil {
+				return err
+			}
+			if errs := cfg.Validate(); len(errs) > 0 {
+				return errors.Join(errs...)
+			}
+			log := logging.New(os.Stderr, logging.Options{Debug: cfg.Debug, Verbosity: cfg.LogLevel})
+			ctx, stop := signalContext()
+			defer stop()
+			return server.Run(ctx, cfg, log)
+		},
+	}
+	cfg.AddFlags(cmd.Flags())
+	config.AddConfigFlag(cmd.Flags(), &configFile)
+	cmd.Flags().SortFlags = false
+	return cmd
+}
+
+// signalContext ends on the first SIGINT or SIGTERM; a second one exits at
+// once, for a stop that hangs.
+func signalContext() (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-ch
+		cancel()
+		<-ch
+		fmt.Fprintln(os.Stderr, "second signal: exiting now")
+		os.Exit(1)
+	}()
+	return ctx, func() { signal.Stop(ch); cancel() }
+}

@@ -1,0 +1,183 @@
+package component
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Phase is a group of components that start together once every earlier phase
+// is ready. Components in one phase start in parallel.
+type Phase struct {
+	Name       string
+	Components []Component
+	// ReadyTimeout bounds the wait for every component of the phase to be
+	// ready; zero means DefaultReadyTimeout.
+	ReadyTimeout time.Duration
+}
+
+// DefaultReadyTimeout is how long a phase may take to become ready.
+const DefaultReadyTimeout = 2 * time.Minute
+
+// readyPollInterval is short because start-up time is a feature: a phase that
+// becomes ready should not wait long to be noticed.
+const readyPollInterval = 25 * time.Millisecond
+
+// FailureReporter is implemented by components whose long-running work can fail
+// after Start returned (a server that stops serving, say). The manager watches
+// the channel and reports the first error through Manager.Failed.
+type FailureReporter interface {
+	Failed() <-chan error
+}
+
+// Manager starts phases in order and stops what it started in reverse.
+type Manager struct {
+	log     *slog.Logger
+	phases  []Phase
+	mu      sync.Mutex
+	started []Component // in start order
+	failed  chan error
+	stopped bool
+}
+
+// NewManager returns a manager for phases, to be started in the given order.
+func NewManager(log *slog.Logger, phases ...Phase) *Manager {
+	return &Manager{log: log, phases: phases, failed: make(chan error, 1)}
+}
+
+// Failed delivers the first error of a started component that failed after it
+// was started.
+func (m *Manager) Failed() <-chan error { return m.failed }
+
+// Start runs Init and Start on every component, phase after phase, waiting for
+// each phase to be ready before the next. On error it stops what it started.
+// It logs one line per phase with the phase's duration.
+func (m *Manager) Start(ctx context.Context) error {
+	for _, p := range m.phases {
+		begin := time.Now()
+		if err := m.startPhase(ctx, p); err != nil {
+			if stopErr := m.Stop(10 * time.Second); stopErr != nil {
+				m.log.Warn("stopping after failed start", "err", stopErr)
+			}
+			return err
+		}
+		m.log.Info(fmt.Sprintf("%s ready in %s", p.Name, FormatDuration(time.Since(begin))), "component", p.Name)
+	}
+	return nil
+}
+
+func (m *Manager) startPhase(ctx context.Context, p Phase) error {
+	for _, c := range p.Components {
+		if err := c.Init(ctx); err != nil {
+			return fmt.Errorf("%s: %w", c.Name(), err)
+		}
+	}
+	for _, c := range p.Components {
+		m.mu.Lock()
+		if m.stopped {
+			m.mu.Unlock()
+			return errors.New("manager stopped during start-up")
+		}
+		m.started = append(m.started, c)
+		m.mu.Unlock()
+		if err := c.Start(ctx); err != nil {
+			return fmt.Errorf("starting %s: %w", c.Name(), err)
+		}
+		if fr, ok := c.(FailureReporter); ok {
+			go m.watch(c.Name(), fr.Failed())
+		}
+	}
+	timeout := p.ReadyTimeout
+	if timeout == 0 {
+		timeout = DefaultReadyTimeout
+	}
+	return m.waitReady(ctx, p, timeout)
+}
+
+func (m *Manager) watch(name string, ch <-chan error) {
+	err, ok := <-ch
+	if !ok || err == nil {
+		return
+	}
+	select {
+	case m.failed <- fmt.Errorf("%s: %w", name, err):
+	default:
+	}
+}
+
+func (m *Manager) waitReady(ctx context.Context, p Phase, timeout time.Duration) error {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(readyPollInterval)
+	defer tick.Stop()
+	pending := append([]Component(nil), p.Components...)
+	lastErr := map[string]error{}
+	for {
+		var still []Component
+		for _, c := range pending {
+			if err := c.Ready(); err != nil {
+				lastErr[c.Name()] = err
+				still = append(still, c)
+			}
+		}
+		if len(still) == 0 {
+			return nil
+		}
+		pending = still
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w", p.Name, ctx.Err())
+		case err := <-m.failed:
+			return err
+		case <-deadline.C:
+			c := pending[0]
+			return fmt.Errorf("%s not ready after %s: %w", c.Name(), timeout, lastErr[c.Name()])
+		case <-tick.C:
+		}
+	}
+}
+
+// Stop stops every started component in reverse start order. Each component
+// gets what is left of timeout; Stop returns once all have been asked, joining
+// their errors. It is idempotent.
+func (m *Manager) Stop(timeout time.Duration) error {
+	m.mu.Lock()
+	m.stopped = true
+	started := m.started
+	m.started = nil
+	m.mu.Unlock()
+
+	deadline := time.Now().Add(timeout)
+	var errs []error
+	for i := len(started) - 1; i >= 0; i-- {
+		c := started[i]
+		left := time.Until(deadline)
+		if left <= 0 {
+			errs = append(errs, fmt.Errorf("%s: not stopped: stop deadline of %s passed", c.Name(), timeout))
+			continue
+		}
+		done := make(chan error, 1)
+		go func() { done <- c.Stop() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				errs = append(errs, fmt.Errorf("stopping %s: %w", c.Name(), err))
+			}
+		case <-time.After(left):
+			errs = append(errs, fmt.Errorf("%s: did not stop within %s", c.Name(), timeout))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// FormatDuration prints a duration the way start-up lines show it: 0.42s, 3.1s.
+func FormatDuration(d time.Duration) string {
+	s := d.Seconds()
+	if s < 1 {
+		return fmt.Sprintf("%.2fs", s)
+	}
+	return fmt.Sprintf("%.1fs", s)
+}

@@ -1,0 +1,358 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Server is the configuration of `skiff server`. The JSON names are the flag
+// names, so a dump of a Server reads like the config file that produced it.
+type Server struct {
+	DataDir                   string   `json:"data-dir"`
+	HTTPSListenPort           int      `json:"https-listen-port"`
+	BindAddress               string   `json:"bind-address"`
+	AdvertiseAddress          string   `json:"advertise-address"`
+	TLSSANs                   []string `json:"tls-san"`
+	ClusterCIDR               string   `json:"cluster-cidr"`
+	ServiceCIDR               string   `json:"service-cidr"`
+	ClusterDNS                string   `json:"cluster-dns"`
+	ClusterDomain             string   `json:"cluster-domain"`
+	Token                     string   `json:"token"`
+	TokenFile                 string   `json:"token-file"`
+	WriteKubeconfig           string   `json:"write-kubeconfig"`
+	WriteKubeconfigMode       string   `json:"write-kubeconfig-mode"`
+	DatastoreEndpoint         string   `json:"datastore-endpoint"`
+	DisableAgent              bool     `json:"disable-agent"`
+	DisableScheduler          bool     `json:"disable-scheduler"`
+	DisableControllerManager  bool     `json:"disable-controller-manager"`
+	KubeAPIServerArgs         []string `json:"kube-apiserver-arg"`
+	KubeControllerManagerArgs []string `json:"kube-controller-manager-arg"`
+	KubeSchedulerArgs         []string `json:"kube-scheduler-arg"`
+	Debug                     bool     `json:"debug"`
+	LogLevel                  int      `json:"v"`
+}
+
+// AddFlags registers every Server option on fs with its default. The defaults
+// live here and nowhere else.
+func (s *Server) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&s.DataDir, "data-dir", "/var/lib/skiff", "directory that holds cluster state")
+	fs.IntVar(&s.HTTPSListenPort, "https-listen-port", 6443, "port the API server listens on")
+	fs.StringVar(&s.BindAddress, "bind-address", "", "IP address to listen on (default: all interfaces)")
+	fs.StringVar(&s.AdvertiseAddress, "advertise-address", "", "IP address the API server advertises to the cluster (default: detected)")
+	// Empty, non-nil defaults keep "no value" and "empty list" the same thing.
+	fs.StringSliceVar(&s.TLSSANs, "tls-san", []string{}, "extra hostname or IP for the server certificate (repeatable)")
+	fs.StringVar(&s.ClusterCIDR, "cluster-cidr", "10.42.0.0/16", "pod network CIDR, or an IPv4,IPv6 pair for dual-stack")
+	fs.StringVar(&s.ServiceCIDR, "service-cidr", "10.43.0.0/16", "service network CIDR, or an IPv4,IPv6 pair for dual-stack")
+	fs.StringVar(&s.ClusterDNS, "cluster-dns", "10.43.0.10", "IP of the cluster DNS service, inside service-cidr")
+	fs.StringVar(&s.ClusterDomain, "cluster-domain", "cluster.local", "cluster domain")
+	fs.StringVarP(&s.Token, "token", "t", "", "shared secret that servers and agents use to join")
+	fs.StringVar(&s.TokenFile, "token-file", "", "file that holds the token")
+	fs.StringVarP(&s.WriteKubeconfig, "write-kubeconfig", "o", "/etc/skiff/skiff.yaml", "write the admin kubeconfig to this file")
+	fs.StringVar(&s.WriteKubeconfigMode, "write-kubeconfig-mode", "", "octal file mode of the kubeconfig, like 0644 (default: 0600)")
+	fs.StringVar(&s.DatastoreEndpoint, "datastore-endpoint", "", "sqlite, postgres, mysql or etcd URL (default: SQLite in data-dir)")
+	fs.BoolVar(&s.DisableAgent, "disable-agent", false, "do not run an agent (kubelet, container runtime) on this node")
+	fs.BoolVar(&s.DisableScheduler, "disable-scheduler", false, "do not run the scheduler")
+	fs.BoolVar(&s.DisableControllerManager, "disable-controller-manager", false, "do not run the controller manager")
+	// StringArray, not StringSlice: component flags often carry commas
+	// themselves (--admission-plugins=A,B) and must not be split.
+	fs.StringArrayVar(&s.KubeAPIServerArgs, "kube-apiserver-arg", []string{}, "extra kube-apiserver flag, key=value (repeatable)")
+	fs.StringArrayVar(&s.KubeControllerManagerArgs, "kube-controller-manager-arg", []string{}, "extra kube-controller-manager flag, key=value (repeatable)")
+	fs.StringArrayVar(&s.KubeSchedulerArgs, "kube-scheduler-arg", []string{}, "extra kube-scheduler flag, key=value (repeatable)")
+	fs.BoolVar(&s.Debug, "debug", false, "turn on debug logs")
+	fs.IntVarP(&s.LogLevel, "v", "v", 0, "log verbosity (klog level)")
+}
+
+// Complete puts values into their canonical form. Call it after ApplySources
+// and before Validate.
+//
+// A relative data-dir is made absolute against the working directory, so the
+// rest of skiff never depends on the directory it was started from.
+func (s *Server) Complete() error {
+	if s.DataDir != "" {
+		abs, err := filepath.Abs(s.DataDir)
+		if err != nil {
+			return fmt.Errorf("data-dir: making %q absolute: %w", s.DataDir, err)
+		}
+		s.DataDir = abs
+	}
+	s.KubeAPIServerArgs = NormalizeArgs(s.KubeAPIServerArgs)
+	s.KubeControllerManagerArgs = NormalizeArgs(s.KubeControllerManagerArgs)
+	s.KubeSchedulerArgs = NormalizeArgs(s.KubeSchedulerArgs)
+	return nil
+}
+
+// Validate returns every problem with s, each naming its flag. It does not
+// touch the file system: whether data-dir or token-file exist is for the
+// parts that use them to report.
+func (s *Server) Validate() []error {
+	var errs []error
+	add := func(err error) { errs = append(errs, err) }
+
+	switch {
+	case s.DataDir == "":
+		add(fieldError("data-dir", "must not be empty"))
+	case !filepath.IsAbs(s.DataDir):
+		add(fieldError("data-dir", "must be an absolute path, got %q", s.DataDir))
+	}
+
+	if s.HTTPSListenPort < 1 || s.HTTPSListenPort > 65535 {
+		add(fieldError("https-listen-port", "must be between 1 and 65535, got %d", s.HTTPSListenPort))
+	}
+	for _, f := range []struct{ flag, value string }{
+		{"bind-address", s.BindAddress},
+		{"advertise-address", s.AdvertiseAddress},
+	} {
+		if _, err := netip.ParseAddr(f.value); f.value != "" && err != nil {
+			add(fieldError(f.flag, "invalid IP address %q", f.value))
+		}
+	}
+	for _, san := range s.TLSSANs {
+		if err := validateSAN(san); err != nil {
+			add(fieldError("tls-san", "%v", err))
+		}
+	}
+
+	clusterNets, err := parseCIDRs(s.ClusterCIDR)
+	if err != nil {
+		add(fieldError("cluster-cidr", "%v", err))
+	}
+	serviceNets, err := parseCIDRs(s.ServiceCIDR)
+	if err != nil {
+		add(fieldError("service-cidr", "%v", err))
+	}
+	for _, c := range clusterNets {
+		for _, sv := range serviceNets {
+			if c.Overlaps(sv) {
+				add(fieldError("service-cidr", "%s overlaps cluster-cidr %s", sv, c))
+			}
+		}
+	}
+	// Without a valid service-cidr there is nothing to check cluster-dns
+	// against, and the service-cidr error already says what to fix.
+	if serviceNets != nil {
+		for _, err := range validateClusterDNS(s.ClusterDNS, serviceNets) {
+			add(fieldError("cluster-dns", "%v", err))
+		}
+	}
+
+	if msgs := validation.IsDNS1123Subdomain(s.ClusterDomain); len(msgs) > 0 {
+		add(fieldError("cluster-domain", "invalid domain %q: %s", s.ClusterDomain, strings.Join(msgs, "; ")))
+	}
+	if _, err := parseMode(s.WriteKubeconfigMode); err != nil {
+		add(fieldError("write-kubeconfig-mode", "%v", err))
+	}
+	if s.Token != "" && s.TokenFile != "" {
+		add(fieldError("token", "token and token-file are mutually exclusive; set one"))
+	}
+	if s.DatastoreEndpoint != "" {
+		if _, err := DatastoreKind(s.DatastoreEndpoint); err != nil {
+			add(fieldError("datastore-endpoint", "%v", err))
+		}
+	}
+	for _, f := range []struct {
+		flag string
+		args []string
+	}{
+		{"kube-apiserver-arg", s.KubeAPIServerArgs},
+		{"kube-controller-manager-arg", s.KubeControllerManagerArgs},
+		{"kube-scheduler-arg", s.KubeSchedulerArgs},
+	} {
+		for _, err := range validateArgs(f.args) {
+			add(fieldError(f.flag, "%v", err))
+		}
+	}
+	if s.LogLevel < 0 {
+		add(fieldError("v", "must be 0 or more, got %d", s.LogLevel))
+	}
+	return errs
+}
+
+// KubeconfigMode is the file mode for the written kubeconfig: 0600 unless
+// write-kubeconfig-mode says otherwise. An invalid mode (which Validate
+// reports) also yields 0600, the safe choice.
+func (s *Server) KubeconfigMode() os.FileMode {
+	mode, err := parseMode(s.WriteKubeconfigMode)
+	if err != nil || s.WriteKubeconfigMode == "" {
+		return 0o600
+	}
+	return mode
+}
+
+// parseMode parses an octal permission string: "0644", "644" or "0o644".
+func parseMode(s string) (os.FileMode, error) {
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(strings.TrimPrefix(s, "0o"), 8, 32)
+	if err != nil || n > 0o777 {
+		return 0, fmt.Errorf("invalid mode %q: want octal permissions from 0000 to 0777, like 0644", s)
+	}
+	return os.FileMode(n), nil
+}
+
+// datastoreKinds maps each endpoint scheme to what serves it. kine also
+// accepts "postgresql" and "unixs", so we do too.
+var datastoreKinds = map[string]string{
+	"sqlite":     "sqlite",
+	"postgres":   "postgres",
+	"postgresql": "postgres",
+	"mysql":      "mysql",
+	"http":       "etcd",
+	"https":      "etcd",
+	"unix":       "etcd",
+	"unixs":      "etcd",
+}
+
+const supportedSchemes = "sqlite, postgres, mysql, http, https, unix"
+
+// DatastoreKind says which datastore an endpoint names: "sqlite", "postgres",
+// "mysql" or "etcd". The empty endpoint is the embedded SQLite database.
+// Errors show the endpoint with its password redacted.
+func DatastoreKind(endpoint string) (string, error) {
+	if endpoint == "" {
+		return "sqlite", nil
+	}
+	scheme, _, ok := strings.Cut(endpoint, "://")
+	// A "scheme" with odd characters is more likely part of a DSN such as
+	// user:pass@tcp(host)/db, so do not quote it back.
+	if !ok || !isScheme(scheme) {
+		return "", fmt.Errorf("%q has no URL scheme; supported schemes: %s", RedactURL(endpoint), supportedSchemes)
+	}
+	kind, ok := datastoreKinds[scheme]
+	if !ok {
+		return "", fmt.Errorf("unsupported scheme %q in %q; supported schemes: %s", scheme, RedactURL(endpoint), supportedSchemes)
+	}
+	return kind, nil
+}
+
+// isScheme reports whether s is a URL scheme per RFC 3986.
+func isScheme(s string) bool {
+	for i, c := range s {
+		letter := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+		if !letter && (i == 0 || !('0' <= c && c <= '9' || c == '+' || c == '-' || c == '.')) {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// NormalizeArgs strips one leading "--" from each extra component argument,
+// so "--v=2" and "v=2" mean the same. Other entries, empty ones included,
+// are kept as they are for Validate to judge.
+func NormalizeArgs(args []string) []string {
+	if args == nil {
+		return nil
+	}
+	out := make([]string, len(args))
+	for i, a := range args {
+		out[i] = strings.TrimPrefix(a, "--")
+	}
+	return out
+}
+
+// fieldError is a Validate error: the flag name, then what is wrong with it.
+func fieldError(flag, format string, args ...any) error {
+	return fmt.Errorf("%s: %s", flag, fmt.Sprintf(format, args...))
+}
+
+func validateArgs(args []string) []error {
+	var errs []error
+	for _, a := range args {
+		key, _, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		switch {
+		case strings.TrimSpace(a) == "":
+			errs = append(errs, fmt.Errorf("empty entry"))
+		case key == "" || strings.HasPrefix(key, "-") || strings.ContainsAny(key, " \t\n"):
+			errs = append(errs, fmt.Errorf("%q is not key=value or key", a))
+		}
+	}
+	return errs
+}
+
+func validateSAN(san string) error {
+	if san == "" {
+		return fmt.Errorf("empty entry")
+	}
+	if _, err := netip.ParseAddr(san); err == nil {
+		return nil
+	}
+	msgs := validation.IsDNS1123Subdomain(san)
+	if strings.HasPrefix(san, "*.") {
+		msgs = validation.IsWildcardDNS1123Subdomain(san)
+	}
+	if len(msgs) > 0 {
+		return fmt.Errorf("%q is neither an IP address nor a DNS name: %s", san, strings.Join(msgs, "; "))
+	}
+	return nil
+}
+
+// parseCIDRs parses a single-stack CIDR or a dual-stack "IPv4,IPv6" pair.
+// The prefixes come back masked so that overlap checks compare networks.
+func parseCIDRs(s string) ([]netip.Prefix, error) {
+	if s == "" {
+		return nil, fmt.Errorf("must not be empty")
+	}
+	parts := strings.Split(s, ",")
+	if len(parts) > 2 {
+		return nil, fmt.Errorf("%q: want one CIDR or an IPv4,IPv6 pair", s)
+	}
+	var nets []netip.Prefix
+	for _, p := range parts {
+		prefix, err := netip.ParsePrefix(strings.TrimSpace(p))
+		if err != nil {
+			return nil, fmt.Errorf("invalid CIDR %q", strings.TrimSpace(p))
+		}
+		nets = append(nets, prefix.Masked())
+	}
+	if len(nets) == 2 && nets[0].Addr().Is4() == nets[1].Addr().Is4() {
+		return nil, fmt.Errorf("%q: a dual-stack pair needs one IPv4 and one IPv6 CIDR", s)
+	}
+	return nets, nil
+}
+
+// validateClusterDNS accepts one IP, or one per family for dual-stack, each
+// inside service-cidr and not one of the addresses Kubernetes reserves there.
+func validateClusterDNS(s string, serviceNets []netip.Prefix) []error {
+	if s == "" {
+		return []error{fmt.Errorf("must not be empty")}
+	}
+	var errs []error
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		ip, err := netip.ParseAddr(part)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("invalid IP address %q", part))
+			continue
+		}
+		var inside *netip.Prefix
+		for i := range serviceNets {
+			if serviceNets[i].Contains(ip) {
+				inside = &serviceNets[i]
+			}
+		}
+		switch {
+		case inside == nil:
+			errs = append(errs, fmt.Errorf("%s is not inside service-cidr %s; change cluster-dns along with service-cidr", ip, joinPrefixes(serviceNets)))
+		case ip == inside.Addr():
+			errs = append(errs, fmt.Errorf("%s is the network address of service-cidr %s", ip, inside))
+		case ip == inside.Addr().Next():
+			errs = append(errs, fmt.Errorf("%s is reserved for the kubernetes API service (first address of service-cidr %s)", ip, inside))
+		}
+	}
+	return errs
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
+}

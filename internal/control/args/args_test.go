@@ -1,0 +1,36 @@
+package args
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	cliflag "k8s.io/component-base/cli/flag"
+)
+
+func TestBuildUserOverridesAndAppends(t *testing.T) {
+	got := Build(map[string]string{"secure-port": "6444", "profiling": "false"},
+		[]string{"profiling=true", "--v=4", "enable-foo", "audit-log-path=/x=y"})
+	want := []string{"--profiling=true", "--secure-port=6444", "--v=4", "--enable-foo=true", "--audit-log-path=/x=y"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %v\nwant %v", got, want)
+	}
+}
+
+func TestHas(t *testing.T) {
+	if !Has([]string{"--anonymous-auth=true"}, "anonymous-auth") || Has([]string{"anonymous"}, "anonymous-auth") {
+		t.Fatal("Has misreads keys")
+	}
+}
+
+func TestParseNamesThePassthroughFlag(t *testing.T) {
+	var fss cliflag.NamedFlagSets
+	port := fss.FlagSet("serving").Int("secure-port", 0, "")
+	if err := Parse("kube-scheduler", "kube-scheduler-arg", fss, []string{"--secure-port=9"}); err != nil || *port != 9 {
+		t.Fatalf("parse: %v port=%d", err, *port)
+	}
+	err := Parse("kube-scheduler", "kube-scheduler-arg", fss, []string{"--no-such-flag=1"})
+	if err == nil || !strings.Contains(err.Error(), "--kube-scheduler-arg") || !strings.Contains(err.Error(), "no-such-flag") {
+		t.Fatalf("want error naming --kube-scheduler-arg and the flag, got %v", err)
+	}
+}

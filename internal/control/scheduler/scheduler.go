@@ -1,0 +1,96 @@
+// Package scheduler runs kube-scheduler in process.
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"k8s.io/kubernetes/cmd/kube-scheduler/app"
+	"k8s.io/kubernetes/cmd/kube-scheduler/app/options"
+
+	"github.com/skiffkube/skiff/internal/component"
+	"github.com/skiffkube/skiff/internal/control/args"
+	"github.com/skiffkube/skiff/internal/control/probe"
+)
+
+// Config is what the scheduler component needs.
+type Config struct {
+	// Args is the full kube-scheduler command line.
+	Args []string
+}
+
+// Scheduler is the kube-scheduler component.
+type Scheduler struct {
+	cfg       Config
+	log       *slog.Logger
+	opts      *options.Options
+	healthURL string
+	detach    bool
+	component.Runner
+}
+
+// New returns the scheduler component.
+func New(cfg Config, log *slog.Logger) *Scheduler {
+	return &Scheduler{cfg: cfg, log: log.With("component", "scheduler")}
+}
+
+func (s *Scheduler) Name() string { return "scheduler" }
+
+func (s *Scheduler) Init(context.Context) error {
+	o := options.NewOptions()
+	if err := args.Parse("kube-scheduler", "kube-scheduler-arg", *o.Flags, s.cfg.Args); err != nil {
+		return err
+	}
+	if err := o.ComponentGlobalsRegistry.Set(); err != nil {
+		return fmt.Errorf("applying feature gates: %w", err)
+	}
+	s.opts = o
+	// With leader election the scheduler calls os.Exit when its context ends,
+	// so such a scheduler is left running at Stop and ends with the process.
+	s.detach = o.LeaderElection.LeaderElect
+	if port := o.SecureServing.BindPort; port != 0 {
+		host := "127.0.0.1"
+		if ip := o.SecureServing.BindAddress; ip != nil && !ip.IsUnspecified() {
+			host = ip.String()
+		}
+		s.healthURL = "https://" + net.JoinHostPort(host, strconv.Itoa(port)) + "/healthz"
+	}
+	return nil
+}
+
+func (s *Scheduler) Start(context.Context) error {
+	s.Go(func(ctx context.Context) error {
+		cc, sched, err := app.Setup(ctx, s.opts)
+		if err != nil {
+			return fmt.Errorf("setting up kube-scheduler: %w", err)
+		}
+		return app.Run(ctx, cc, sched)
+	})
+	return nil
+}
+
+func (s *Scheduler) Ready() error {
+	if !s.Running() {
+		return errors.New("not running")
+	}
+	if s.healthURL == "" {
+		return nil
+	}
+	client, err := probe.Client("", "", "")
+	if err != nil {
+		return err
+	}
+	return probe.Get(client, s.healthURL)
+}
+
+func (s *Scheduler) Stop() error {
+	if s.detach {
+		return nil
+	}
+	return s.Runner.Stop(5 * time.Second)
+}

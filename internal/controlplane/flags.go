@@ -1,0 +1,206 @@
+package controlplane
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/skiffkube/skiff/internal/atomicfile"
+	"github.com/skiffkube/skiff/internal/config"
+	"github.com/skiffkube/skiff/internal/control/args"
+)
+
+// APIServerPort is the apiserver's own port, on loopback only: everything
+// from outside comes through the supervisor.
+const APIServerPort = 6444
+
+// Plan is what every component's command line is derived from.
+type Plan struct {
+	Config      *config.Server
+	Layout      Layout
+	AdvertiseIP net.IP
+	// EtcdServers are the datastore's etcd endpoints (kine's socket).
+	EtcdServers []string
+	// LeaderElect is false for a datastore that only one server can use
+	// (SQLite): electing a leader among one is start-up time for nothing.
+	LeaderElect bool
+}
+
+// LoopbackURL is where in-process components reach the apiserver.
+func LoopbackURL() string { return "https://127.0.0.1:" + strconv.Itoa(APIServerPort) }
+
+func (p Plan) serviceAccountIssuer() string {
+	return "https://kubernetes.default.svc." + p.Config.ClusterDomain
+}
+
+// APIServerArgs is kube-apiserver's command line: secure by default (Node and
+// RBAC authorizers, NodeRestriction, anonymous access only to health
+// endpoints, profiling off), then --kube-apiserver-arg on top.
+func (p Plan) APIServerArgs() []string {
+	l := p.Layout
+	g := map[string]string{
+		"advertise-address":                  p.AdvertiseIP.String(),
+		"allow-privileged":                   "true",
+		"api-audiences":                      p.serviceAccountIssuer() + ",skiff",
+		"authorization-mode":                 "Node,RBAC",
+		"bind-address":                       "127.0.0.1",
+		"secure-port":                        strconv.Itoa(APIServerPort),
+		"cert-dir":                           l.TLSDir() + "/temporary-certs",
+		"client-ca-file":                     l.ClientCA().Cert,
+		"enable-admission-plugins":           "NodeRestriction",
+		"etcd-servers":                       strings.Join(p.EtcdServers, ","),
+		"kubelet-client-certificate":         l.ClientKubeAPIServer().Cert,
+		"kubelet-client-key":                 l.ClientKubeAPIServer().Key,
+		"profiling":                          "false",
+		"proxy-client-cert-file":             l.ClientAuthProxy().Cert,
+		"proxy-client-key-file":              l.ClientAuthProxy().Key,
+		"requestheader-allowed-names":        "system:auth-proxy",
+		"requestheader-client-ca-file":       l.RequestHeaderCA().Cert,
+		"requestheader-extra-headers-prefix": "X-Remote-Extra-",
+		"requestheader-group-headers":        "X-Remote-Group",
+		"requestheader-username-headers":     "X-Remote-User",
+		"service-account-issuer":             p.serviceAccountIssuer(),
+		"service-account-key-file":           l.ServiceAccountPub(),
+		"service-account-signing-key-file":   l.ServiceAccountKey(),
+		"service-cluster-ip-range":           p.Config.ServiceCIDR,
+		"service-node-port-range":            "30000-32767",
+		"storage-backend":                    "etcd3",
+		"tls-cert-file":                      l.ServingAPIServer().Cert,
+		"tls-private-key-file":               l.ServingAPIServer().Key,
+	}
+	// Anonymous requests are refused except on health endpoints; a user who
+	// configures authentication themselves takes over that decision.
+	user := p.Config.KubeAPIServerArgs
+	if !args.Has(user, "anonymous-auth") && !args.Has(user, "authentication-config") {
+		g["authentication-config"] = l.AuthenticationConfig()
+	}
+	return args.Build(g, user)
+}
+
+// authenticationConfig allows anonymous requests on the health endpoints
+// only, so load balancers and probes work while the API stays closed.
+const authenticationConfig = `apiVersion: apiserver.config.k8s.io/v1
+kind: AuthenticationConfiguration
+anonymous:
+  enabled: true
+  conditions:
+  - path: /healthz
+  - path: /livez
+  - path: /readyz
+`
+
+// WriteAuthenticationConfig writes the file APIServerArgs points at.
+func WriteAuthenticationConfig(l Layout) error {
+	if err := os.MkdirAll(l.EtcDir(), 0o700); err != nil {
+		return err
+	}
+	if cur, err := os.ReadFile(l.AuthenticationConfig()); err == nil && string(cur) == authenticationConfig {
+		return nil
+	}
+	return atomicfile.Write(l.AuthenticationConfig(), []byte(authenticationConfig), 0o600, 0o700)
+}
+
+// ControllerManagerArgs is kube-controller-manager's command line.
+func (p Plan) ControllerManagerArgs() []string {
+	l := p.Layout
+	g := map[string]string{
+		"kubeconfig":                       l.ControllerKubeconfig(),
+		"authentication-kubeconfig":        l.ControllerKubeconfig(),
+		"authorization-kubeconfig":         l.ControllerKubeconfig(),
+		"bind-address":                     "127.0.0.1",
+		"secure-port":                      "10257",
+		"profiling":                        "false",
+		"leader-elect":                     strconv.FormatBool(p.LeaderElect),
+		"allocate-node-cidrs":              "true",
+		"cluster-cidr":                     p.Config.ClusterCIDR,
+		"service-cluster-ip-range":         p.Config.ServiceCIDR,
+		"configure-cloud-routes":           "false",
+		"controllers":                      "*,tokencleaner",
+		"root-ca-file":                     l.ServerCA().Cert,
+		"service-account-private-key-file": l.ServiceAccountKey(),
+		"use-service-account-credentials":  "true",
+		// Client certificates for kubelets are signed by the client CA,
+		// serving certificates by the server CA.
+		"cluster-signing-kube-apiserver-client-cert-file": l.ClientCA().Cert,
+		"cluster-signing-kube-apiserver-client-key-file":  l.ClientCA().Key,
+		"cluster-signing-kubelet-client-cert-file":        l.ClientCA().Cert,
+		"cluster-signing-kubelet-client-key-file":         l.ClientCA().Key,
+		"cluster-signing-kubelet-serving-cert-file":       l.ServerCA().Cert,
+		"cluster-signing-kubelet-serving-key-file":        l.ServerCA().Key,
+		"cluster-signing-legacy-unknown-cert-file":        l.ServerCA().Cert,
+		"cluster-signing-legacy-unknown-key-file":         l.ServerCA().Key,
+	}
+	return args.Build(g, p.Config.KubeControllerManagerArgs)
+}
+
+// SchedulerArgs is kube-scheduler's command line.
+func (p Plan) SchedulerArgs() []string {
+	l := p.Layout
+	g := map[string]string{
+		"kubeconfig":                l.SchedulerKubeconfig(),
+		"authentication-kubeconfig": l.SchedulerKubeconfig(),
+		"authorization-kubeconfig":  l.SchedulerKubeconfig(),
+		"bind-address":              "127.0.0.1",
+		"secure-port":               "10259",
+		"profiling":                 "false",
+		"leader-elect":              strconv.FormatBool(p.LeaderElect),
+	}
+	return args.Build(g, p.Config.KubeSchedulerArgs)
+}
+
+// DetectAdvertiseIP picks the address other machines reach this one on: the
+// --advertise-address, else --bind-address when it is a specific address,
+// else the address of the interface that holds the default route, else
+// loopback.
+func DetectAdvertiseIP(cfg *config.Server) (net.IP, error) {
+	for _, f := range []struct{ flag, value string }{
+		{"advertise-address", cfg.AdvertiseAddress},
+		{"bind-address", cfg.BindAddress},
+	} {
+		if f.value == "" {
+			continue
+		}
+		ip := net.ParseIP(f.value)
+		if ip == nil {
+			return nil, fmt.Errorf("%s: invalid IP %q", f.flag, f.value)
+		}
+		if !ip.IsUnspecified() {
+			return ip, nil
+		}
+	}
+	if ip := defaultRouteIP(); ip != nil {
+		return ip, nil
+	}
+	return net.ParseIP("127.0.0.1"), nil
+}
+
+// defaultRouteIP reads /proc/net/route rather than dialling out, which
+// would need a route to somewhere and may be watched on closed networks.
+func defaultRouteIP() net.IP {
+	data, err := os.ReadFile("/proc/net/route")
+	if err != nil {
+		return nil
+	}
+	for _, line := range strings.Split(string(data), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[1] != "00000000" {
+			continue
+		}
+		iface, err := net.InterfaceByName(f[0])
+		if err != nil {
+			continue
+		}
+		addrs, err := iface.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+				return n.IP
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,53 @@
+// Package controlplane decides what the control plane runs with: where its
+// files live, which certificates it needs, and the command line of each
+// upstream component. It is pure planning and file writing, kept apart from
+// the packages that link Kubernetes so that it tests fast.
+package controlplane
+
+import "path/filepath"
+
+// Layout names the files of a server's data dir.
+type Layout struct{ DataDir string }
+
+func (l Layout) ServerDir() string { return filepath.Join(l.DataDir, "server") }
+func (l Layout) TLSDir() string    { return filepath.Join(l.ServerDir(), "tls") }
+func (l Layout) CredDir() string   { return filepath.Join(l.ServerDir(), "cred") }
+func (l Layout) EtcDir() string    { return filepath.Join(l.ServerDir(), "etc") }
+func (l Layout) TokenFile() string { return filepath.Join(l.ServerDir(), "token") }
+func (l Layout) LockFile() string  { return filepath.Join(l.ServerDir(), "skiff.lock") }
+
+func (l Layout) tls(name string) string { return filepath.Join(l.TLSDir(), name) }
+
+// Pair is a certificate and its key.
+type Pair struct{ Cert, Key string }
+
+func (l Layout) pair(name string) Pair {
+	return Pair{Cert: l.tls(name + ".crt"), Key: l.tls(name + ".key")}
+}
+
+func (l Layout) ServerCA() Pair        { return l.pair("server-ca") }
+func (l Layout) ClientCA() Pair        { return l.pair("client-ca") }
+func (l Layout) RequestHeaderCA() Pair { return l.pair("request-header-ca") }
+
+// ServingAPIServer is the certificate of both the supervisor and the
+// apiserver's loopback port: the same names reach either.
+func (l Layout) ServingAPIServer() Pair    { return l.pair("serving-kube-apiserver") }
+func (l Layout) ClientAdmin() Pair         { return l.pair("client-admin") }
+func (l Layout) ClientController() Pair    { return l.pair("client-controller") }
+func (l Layout) ClientScheduler() Pair     { return l.pair("client-scheduler") }
+func (l Layout) ClientKubeAPIServer() Pair { return l.pair("client-kube-apiserver") }
+func (l Layout) ClientAuthProxy() Pair     { return l.pair("client-auth-proxy") }
+func (l Layout) ServiceAccountKey() string { return l.tls("service.key") }
+func (l Layout) ServiceAccountPub() string { return l.tls("service.pub") }
+
+func (l Layout) AdminKubeconfig() string { return filepath.Join(l.CredDir(), "admin.kubeconfig") }
+func (l Layout) ControllerKubeconfig() string {
+	return filepath.Join(l.CredDir(), "controller.kubeconfig")
+}
+func (l Layout) SchedulerKubeconfig() string {
+	return filepath.Join(l.CredDir(), "scheduler.kubeconfig")
+}
+
+func (l Layout) AuthenticationConfig() string {
+	return filepath.Join(l.EtcDir(), "authentication-config.yaml")
+}

@@ -1,0 +1,87 @@
+package controlplane
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/skiffkube/skiff/internal/atomicfile"
+	"github.com/skiffkube/skiff/internal/config"
+	"github.com/skiffkube/skiff/internal/token"
+)
+
+// GivenToken reads the token the user gave with --token or --token-file, if
+// any, and checks its syntax. It touches nothing, so it runs before start-up
+// writes a byte.
+func GivenToken(cfg *config.Server) (*token.Token, error) {
+	raw, source := cfg.Token, "--token"
+	if cfg.TokenFile != "" {
+		data, err := os.ReadFile(cfg.TokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("token-file: %w", err)
+		}
+		raw, source = strings.TrimSpace(string(data)), "token-file "+cfg.TokenFile
+		// An empty file is a mistake (a secret not mounted yet, say), not
+		// "no token": generating a random one would leave every node that
+		// was given the intended token unable to join.
+		if raw == "" {
+			return nil, fmt.Errorf("token-file %s is empty", cfg.TokenFile)
+		}
+	}
+	if raw == "" {
+		return nil, nil
+	}
+	t, err := token.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", source, err)
+	}
+	return &t, nil
+}
+
+// EnsureToken settles the cluster token: the one stored in the data dir, the
+// one given, or a new one, and stores it in full form
+// (SK10<CA hash>::server:<secret>, mode 0600). A given token must match the
+// stored one and pin this server's CA: agents already trust both.
+func EnsureToken(l Layout, given *token.Token, caPEM []byte) (token.Token, error) {
+	path := l.TokenFile()
+	var stored *token.Token
+	if data, err := os.ReadFile(path); err == nil {
+		t, err := token.Parse(string(data))
+		if err != nil {
+			return token.Token{}, fmt.Errorf("stored token %s: %w", path, err)
+		}
+		stored = &t
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return token.Token{}, fmt.Errorf("reading stored token: %w", err)
+	}
+
+	var secret string
+	switch {
+	case given != nil:
+		if !given.IsShort() {
+			if err := given.VerifyCA(caPEM); err != nil {
+				return token.Token{}, fmt.Errorf("--token does not belong to this server: %w", err)
+			}
+		}
+		if stored != nil && stored.Secret != given.Secret {
+			return token.Token{}, fmt.Errorf("--token differs from the token this data dir was set up with (%s): start without --token, or give that token", path)
+		}
+		secret = given.Secret
+	case stored != nil:
+		secret = stored.Secret
+	default:
+		s, err := token.NewSecret()
+		if err != nil {
+			return token.Token{}, err
+		}
+		secret = s
+	}
+	full := token.Token{CAHash: token.HashCA(caPEM), Username: "server", Secret: secret}
+	if stored == nil || stored.String() != full.String() {
+		if err := atomicfile.Write(path, []byte(full.String()+"\n"), 0o600, 0o700); err != nil {
+			return token.Token{}, err
+		}
+	}
+	return full, nil
+}

@@ -1,0 +1,80 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"github.com/skiffkube/skiff/internal/config"
+	"github.com/skiffkube/skiff/internal/controlplane"
+	"github.com/skiffkube/skiff/internal/pki"
+	"github.com/skiffkube/skiff/internal/token"
+)
+
+// certificates is the start-up phase that settles the PKI, the cluster token
+// and the files the components read. It has no long-running work.
+type certificates struct {
+	layout      controlplane.Layout
+	cfg         *config.Server
+	advertiseIP net.IP
+	given       *token.Token
+	log         *slog.Logger
+	token       *token.Token
+	done        bool
+}
+
+func (c *certificates) Name() string               { return "certificates" }
+func (c *certificates) Init(context.Context) error { return nil }
+func (c *certificates) Stop() error                { return nil }
+
+func (c *certificates) Ready() error {
+	if !c.done {
+		return fmt.Errorf("certificates not written")
+	}
+	return nil
+}
+
+func (c *certificates) Start(context.Context) error {
+	hostDNS, hostIPs, err := pki.HostSANs()
+	if err != nil {
+		return fmt.Errorf("listing host addresses: %w", err)
+	}
+	res, err := controlplane.EnsureCertificates(c.layout, controlplane.CertInputs{
+		ClusterDomain: c.cfg.ClusterDomain,
+		ServiceCIDR:   c.cfg.ServiceCIDR,
+		AdvertiseIP:   c.advertiseIP,
+		TLSSANs:       c.cfg.TLSSANs,
+		HostDNS:       hostDNS,
+		HostIPs:       hostIPs,
+	}, time.Now())
+	if err != nil {
+		return err
+	}
+	for _, issued := range res.Issued {
+		c.log.Debug("issued", "component", "certificates", "what", issued)
+	}
+	t, err := controlplane.EnsureToken(c.layout, c.given, res.ServerCAPEM)
+	if err != nil {
+		return err
+	}
+	*c.token = t
+	if err := controlplane.WriteComponentKubeconfigs(c.layout, controlplane.LoopbackURL(), res.ServerCAPEM); err != nil {
+		return err
+	}
+	if err := controlplane.WriteAuthenticationConfig(c.layout); err != nil {
+		return fmt.Errorf("writing authentication config: %w", err)
+	}
+	c.done = true
+	return nil
+}
+
+func readFile(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	return data, nil
+}

@@ -1,0 +1,163 @@
+// Package server assembles `skiff server`: it checks what can be checked
+// before anything is written, then starts the datastore, certificates,
+// apiserver and controllers in order through the component manager, and
+// writes the admin kubeconfig once the cluster answers.
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/skiffkube/skiff/internal/component"
+	"github.com/skiffkube/skiff/internal/config"
+	"github.com/skiffkube/skiff/internal/control/apiserver"
+	"github.com/skiffkube/skiff/internal/control/controllermanager"
+	"github.com/skiffkube/skiff/internal/control/scheduler"
+	"github.com/skiffkube/skiff/internal/control/supervisor"
+	"github.com/skiffkube/skiff/internal/controlplane"
+	"github.com/skiffkube/skiff/internal/datastore"
+	"github.com/skiffkube/skiff/internal/pki"
+	"github.com/skiffkube/skiff/internal/token"
+)
+
+// StopTimeout bounds a graceful stop; past it the process exits anyway.
+const StopTimeout = 10 * time.Second
+
+// Run starts the server and blocks until ctx ends (a signal) or a component
+// fails, then stops everything in reverse order.
+func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
+	begin := time.Now()
+	l := controlplane.Layout{DataDir: cfg.DataDir}
+
+	// Everything that can be refused is refused before the first write.
+	given, err := controlplane.GivenToken(cfg)
+	if err != nil {
+		return err
+	}
+	kind, err := config.DatastoreKind(cfg.DatastoreEndpoint)
+	if err != nil {
+		return err
+	}
+	if err := socketPathOK(datastore.SocketPath(cfg.DataDir)); err != nil {
+		return err
+	}
+	advertiseIP, err := controlplane.DetectAdvertiseIP(cfg)
+	if err != nil {
+		return err
+	}
+	if err := checkDataDir(l); err != nil {
+		return err
+	}
+	release, err := lockDataDir(l)
+	if err != nil {
+		return err
+	}
+	defer release()
+	ln, err := listen(cfg.BindAddress, cfg.HTTPSListenPort)
+	if err != nil {
+		return err
+	}
+	if err := checkPortFree(controlplane.APIServerPort, "kube-apiserver, loopback", ""); err != nil {
+		ln.Close()
+		return err
+	}
+
+	plan := controlplane.Plan{
+		Config:      cfg,
+		Layout:      l,
+		AdvertiseIP: advertiseIP,
+		EtcdServers: datastore.EtcdServers(cfg.DataDir, cfg.DatastoreEndpoint),
+		LeaderElect: kind != "sqlite",
+	}
+	var clusterToken token.Token
+	certs := &certificates{layout: l, cfg: cfg, advertiseIP: advertiseIP, given: given, log: log, token: &clusterToken}
+	api := apiserver.New(apiserver.Config{
+		Args:           plan.APIServerArgs(),
+		ReadyzURL:      controlplane.LoopbackURL() + "/readyz",
+		CAFile:         l.ServerCA().Cert,
+		ClientCertFile: l.ClientAdmin().Cert,
+		ClientKeyFile:  l.ClientAdmin().Key,
+	}, log)
+	sup := supervisor.New(supervisor.Config{
+		Listener:     ln,
+		CertFile:     l.ServingAPIServer().Cert,
+		KeyFile:      l.ServingAPIServer().Key,
+		ServerCAFile: l.ServerCA().Cert,
+		ClientCAFile: l.ClientCA().Cert,
+		APIServer:    api.Handler,
+	}, log)
+	controllers := []component.Component{sup}
+	if !cfg.DisableControllerManager {
+		controllers = append(controllers, controllermanager.New(controllermanager.Config{Args: plan.ControllerManagerArgs()}, log))
+	}
+	if !cfg.DisableScheduler {
+		controllers = append(controllers, scheduler.New(scheduler.Config{Args: plan.SchedulerArgs()}, log))
+	}
+
+	mgr := component.NewManager(log,
+		component.Phase{Name: "datastore", Components: []component.Component{datastore.New(datastore.Config{DataDir: cfg.DataDir, Endpoint: cfg.DatastoreEndpoint}, log)}},
+		component.Phase{Name: "certificates", Components: []component.Component{certs}},
+		component.Phase{Name: "apiserver", Components: []component.Component{api}},
+		component.Phase{Name: "controllers", Components: controllers},
+	)
+	if err := mgr.Start(ctx); err != nil {
+		return err
+	}
+	if err := writeAdminKubeconfig(cfg, l); err != nil {
+		_ = mgr.Stop(StopTimeout)
+		return err
+	}
+	log.Info(fmt.Sprintf("skiff server ready in %s", component.FormatDuration(time.Since(begin))),
+		"kubeconfig", cfg.WriteKubeconfig, "url", "https://"+hostPort(advertiseIP.String(), cfg.HTTPSListenPort))
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("stopping")
+	case runErr = <-mgr.Failed():
+		log.Error("component failed, stopping", "err", runErr)
+	}
+	stopBegin := time.Now()
+	if err := mgr.Stop(StopTimeout); err != nil {
+		log.Warn("stop was not clean", "err", err)
+	}
+	log.Info(fmt.Sprintf("stopped in %s", component.FormatDuration(time.Since(stopBegin))))
+	return runErr
+}
+
+func hostPort(host string, port int) string {
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	return host + ":" + strconv.Itoa(port)
+}
+
+// writeAdminKubeconfig writes the kubeconfig users and tools use: it points
+// at the supervisor on loopback and embeds the admin credentials, so it can
+// be copied elsewhere (with the address changed).
+func writeAdminKubeconfig(cfg *config.Server, l controlplane.Layout) error {
+	if cfg.WriteKubeconfig == "" {
+		return nil
+	}
+	caPEM, err := readFile(l.ServerCA().Cert)
+	if err != nil {
+		return err
+	}
+	_, err = pki.WriteKubeconfig(pki.KubeconfigSpec{
+		Path:      cfg.WriteKubeconfig,
+		ServerURL: "https://" + hostPort("127.0.0.1", cfg.HTTPSListenPort),
+		CAPEM:     caPEM,
+		CertPath:  l.ClientAdmin().Cert,
+		KeyPath:   l.ClientAdmin().Key,
+		Embed:     true,
+		Mode:      cfg.KubeconfigMode(),
+	})
+	if err != nil {
+		return fmt.Errorf("write-kubeconfig %s: %w", cfg.WriteKubeconfig, err)
+	}
+	return nil
+}
