@@ -615,7 +615,7 @@ func TestWriteComponentKubeconfigs(t *testing.T) {
 
 func TestWriteComponentKubeconfigsErrorNamesFile(t *testing.T) {
 	l := Layout{DataDir: t.TempDir()}
-	err := WriteComponentKubeconfigs(l, LoopbackURL(), nil)
+	err := WriteComponentKubeconfigs(l, "https://127.0.0.1:6444", nil)
 	if err == nil || !strings.Contains(err.Error(), l.AdminKubeconfig()) {
 		t.Errorf("with no CA: got %v, want an error naming %s", err, l.AdminKubeconfig())
 	}

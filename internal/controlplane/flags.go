@@ -12,9 +12,10 @@ import (
 	"github.com/skiffkube/skiff/internal/control/args"
 )
 
-// APIServerPort is the apiserver's own port, on loopback only: everything
-// from outside comes through the supervisor.
-const APIServerPort = 6444
+// DefaultAPIServerPort is the apiserver's own port, on loopback only:
+// everything from outside comes through the supervisor. A user moves it
+// with --kube-apiserver-arg=secure-port=N.
+const DefaultAPIServerPort = 6444
 
 // Plan is what every component's command line is derived from.
 type Plan struct {
@@ -28,8 +29,24 @@ type Plan struct {
 	LeaderElect bool
 }
 
+// APIServerPort is the apiserver's loopback port: the user's secure-port if
+// given, else DefaultAPIServerPort. config.Server.Validate has checked the
+// passthrough syntax, not the value: a bad one is reported by the
+// apiserver's own flag parsing.
+func (p Plan) APIServerPort() int {
+	port := DefaultAPIServerPort
+	for _, a := range p.Config.KubeAPIServerArgs {
+		if k, v := args.Split(a); k == "secure-port" {
+			if n, err := strconv.Atoi(v); err == nil {
+				port = n
+			}
+		}
+	}
+	return port
+}
+
 // LoopbackURL is where in-process components reach the apiserver.
-func LoopbackURL() string { return "https://127.0.0.1:" + strconv.Itoa(APIServerPort) }
+func (p Plan) LoopbackURL() string { return "https://127.0.0.1:" + strconv.Itoa(p.APIServerPort()) }
 
 func (p Plan) serviceAccountIssuer() string {
 	return "https://kubernetes.default.svc." + p.Config.ClusterDomain
@@ -46,7 +63,7 @@ func (p Plan) APIServerArgs() []string {
 		"api-audiences":                      p.serviceAccountIssuer() + ",skiff",
 		"authorization-mode":                 "Node,RBAC",
 		"bind-address":                       "127.0.0.1",
-		"secure-port":                        strconv.Itoa(APIServerPort),
+		"secure-port":                        strconv.Itoa(DefaultAPIServerPort),
 		"cert-dir":                           l.TLSDir() + "/temporary-certs",
 		"client-ca-file":                     l.ClientCA().Cert,
 		"enable-admission-plugins":           "NodeRestriction",

@@ -80,9 +80,26 @@ func wantArgs(t *testing.T, what string, got map[string]string, want map[string]
 }
 
 func TestLoopbackURL(t *testing.T) {
-	if got := LoopbackURL(); got != "https://127.0.0.1:6444" {
+	p := Plan{Config: &config.Server{}}
+	if got := p.LoopbackURL(); got != "https://127.0.0.1:6444" {
 		t.Errorf("LoopbackURL() = %q", got)
 	}
+	p.Config.KubeAPIServerArgs = []string{"secure-port=7444"}
+	if got := p.LoopbackURL(); got != "https://127.0.0.1:7444" {
+		t.Errorf("LoopbackURL() with secure-port=7444 = %q", got)
+	}
+	if !containsArg(p.APIServerArgs(), "--secure-port=7444") {
+		t.Errorf("apiserver args do not carry the moved port: %v", p.APIServerArgs())
+	}
+}
+
+func containsArg(list []string, want string) bool {
+	for _, a := range list {
+		if a == want {
+			return true
+		}
+	}
+	return false
 }
 
 func TestAPIServerArgsDefaults(t *testing.T) {

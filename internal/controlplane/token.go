@@ -85,3 +85,38 @@ func EnsureToken(l Layout, given *token.Token, caPEM []byte) (token.Token, error
 	}
 	return full, nil
 }
+
+// CheckToken refuses, without writing anything, a given token that
+// EnsureToken would refuse later: one that pins another CA than the stored
+// one, or whose secret differs from the stored token's. Start-up calls it
+// before the datastore opens, so a wrong token leaves the data dir as it was.
+func CheckToken(l Layout, given *token.Token) error {
+	if given == nil {
+		return nil
+	}
+	if !given.IsShort() {
+		caPEM, err := os.ReadFile(l.ServerCA().Cert)
+		if err == nil {
+			if err := given.VerifyCA(caPEM); err != nil {
+				return fmt.Errorf("--token does not belong to this server: %w", err)
+			}
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("reading server CA: %w", err)
+		}
+	}
+	data, err := os.ReadFile(l.TokenFile())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading stored token: %w", err)
+	}
+	stored, err := token.Parse(string(data))
+	if err != nil {
+		return fmt.Errorf("stored token %s: %w", l.TokenFile(), err)
+	}
+	if stored.Secret != given.Secret {
+		return fmt.Errorf("--token differs from the token this data dir was set up with (%s): start without --token, or give that token", l.TokenFile())
+	}
+	return nil
+}

@@ -18,6 +18,7 @@ import (
 // and the files the components read. It has no long-running work.
 type certificates struct {
 	layout      controlplane.Layout
+	loopbackURL string
 	cfg         *config.Server
 	advertiseIP net.IP
 	given       *token.Token
@@ -61,7 +62,7 @@ func (c *certificates) Start(context.Context) error {
 		return err
 	}
 	*c.token = t
-	if err := controlplane.WriteComponentKubeconfigs(c.layout, controlplane.LoopbackURL(), res.ServerCAPEM); err != nil {
+	if err := controlplane.WriteComponentKubeconfigs(c.layout, c.loopbackURL, res.ServerCAPEM); err != nil {
 		return err
 	}
 	if err := controlplane.WriteAuthenticationConfig(c.layout); err != nil {

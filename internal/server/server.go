@@ -49,6 +49,9 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if err := controlplane.CheckToken(l, given); err != nil {
+		return err
+	}
 	if err := checkDataDir(l); err != nil {
 		return err
 	}
@@ -61,11 +64,6 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := checkPortFree(controlplane.APIServerPort, "kube-apiserver, loopback", ""); err != nil {
-		ln.Close()
-		return err
-	}
-
 	plan := controlplane.Plan{
 		Config:      cfg,
 		Layout:      l,
@@ -73,11 +71,15 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		EtcdServers: datastore.EtcdServers(cfg.DataDir, cfg.DatastoreEndpoint),
 		LeaderElect: kind != "sqlite",
 	}
+	if err := checkPortFree(plan.APIServerPort(), "kube-apiserver on loopback", "; move it with --kube-apiserver-arg=secure-port=N"); err != nil {
+		ln.Close()
+		return err
+	}
 	var clusterToken token.Token
-	certs := &certificates{layout: l, cfg: cfg, advertiseIP: advertiseIP, given: given, log: log, token: &clusterToken}
+	certs := &certificates{layout: l, loopbackURL: plan.LoopbackURL(), cfg: cfg, advertiseIP: advertiseIP, given: given, log: log, token: &clusterToken}
 	api := apiserver.New(apiserver.Config{
 		Args:           plan.APIServerArgs(),
-		ReadyzURL:      controlplane.LoopbackURL() + "/readyz",
+		ReadyzURL:      plan.LoopbackURL() + "/readyz",
 		CAFile:         l.ServerCA().Cert,
 		ClientCertFile: l.ClientAdmin().Cert,
 		ClientKeyFile:  l.ClientAdmin().Key,
