@@ -58,15 +58,18 @@ func (p Plan) serviceAccountIssuer() string {
 func (p Plan) APIServerArgs() []string {
 	l := p.Layout
 	g := map[string]string{
-		"advertise-address":                  p.AdvertiseIP.String(),
-		"allow-privileged":                   "true",
-		"api-audiences":                      p.serviceAccountIssuer() + ",skiff",
-		"authorization-mode":                 "Node,RBAC",
-		"bind-address":                       "127.0.0.1",
-		"secure-port":                        strconv.Itoa(DefaultAPIServerPort),
-		"cert-dir":                           l.TLSDir() + "/temporary-certs",
-		"client-ca-file":                     l.ClientCA().Cert,
-		"enable-admission-plugins":           "NodeRestriction",
+		"advertise-address":        p.AdvertiseIP.String(),
+		"allow-privileged":         "true",
+		"api-audiences":            p.serviceAccountIssuer() + ",skiff",
+		"authorization-mode":       "Node,RBAC",
+		"bind-address":             "127.0.0.1",
+		"secure-port":              strconv.Itoa(DefaultAPIServerPort),
+		"cert-dir":                 l.TLSDir() + "/temporary-certs",
+		"client-ca-file":           l.ClientCA().Cert,
+		"enable-admission-plugins": "NodeRestriction",
+		// The apiserver would publish its loopback port as the kubernetes
+		// Service's endpoint; kubeendpoints publishes the supervisor's.
+		"endpoint-reconciler-type":           "none",
 		"etcd-servers":                       strings.Join(p.EtcdServers, ","),
 		"kubelet-client-certificate":         l.ClientKubeAPIServer().Cert,
 		"kubelet-client-key":                 l.ClientKubeAPIServer().Key,

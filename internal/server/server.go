@@ -16,6 +16,7 @@ import (
 	"github.com/skiffkube/skiff/internal/config"
 	"github.com/skiffkube/skiff/internal/control/apiserver"
 	"github.com/skiffkube/skiff/internal/control/controllermanager"
+	"github.com/skiffkube/skiff/internal/control/kubeendpoints"
 	"github.com/skiffkube/skiff/internal/control/scheduler"
 	"github.com/skiffkube/skiff/internal/control/supervisor"
 	"github.com/skiffkube/skiff/internal/controlplane"
@@ -92,7 +93,11 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		ClientCAFile: l.ClientCA().Cert,
 		APIServer:    api.Handler,
 	}, log)
-	controllers := []component.Component{sup}
+	controllers := []component.Component{sup, kubeendpoints.New(kubeendpoints.Config{
+		Kubeconfig:  l.AdminKubeconfig(),
+		AdvertiseIP: advertiseIP,
+		Port:        cfg.HTTPSListenPort,
+	}, log)}
 	if !cfg.DisableControllerManager {
 		controllers = append(controllers, controllermanager.New(controllermanager.Config{Args: plan.ControllerManagerArgs()}, log))
 	}

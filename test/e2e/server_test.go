@@ -78,6 +78,29 @@ func TestServerKeepsStateAcrossRestart(t *testing.T) {
 		}
 	})
 
+	t.Run("kubernetes Service points at the supervisor", func(t *testing.T) {
+		var ep *corev1.Endpoints
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			var err error
+			ep, err = c.CoreV1().Endpoints("default").Get(ctx, "kubernetes", metav1.GetOptions{})
+			if err == nil && len(ep.Subsets) == 1 && len(ep.Subsets[0].Ports) == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no endpoints for the kubernetes Service: %v", err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if got := ep.Subsets[0].Ports[0].Port; int(got) != s.Port {
+			t.Fatalf("kubernetes endpoints port %d, want the supervisor's %d", got, s.Port)
+		}
+		slice, err := c.DiscoveryV1().EndpointSlices("default").Get(ctx, "kubernetes", metav1.GetOptions{})
+		if err != nil || int(*slice.Ports[0].Port) != s.Port {
+			t.Fatalf("kubernetes EndpointSlice: %v %+v", err, slice)
+		}
+	})
+
 	t.Run("anonymous API access is refused", func(t *testing.T) {
 		code, body := get(t, s.AnonymousClient(), s.URL()+"/api")
 		if code != 401 {
