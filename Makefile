@@ -10,9 +10,9 @@ BUILD_DATE    := $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 # providerless drops the cloud providers; netgo/osusergo keep name and user
 # lookups in Go so the static binary needs no glibc NSS at run time.
 TAGS          := providerless,netgo,osusergo,sqlite_omit_load_extension
-# Size budget for bin/skiff in bytes: what was measured plus 10%. Raise it
+# Size budget for bin/skiff in bytes: what was measured (173.6 MB) plus 10%. Raise it
 # only on purpose, in the commit that needs it.
-SIZE_BUDGET   := 167000000
+SIZE_BUDGET   := 191000000
 
 K8S_VERSION_VARS = \
   -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
