@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -212,4 +213,31 @@ func equalSnapshots(a, b map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// TestSecondSignalForcesExit: a stop that is taking its time ends at once on
+// a second signal.
+func TestSecondSignalForcesExit(t *testing.T) {
+	s := newServer(t)
+	s.Start()
+	_ = s.cmd.Process.Signal(syscall.SIGINT)
+	if err := s.waitFor("stopping", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	begin := time.Now()
+	_ = s.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-s.exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("still running 5s after the second signal")
+	}
+	if strings.Contains(s.Output(), "second signal") {
+		if s.exitErr == nil {
+			t.Fatal("a forced exit must not report success")
+		}
+	} else if !strings.Contains(s.Output(), "stopped in") {
+		// The graceful stop may win the race; then it must have finished.
+		t.Fatalf("neither forced nor clean exit:\n%s", s.Output())
+	}
+	t.Logf("exited %s after the second signal", time.Since(begin))
 }
