@@ -3,11 +3,8 @@ package controllermanager
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"strconv"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -27,11 +24,11 @@ type Config struct {
 
 // ControllerManager is the kube-controller-manager component.
 type ControllerManager struct {
-	cfg       Config
-	log       *slog.Logger
-	opts      *options.KubeControllerManagerOptions
-	healthURL string
-	detach    bool
+	cfg    Config
+	log    *slog.Logger
+	opts   *options.KubeControllerManagerOptions
+	health probe.Health
+	detach bool
 	component.Runner
 }
 
@@ -61,13 +58,7 @@ func (c *ControllerManager) Init(context.Context) error {
 	// (lease lost is indistinguishable from shutdown), so such a
 	// controller-manager is left running at Stop and ends with the process.
 	c.detach = s.Generic.LeaderElection.LeaderElect
-	if port := s.SecureServing.BindPort; port != 0 {
-		host := "127.0.0.1"
-		if ip := s.SecureServing.BindAddress; ip != nil && !ip.IsUnspecified() {
-			host = ip.String()
-		}
-		c.healthURL = "https://" + net.JoinHostPort(host, strconv.Itoa(port)) + "/healthz"
-	}
+	c.health = probe.NewHealth(s.SecureServing.BindAddress, s.SecureServing.BindPort)
 	return nil
 }
 
@@ -85,17 +76,7 @@ func (c *ControllerManager) Start(context.Context) error {
 // Ready probes /healthz on the secure port; without one, running is all
 // that can be checked.
 func (c *ControllerManager) Ready() error {
-	if !c.Running() {
-		return errors.New("not running")
-	}
-	if c.healthURL == "" {
-		return nil
-	}
-	client, err := probe.Client("", "", "")
-	if err != nil {
-		return err
-	}
-	return probe.Get(client, c.healthURL)
+	return c.health.Check(c.Running())
 }
 
 func (c *ControllerManager) Stop() error {

@@ -3,11 +3,8 @@ package scheduler
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"strconv"
 	"time"
 
 	"k8s.io/kubernetes/cmd/kube-scheduler/app"
@@ -26,11 +23,11 @@ type Config struct {
 
 // Scheduler is the kube-scheduler component.
 type Scheduler struct {
-	cfg       Config
-	log       *slog.Logger
-	opts      *options.Options
-	healthURL string
-	detach    bool
+	cfg    Config
+	log    *slog.Logger
+	opts   *options.Options
+	health probe.Health
+	detach bool
 	component.Runner
 }
 
@@ -53,13 +50,7 @@ func (s *Scheduler) Init(context.Context) error {
 	// With leader election the scheduler calls os.Exit when its context ends,
 	// so such a scheduler is left running at Stop and ends with the process.
 	s.detach = o.LeaderElection.LeaderElect
-	if port := o.SecureServing.BindPort; port != 0 {
-		host := "127.0.0.1"
-		if ip := o.SecureServing.BindAddress; ip != nil && !ip.IsUnspecified() {
-			host = ip.String()
-		}
-		s.healthURL = "https://" + net.JoinHostPort(host, strconv.Itoa(port)) + "/healthz"
-	}
+	s.health = probe.NewHealth(o.SecureServing.BindAddress, o.SecureServing.BindPort)
 	return nil
 }
 
@@ -75,17 +66,7 @@ func (s *Scheduler) Start(context.Context) error {
 }
 
 func (s *Scheduler) Ready() error {
-	if !s.Running() {
-		return errors.New("not running")
-	}
-	if s.healthURL == "" {
-		return nil
-	}
-	client, err := probe.Client("", "", "")
-	if err != nil {
-		return err
-	}
-	return probe.Get(client, s.healthURL)
+	return s.health.Check(s.Running())
 }
 
 func (s *Scheduler) Stop() error {
