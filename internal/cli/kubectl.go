@@ -2,6 +2,7 @@ package cli
 
 import (
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"k8s.io/component-base/cli"
@@ -45,7 +46,7 @@ func RunKubectl(args []string) int {
 
 func hasKubeconfigFlag(args []string) bool {
 	for _, a := range args {
-		if a == "--kubeconfig" || len(a) > 13 && a[:13] == "--kubeconfig=" {
+		if a == "--kubeconfig" || strings.HasPrefix(a, "--kubeconfig=") {
 			return true
 		}
 	}

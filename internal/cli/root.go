@@ -46,5 +46,5 @@ func versionText() string {
 	return fmt.Sprintf("skiff version %s (%s)\nkubernetes %s\n", version.Version, version.GitCommit, k8sversion.Get().GitVersion)
 }
 
-// PrintVersion writes the version text; used by tests of the build.
+// PrintVersion writes the version text of --version and `skiff version`.
 func PrintVersion(w io.Writer) { fmt.Fprint(w, versionText()) }

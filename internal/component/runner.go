@@ -12,11 +12,10 @@ import (
 // context of its own, reports an early exit as a failure, and stops it.
 // Components embed one instead of each tracking goroutines by hand.
 type Runner struct {
-	mu      sync.Mutex
-	cancel  context.CancelFunc
-	done    chan struct{}
-	failed  chan error
-	stopped bool
+	mu     sync.Mutex
+	cancel context.CancelFunc
+	done   chan struct{}
+	failed chan error
 }
 
 // Go starts fn. Its context is cancelled by Stop, never by the caller's
@@ -77,7 +76,6 @@ func (r *Runner) Running() bool {
 func (r *Runner) Stop(timeout time.Duration) error {
 	r.mu.Lock()
 	cancel, done := r.cancel, r.done
-	r.stopped = true
 	r.mu.Unlock()
 	if cancel == nil {
 		return nil

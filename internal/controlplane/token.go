@@ -45,28 +45,17 @@ func GivenToken(cfg *config.Server) (*token.Token, error) {
 // stored one and pin this server's CA: agents already trust both.
 func EnsureToken(l Layout, given *token.Token, caPEM []byte) (token.Token, error) {
 	path := l.TokenFile()
-	var stored *token.Token
-	if data, err := os.ReadFile(path); err == nil {
-		t, err := token.Parse(string(data))
-		if err != nil {
-			return token.Token{}, fmt.Errorf("stored token %s: %w", path, err)
-		}
-		stored = &t
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return token.Token{}, fmt.Errorf("reading stored token: %w", err)
+	stored, err := readStoredToken(l)
+	if err != nil {
+		return token.Token{}, err
+	}
+	if err := checkGiven(l, given, caPEM, stored); err != nil {
+		return token.Token{}, err
 	}
 
 	var secret string
 	switch {
 	case given != nil:
-		if !given.IsShort() {
-			if err := given.VerifyCA(caPEM); err != nil {
-				return token.Token{}, fmt.Errorf("--token does not belong to this server: %w", err)
-			}
-		}
-		if stored != nil && stored.Secret != given.Secret {
-			return token.Token{}, fmt.Errorf("--token differs from the token this data dir was set up with (%s): start without --token, or give that token", path)
-		}
 		secret = given.Secret
 	case stored != nil:
 		secret = stored.Secret
@@ -94,28 +83,45 @@ func CheckToken(l Layout, given *token.Token) error {
 	if given == nil {
 		return nil
 	}
-	if !given.IsShort() {
-		caPEM, err := os.ReadFile(l.ServerCA().Cert)
-		if err == nil {
-			if err := given.VerifyCA(caPEM); err != nil {
-				return fmt.Errorf("--token does not belong to this server: %w", err)
-			}
-		} else if !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("reading server CA: %w", err)
-		}
+	caPEM, err := os.ReadFile(l.ServerCA().Cert)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("reading server CA: %w", err)
 	}
+	stored, err := readStoredToken(l)
+	if err != nil {
+		return err
+	}
+	return checkGiven(l, given, caPEM, stored)
+}
+
+// readStoredToken returns the data dir's token, nil when there is none.
+func readStoredToken(l Layout) (*token.Token, error) {
 	data, err := os.ReadFile(l.TokenFile())
 	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading stored token: %w", err)
+	}
+	t, err := token.Parse(string(data))
+	if err != nil {
+		return nil, fmt.Errorf("stored token %s: %w", l.TokenFile(), err)
+	}
+	return &t, nil
+}
+
+// checkGiven is the one rule for a given token: a full one must pin caPEM
+// (when the CA exists yet), and its secret must be the stored one's.
+func checkGiven(l Layout, given *token.Token, caPEM []byte, stored *token.Token) error {
+	if given == nil {
 		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("reading stored token: %w", err)
+	if !given.IsShort() && caPEM != nil {
+		if err := given.VerifyCA(caPEM); err != nil {
+			return fmt.Errorf("--token does not belong to this server: %w", err)
+		}
 	}
-	stored, err := token.Parse(string(data))
-	if err != nil {
-		return fmt.Errorf("stored token %s: %w", l.TokenFile(), err)
-	}
-	if stored.Secret != given.Secret {
+	if stored != nil && stored.Secret != given.Secret {
 		return fmt.Errorf("--token differs from the token this data dir was set up with (%s): start without --token, or give that token", l.TokenFile())
 	}
 	return nil

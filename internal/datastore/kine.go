@@ -60,9 +60,6 @@ func SocketPath(dataDir string) string {
 	return filepath.Join(dataDir, "server", "kine.sock")
 }
 
-// Kind reports the backend: sqlite, postgres, mysql or etcd. Valid after Init.
-func (k *Kine) Kind() string { return k.kind }
-
 func (k *Kine) Init(context.Context) error {
 	kind, err := config.DatastoreKind(k.cfg.Endpoint)
 	if err != nil {
@@ -135,33 +132,14 @@ func (k *Kine) Start(ctx context.Context) error {
 	}
 }
 
-// redactErr keeps a driver's error from leaking the endpoint's password.
+// redactErr keeps a driver's error from repeating the endpoint with its
+// password; RedactURL is the one place that knows where a password sits.
 func redactErr(err error, endpoint string) error {
-	if endpoint == "" {
-		return err
-	}
 	redacted := config.RedactURL(endpoint)
-	if redacted == endpoint {
+	if endpoint == "" || redacted == endpoint || !strings.Contains(err.Error(), endpoint) {
 		return err
 	}
-	msg := strings.ReplaceAll(err.Error(), endpoint, redacted)
-	if pw := password(endpoint); pw != "" {
-		msg = strings.ReplaceAll(msg, pw, "xxxxx")
-	}
-	return errors.New(msg)
-}
-
-func password(endpoint string) string {
-	at := strings.LastIndex(endpoint, "@")
-	start := strings.Index(endpoint, "://")
-	if at < 0 || start < 0 || at < start {
-		return ""
-	}
-	userinfo := endpoint[start+3 : at]
-	if i := strings.Index(userinfo, ":"); i >= 0 {
-		return userinfo[i+1:]
-	}
-	return ""
+	return errors.New(strings.ReplaceAll(err.Error(), endpoint, redacted))
 }
 
 func (k *Kine) Ready() error {

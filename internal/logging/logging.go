@@ -133,13 +133,13 @@ func needsQuote(s string) bool {
 
 func (h *consoleHandler) WithAttrs(as []slog.Attr) slog.Handler {
 	c := *h
-	c.attrs = append(append([]slog.Attr(nil), h.attrs...), as...)
-	if h.groups != "" {
+	c.attrs = append([]slog.Attr(nil), h.attrs...)
+	for _, a := range as {
 		// Attributes added inside a group carry the group prefix.
-		c.attrs = append([]slog.Attr(nil), h.attrs...)
-		for _, a := range as {
-			c.attrs = append(c.attrs, slog.Attr{Key: h.groups + "." + a.Key, Value: a.Value})
+		if h.groups != "" {
+			a.Key = h.groups + "." + a.Key
 		}
+		c.attrs = append(c.attrs, a)
 	}
 	return &c
 }

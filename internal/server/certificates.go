@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"time"
 
 	"github.com/skiffkube/skiff/internal/config"
@@ -23,8 +22,8 @@ type certificates struct {
 	advertiseIP net.IP
 	given       *token.Token
 	log         *slog.Logger
-	token       *token.Token
-	done        bool
+	// serverCAPEM is the server CA as written, for the admin kubeconfig.
+	serverCAPEM []byte
 }
 
 func (c *certificates) Name() string               { return "certificates" }
@@ -32,7 +31,7 @@ func (c *certificates) Init(context.Context) error { return nil }
 func (c *certificates) Stop() error                { return nil }
 
 func (c *certificates) Ready() error {
-	if !c.done {
+	if c.serverCAPEM == nil {
 		return fmt.Errorf("certificates not written")
 	}
 	return nil
@@ -57,25 +56,15 @@ func (c *certificates) Start(context.Context) error {
 	for _, issued := range res.Issued {
 		c.log.Debug("issued", "component", "certificates", "what", issued)
 	}
-	t, err := controlplane.EnsureToken(c.layout, c.given, res.ServerCAPEM)
-	if err != nil {
+	if _, err := controlplane.EnsureToken(c.layout, c.given, res.ServerCAPEM); err != nil {
 		return err
 	}
-	*c.token = t
 	if err := controlplane.WriteComponentKubeconfigs(c.layout, c.loopbackURL, res.ServerCAPEM); err != nil {
 		return err
 	}
 	if err := controlplane.WriteAuthenticationConfig(c.layout); err != nil {
 		return fmt.Errorf("writing authentication config: %w", err)
 	}
-	c.done = true
+	c.serverCAPEM = res.ServerCAPEM
 	return nil
-}
-
-func readFile(path string) ([]byte, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
-	}
-	return data, nil
 }

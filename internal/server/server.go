@@ -8,8 +8,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/skiffkube/skiff/internal/component"
@@ -22,7 +22,6 @@ import (
 	"github.com/skiffkube/skiff/internal/controlplane"
 	"github.com/skiffkube/skiff/internal/datastore"
 	"github.com/skiffkube/skiff/internal/pki"
-	"github.com/skiffkube/skiff/internal/token"
 )
 
 // StopTimeout bounds a graceful stop; past it the process exits anyway.
@@ -76,8 +75,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		ln.Close()
 		return err
 	}
-	var clusterToken token.Token
-	certs := &certificates{layout: l, loopbackURL: plan.LoopbackURL(), cfg: cfg, advertiseIP: advertiseIP, given: given, log: log, token: &clusterToken}
+	certs := &certificates{layout: l, loopbackURL: plan.LoopbackURL(), cfg: cfg, advertiseIP: advertiseIP, given: given, log: log}
 	api := apiserver.New(apiserver.Config{
 		Args:           plan.APIServerArgs(),
 		ReadyzURL:      plan.LoopbackURL() + "/readyz",
@@ -114,12 +112,12 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	if err := mgr.Start(ctx); err != nil {
 		return err
 	}
-	if err := writeAdminKubeconfig(cfg, l); err != nil {
+	if err := writeAdminKubeconfig(cfg, l, certs.serverCAPEM); err != nil {
 		_ = mgr.Stop(StopTimeout)
 		return err
 	}
 	log.Info(fmt.Sprintf("skiff server ready in %s", component.FormatDuration(time.Since(begin))),
-		"kubeconfig", cfg.WriteKubeconfig, "url", "https://"+hostPort(advertiseIP.String(), cfg.HTTPSListenPort))
+		"kubeconfig", cfg.WriteKubeconfig, "url", "https://"+net.JoinHostPort(advertiseIP.String(), strconv.Itoa(cfg.HTTPSListenPort)))
 
 	var runErr error
 	select {
@@ -136,27 +134,16 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	return runErr
 }
 
-func hostPort(host string, port int) string {
-	if strings.Contains(host, ":") {
-		host = "[" + host + "]"
-	}
-	return host + ":" + strconv.Itoa(port)
-}
-
 // writeAdminKubeconfig writes the kubeconfig users and tools use: it points
 // at the supervisor on loopback and embeds the admin credentials, so it can
 // be copied elsewhere (with the address changed).
-func writeAdminKubeconfig(cfg *config.Server, l controlplane.Layout) error {
+func writeAdminKubeconfig(cfg *config.Server, l controlplane.Layout, caPEM []byte) error {
 	if cfg.WriteKubeconfig == "" {
 		return nil
 	}
-	caPEM, err := readFile(l.ServerCA().Cert)
-	if err != nil {
-		return err
-	}
-	_, err = pki.WriteKubeconfig(pki.KubeconfigSpec{
+	_, err := pki.WriteKubeconfig(pki.KubeconfigSpec{
 		Path:      cfg.WriteKubeconfig,
-		ServerURL: "https://" + hostPort("127.0.0.1", cfg.HTTPSListenPort),
+		ServerURL: "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.HTTPSListenPort)),
 		CAPEM:     caPEM,
 		CertPath:  l.ClientAdmin().Cert,
 		KeyPath:   l.ClientAdmin().Key,
