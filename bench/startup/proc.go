@@ -138,9 +138,9 @@ func treeMemory(pid int) memory {
 		}
 	}
 	var sum memory
-	for todo := []int{pid}; len(todo) > 0; {
-		p := todo[len(todo)-1]
-		todo = append(todo[:len(todo)-1], children[p]...)
+	for pending := []int{pid}; len(pending) > 0; {
+		p := pending[len(pending)-1]
+		pending = append(pending[:len(pending)-1], children[p]...)
 		sum = sum.plus(processMemory(p))
 	}
 	return sum
