@@ -37,6 +37,8 @@ type Server struct {
 	KubeSchedulerArgs         []string `json:"kube-scheduler-arg"`
 	Debug                     bool     `json:"debug"`
 	LogLevel                  int      `json:"v"`
+
+	Node
 }
 
 // AddFlags registers every Server option on fs with its default. The defaults
@@ -67,6 +69,7 @@ func (s *Server) AddFlags(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&s.KubeSchedulerArgs, "kube-scheduler-arg", []string{}, "extra kube-scheduler flag, key=value (repeatable)")
 	fs.BoolVar(&s.Debug, "debug", false, "turn on debug logs")
 	fs.IntVarP(&s.LogLevel, "v", "v", 0, "log verbosity (klog level)")
+	s.Node.AddFlags(fs)
 }
 
 // Complete puts values into their canonical form. Call it after ApplySources
@@ -85,6 +88,7 @@ func (s *Server) Complete() error {
 	s.KubeAPIServerArgs = NormalizeArgs(s.KubeAPIServerArgs)
 	s.KubeControllerManagerArgs = NormalizeArgs(s.KubeControllerManagerArgs)
 	s.KubeSchedulerArgs = NormalizeArgs(s.KubeSchedulerArgs)
+	s.Node.Complete()
 	return nil
 }
 
@@ -171,6 +175,7 @@ func (s *Server) Validate() []error {
 	if s.LogLevel < 0 {
 		add(fieldError("v", "must be 0 or more, got %d", s.LogLevel))
 	}
+	errs = append(errs, s.Node.Validate()...)
 	return errs
 }
 

@@ -1,0 +1,143 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Node is the configuration of the node a server (and, later, an agent) runs:
+// container runtime, kubelet, kube-proxy and flannel. It is embedded in Server,
+// so its flags are the server's flags too.
+type Node struct {
+	NodeName                 string   `json:"node-name"`
+	NodeLabels               []string `json:"node-label"`
+	NodeTaints               []string `json:"node-taint"`
+	NodeIP                   string   `json:"node-ip"`
+	KubeletArgs              []string `json:"kubelet-arg"`
+	KubeProxyArgs            []string `json:"kube-proxy-arg"`
+	FlannelBackend           string   `json:"flannel-backend"`
+	ContainerRuntimeEndpoint string   `json:"container-runtime-endpoint"`
+	PauseImage               string   `json:"pause-image"`
+}
+
+// FlannelBackends are the values --flannel-backend takes.
+var FlannelBackends = []string{"vxlan", "host-gw", "none"}
+
+// AddFlags registers the node options on fs with their defaults.
+func (n *Node) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&n.NodeName, "node-name", "", "name of this node (default: the host name, lower-cased)")
+	fs.StringArrayVar(&n.NodeLabels, "node-label", []string{}, "label to register the node with, key=value (repeatable)")
+	fs.StringArrayVar(&n.NodeTaints, "node-taint", []string{}, "taint to register the node with, key=value:Effect (repeatable)")
+	fs.StringVar(&n.NodeIP, "node-ip", "", "IP address of this node (default: the advertise address)")
+	fs.StringArrayVar(&n.KubeletArgs, "kubelet-arg", []string{}, "extra kubelet flag, key=value (repeatable)")
+	fs.StringArrayVar(&n.KubeProxyArgs, "kube-proxy-arg", []string{}, "extra kube-proxy flag, key=value (repeatable)")
+	fs.StringVar(&n.FlannelBackend, "flannel-backend", "vxlan", "pod network backend: vxlan, host-gw or none (bring your own CNI)")
+	fs.StringVar(&n.ContainerRuntimeEndpoint, "container-runtime-endpoint", "", "CRI socket of an external container runtime (default: skiff's own containerd)")
+	fs.StringVar(&n.PauseImage, "pause-image", "", "sandbox (pause) image for pods (default: skiff's built-in image)")
+}
+
+// Complete puts the node options into canonical form.
+func (n *Node) Complete() {
+	n.KubeletArgs = NormalizeArgs(n.KubeletArgs)
+	n.KubeProxyArgs = NormalizeArgs(n.KubeProxyArgs)
+	n.NodeName = strings.ToLower(n.NodeName)
+}
+
+// Validate returns every problem with the node options, each naming its flag.
+func (n *Node) Validate() []error {
+	var errs []error
+	add := func(err error) { errs = append(errs, err) }
+	if n.NodeName != "" {
+		if msgs := validation.IsDNS1123Subdomain(n.NodeName); len(msgs) > 0 {
+			add(fieldError("node-name", "invalid node name %q: %s", n.NodeName, strings.Join(msgs, "; ")))
+		}
+	}
+	for _, l := range n.NodeLabels {
+		if err := validateLabel(l); err != nil {
+			add(fieldError("node-label", "%v", err))
+		}
+	}
+	for _, t := range n.NodeTaints {
+		if err := validateTaint(t); err != nil {
+			add(fieldError("node-taint", "%v", err))
+		}
+	}
+	if n.NodeIP != "" {
+		if _, err := netip.ParseAddr(n.NodeIP); err != nil {
+			add(fieldError("node-ip", "invalid IP address %q", n.NodeIP))
+		}
+	}
+	for _, f := range []struct {
+		flag string
+		args []string
+	}{{"kubelet-arg", n.KubeletArgs}, {"kube-proxy-arg", n.KubeProxyArgs}} {
+		for _, err := range validateArgs(f.args) {
+			add(fieldError(f.flag, "%v", err))
+		}
+	}
+	if !contains(FlannelBackends, n.FlannelBackend) {
+		add(fieldError("flannel-backend", "unknown backend %q; want one of %s", n.FlannelBackend, strings.Join(FlannelBackends, ", ")))
+	}
+	if e := n.ContainerRuntimeEndpoint; e != "" && !strings.HasPrefix(e, "unix://") && !strings.HasPrefix(e, "/") {
+		add(fieldError("container-runtime-endpoint", "%q is not a unix socket; want unix:///path/to.sock", e))
+	}
+	if strings.ContainsAny(n.PauseImage, " \t\n") {
+		add(fieldError("pause-image", "invalid image reference %q", n.PauseImage))
+	}
+	return errs
+}
+
+// Hostname is the default node name: the host name, lower-cased, as the kubelet
+// would register it.
+func Hostname() (string, error) {
+	h, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("reading host name for the node name (set --node-name): %w", err)
+	}
+	return strings.ToLower(h), nil
+}
+
+func validateLabel(l string) error {
+	key, value, ok := strings.Cut(l, "=")
+	if !ok {
+		return fmt.Errorf("%q is not key=value", l)
+	}
+	if msgs := validation.IsQualifiedName(key); len(msgs) > 0 {
+		return fmt.Errorf("%q: invalid key: %s", l, strings.Join(msgs, "; "))
+	}
+	if msgs := validation.IsValidLabelValue(value); len(msgs) > 0 {
+		return fmt.Errorf("%q: invalid value: %s", l, strings.Join(msgs, "; "))
+	}
+	return nil
+}
+
+var taintEffects = []string{"NoSchedule", "PreferNoSchedule", "NoExecute"}
+
+func validateTaint(t string) error {
+	kv, effect, ok := strings.Cut(t, ":")
+	if !ok || !contains(taintEffects, effect) {
+		return fmt.Errorf("%q is not key[=value]:Effect with Effect one of %s", t, strings.Join(taintEffects, ", "))
+	}
+	key, value, _ := strings.Cut(kv, "=")
+	if msgs := validation.IsQualifiedName(key); len(msgs) > 0 {
+		return fmt.Errorf("%q: invalid key: %s", t, strings.Join(msgs, "; "))
+	}
+	if msgs := validation.IsValidLabelValue(value); len(msgs) > 0 {
+		return fmt.Errorf("%q: invalid value: %s", t, strings.Join(msgs, "; "))
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
