@@ -1,0 +1,363 @@
+package killall
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// fakeHost is a node in a temporary directory: a /proc with stat, cmdline
+// and exe of each process and a mountinfo, and the host paths killall
+// cleans. Its system and Exec change only the fake.
+type fakeHost struct {
+	t                 *testing.T
+	root              string
+	procRoot          string
+	dataDir, runDir   string
+	kubeletDir, netns string
+	stateDirs         []string
+
+	stubborn  map[int]bool // ignore SIGTERM
+	zombie    map[int]bool // become zombies instead of vanishing
+	failMount map[string]error
+	signals   []string
+	unmounts  []string
+
+	installed map[string]bool
+	outputs   map[string]string
+	calls     []string
+	stdin     map[string]string
+}
+
+func newFakeHost(t *testing.T) *fakeHost {
+	root := t.TempDir()
+	h := &fakeHost{
+		t: t, root: root,
+		procRoot:   filepath.Join(root, "proc"),
+		dataDir:    filepath.Join(root, "var/lib/skiff"),
+		runDir:     filepath.Join(root, "run/skiff"),
+		kubeletDir: filepath.Join(root, "var/lib/kubelet"),
+		netns:      filepath.Join(root, "run/netns"),
+		stubborn:   map[int]bool{}, zombie: map[int]bool{}, failMount: map[string]error{},
+		installed: map[string]bool{}, outputs: map[string]string{}, stdin: map[string]string{},
+	}
+	h.stateDirs = []string{filepath.Join(root, "var/lib/cni"), h.runDir, filepath.Join(root, "run/flannel")}
+	for _, d := range append([]string{h.procRoot + "/self", h.dataDir + "/server", h.netns}, h.stateDirs...) {
+		must(t, os.MkdirAll(d, 0o755))
+	}
+	for _, f := range []string{"cni-aaa", "cni-bbb", "other"} {
+		must(t, os.WriteFile(filepath.Join(h.netns, f), nil, 0o644))
+	}
+	must(t, os.WriteFile(filepath.Join(root, "var/lib/cni/last_reserved_ip.0"), []byte("10.42.0.7"), 0o644))
+	return h
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (h *fakeHost) addProc(pid, ppid int, exe string, argv ...string) {
+	dir := filepath.Join(h.procRoot, strconv.Itoa(pid))
+	must(h.t, os.MkdirAll(dir, 0o755))
+	h.writeStat(pid, ppid, 'S')
+	must(h.t, os.WriteFile(filepath.Join(dir, "cmdline"), []byte(strings.Join(argv, "\x00")+"\x00"), 0o644))
+	if exe != "" {
+		must(h.t, os.Symlink(exe, filepath.Join(dir, "exe")))
+	}
+}
+
+func (h *fakeHost) writeStat(pid, ppid int, state byte) {
+	stat := fmt.Sprintf("%d (p %d) %c %d 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 %d 0 0\n", pid, pid, state, ppid, 1000+pid)
+	must(h.t, os.WriteFile(filepath.Join(h.procRoot, strconv.Itoa(pid), "stat"), []byte(stat), 0o644))
+}
+
+func (h *fakeHost) setMounts(points ...string) {
+	var b strings.Builder
+	for i, p := range points {
+		fmt.Fprintf(&b, "%d 1 0:%d / %s rw shared:%d - tmpfs tmpfs rw\n", 100+i, i, strings.ReplaceAll(p, " ", `\040`), i)
+	}
+	must(h.t, os.WriteFile(filepath.Join(h.procRoot, "self/mountinfo"), []byte(b.String()), 0o644))
+}
+
+func (h *fakeHost) Kill(pid int, sig syscall.Signal) error {
+	h.signals = append(h.signals, fmt.Sprintf("%d:%s", pid, sig))
+	dir := filepath.Join(h.procRoot, strconv.Itoa(pid))
+	if _, err := os.Stat(dir); err != nil {
+		return syscall.ESRCH
+	}
+	if sig == syscall.SIGTERM && h.stubborn[pid] {
+		return nil
+	}
+	if h.zombie[pid] {
+		h.writeStat(pid, 1, 'Z')
+		return nil
+	}
+	return os.RemoveAll(dir)
+}
+
+func (h *fakeHost) Unmount(target string) error {
+	h.unmounts = append(h.unmounts, target)
+	if err := h.failMount[target]; err != nil {
+		return err
+	}
+	path := filepath.Join(h.procRoot, "self/mountinfo")
+	b, err := os.ReadFile(path)
+	must(h.t, err)
+	lines := strings.SplitAfter(string(b), "\n")
+	esc := strings.ReplaceAll(target, " ", `\040`)
+	for i := len(lines) - 1; i >= 0; i-- { // the topmost of stacked mounts
+		if f := strings.Fields(lines[i]); len(f) > 4 && f[4] == esc {
+			lines = slices.Delete(lines, i, i+1)
+			return os.WriteFile(path, []byte(strings.Join(lines, "")), 0o644)
+		}
+	}
+	return syscall.EINVAL
+}
+
+func (h *fakeHost) Remove(path string) error    { return os.Remove(path) }
+func (h *fakeHost) RemoveAll(path string) error { return os.RemoveAll(path) }
+
+func (h *fakeHost) LookPath(name string) (string, error) {
+	if h.installed[name] {
+		return "/usr/sbin/" + name, nil
+	}
+	return "", fmt.Errorf("%s: %w", name, errors.New("executable file not found in $PATH"))
+}
+
+func (h *fakeHost) Run(_ context.Context, stdin io.Reader, name string, args ...string) ([]byte, error) {
+	cmd := strings.Join(append([]string{name}, args...), " ")
+	h.calls = append(h.calls, cmd)
+	if stdin != nil {
+		b, _ := io.ReadAll(stdin)
+		h.stdin[cmd] = string(b)
+	}
+	if out, ok := h.outputs[cmd]; ok {
+		return []byte(out), nil
+	}
+	return nil, nil
+}
+
+func (h *fakeHost) runner(t *testing.T, self int) *runner {
+	r, err := newRunner(Options{
+		DataDir: h.dataDir, RunDir: h.runDir, KubeletDir: h.kubeletDir, ProcRoot: h.procRoot, Exec: h,
+	}, h, self, "/usr/local/bin/skiff")
+	must(t, err)
+	r.netnsDir = h.netns
+	r.stateDirs = h.stateDirs
+	r.grace, r.poll = 200*time.Millisecond, 5*time.Millisecond
+	return r
+}
+
+func TestRun(t *testing.T) {
+	h := newFakeHost(t)
+	shim := h.dataDir + "/data/4f2a/bin/containerd-shim-runc-v2"
+	h.addProc(1, 0, "/sbin/init", "/sbin/init")
+	h.addProc(20, 1, "/usr/bin/bash", "-bash")
+	h.addProc(99, 20, "/usr/local/bin/skiff", "skiff", "killall", "--data-dir", h.dataDir) // self
+	h.addProc(30, 1, "/usr/bin/tail", "tail", "-f", h.dataDir+"/server/log")
+	h.addProc(40, 1, "/usr/local/bin/skiff", "skiff", "server", "--data-dir", h.dataDir)
+	h.addProc(41, 40, "/usr/local/bin/skiff", "containerd", "--config", h.dataDir+"/agent/etc/containerd/config.toml")
+	h.addProc(50, 1, shim, shim, "-id", "aaa")
+	h.addProc(51, 50, "/pause", "/pause")
+	h.addProc(52, 50, "/app", "/app") // ignores SIGTERM
+	h.addProc(53, 50, "/sidecar", "/sidecar")
+	h.stubborn[52] = true
+	h.zombie[53] = true
+
+	pods := h.kubeletDir + "/pods/uid1/volumes/kubernetes.io~empty-dir/my cache"
+	h.setMounts(
+		h.runDir,
+		h.runDir+"/containerd/io.containerd.runtime.v2.task/k8s.io/aaa/rootfs",
+		h.netns+"/cni-aaa",
+		h.netns+"/other",
+		pods,
+		h.kubeletDir+"/plugins/kubernetes.io/csi/pv/p1/globalmount",
+		h.dataDir+"/agent/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots/1/fs",
+		h.root+"/home",
+	)
+
+	for _, b := range []string{"ip", "iptables-save", "iptables-restore", "nft"} {
+		h.installed[b] = true // ip6tables is not installed
+	}
+	h.outputs["ip -o link show"] = sampleIPLinks
+	h.outputs["iptables-save"] = sampleSave
+	h.outputs["nft list tables"] = "table inet filter\ntable ip kube-proxy\ntable ip flannel\n"
+
+	rep, err := h.runner(t, 99).run(context.Background())
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	want := Report{
+		ProcessesKilled: 6, MountsUnmounted: 6, NetnsRemoved: 2, LinksDeleted: 4,
+		RulesRemoved: 22, ChainsRemoved: 16, NftTablesDeleted: 2, DirsRemoved: 3,
+	}
+	if rep != want {
+		t.Errorf("report = %+v\nwant       %+v", rep, want)
+	}
+
+	wantSignals := []string{
+		"40:terminated", "41:terminated", "50:terminated", "51:terminated", "52:terminated", "53:terminated",
+		"52:killed",
+	}
+	if !slices.Equal(h.signals, wantSignals) {
+		t.Errorf("signals = %v, want %v", h.signals, wantSignals)
+	}
+	for _, pid := range []int{1, 20, 30, 99} {
+		if _, err := os.Stat(filepath.Join(h.procRoot, strconv.Itoa(pid))); err != nil {
+			t.Errorf("process %d was killed", pid)
+		}
+	}
+
+	wantUnmounts := []string{
+		h.dataDir + "/agent/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots/1/fs",
+		h.kubeletDir + "/plugins/kubernetes.io/csi/pv/p1/globalmount",
+		pods,
+		h.runDir + "/containerd/io.containerd.runtime.v2.task/k8s.io/aaa/rootfs",
+		h.netns + "/cni-aaa",
+		h.runDir,
+	}
+	if !slices.Equal(h.unmounts, wantUnmounts) {
+		t.Errorf("unmounts =\n%s\nwant\n%s", strings.Join(h.unmounts, "\n"), strings.Join(wantUnmounts, "\n"))
+	}
+	if _, err := os.Stat(h.netns + "/other"); err != nil {
+		t.Error("a network namespace not made by CNI was removed")
+	}
+
+	wantCalls := []string{
+		"ip -o link show",
+		"ip link delete veth3f1c2a4b", "ip link delete veth9a8b7c6d", "ip link delete cni0", "ip link delete flannel.1",
+		"iptables-save", "iptables-restore",
+		"nft list tables", "nft delete table ip kube-proxy", "nft delete table ip flannel",
+	}
+	if !slices.Equal(h.calls, wantCalls) {
+		t.Errorf("commands =\n%s\nwant\n%s", strings.Join(h.calls, "\n"), strings.Join(wantCalls, "\n"))
+	}
+	if got := h.stdin["iptables-restore"]; got != sampleSaveKept {
+		t.Errorf("iptables-restore input =\n%s\nwant\n%s", got, sampleSaveKept)
+	}
+
+	for _, d := range h.stateDirs {
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s still exists", d)
+		}
+	}
+	if _, err := os.Stat(h.dataDir + "/server"); err != nil {
+		t.Errorf("data dir was touched: %v", err)
+	}
+}
+
+func TestRunKeepsGoingAndKeepsMountedDirs(t *testing.T) {
+	h := newFakeHost(t)
+	h.addProc(1, 0, "/sbin/init", "/sbin/init")
+	h.addProc(99, 1, "/usr/local/bin/skiff", "skiff", "killall")
+	stuck := h.runDir + "/containerd/io.containerd.runtime.v2.task/k8s.io/aaa/rootfs"
+	h.setMounts(h.runDir, stuck)
+	h.failMount[stuck] = syscall.EPERM
+	h.failMount[h.runDir] = syscall.EPERM
+
+	rep, err := h.runner(t, 99).run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "unmounting "+stuck) {
+		t.Fatalf("err = %v, want the failed unmount named", err)
+	}
+	if !strings.Contains(err.Error(), "not removing "+h.runDir) {
+		t.Errorf("err = %v, want the run dir kept because of its mount", err)
+	}
+	if _, err := os.Stat(h.runDir); err != nil {
+		t.Errorf("run dir with a mount left in it was removed")
+	}
+	// The steps after the failure still ran: the other state dirs are gone.
+	if rep.DirsRemoved != 2 {
+		t.Errorf("dirs removed = %d, want 2", rep.DirsRemoved)
+	}
+	// No network tools installed: skipped without error or command.
+	if len(h.calls) != 0 {
+		t.Errorf("ran %v with no tools installed", h.calls)
+	}
+	if len(h.signals) != 0 {
+		t.Errorf("signalled %v on a node with nothing running", h.signals)
+	}
+}
+
+func TestRunCancelled(t *testing.T) {
+	h := newFakeHost(t)
+	h.addProc(99, 1, "/usr/local/bin/skiff", "skiff", "killall")
+	h.setMounts()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := h.runner(t, 99).run(ctx)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	for _, d := range h.stateDirs {
+		if _, err := os.Stat(d); err != nil {
+			t.Errorf("%s removed after cancellation", d)
+		}
+	}
+}
+
+func TestOptionsValidation(t *testing.T) {
+	for _, o := range []Options{
+		{},
+		{DataDir: "/"},
+		{DataDir: "var/lib/skiff"},
+		{DataDir: "/var/lib/skiff", RunDir: "/"},
+		{DataDir: "/var/lib/skiff", KubeletDir: "relative"},
+		{DataDir: "/var/lib/skiff", RunDir: "/run/../"},
+	} {
+		if _, err := newRunner(o, hostSystem{}, 1, ""); err == nil {
+			t.Errorf("newRunner(%+v): want an error", o)
+		}
+	}
+	r, err := newRunner(Options{DataDir: "/var/lib/skiff/"}, hostSystem{}, 1, "")
+	must(t, err)
+	if r.dataDir != "/var/lib/skiff" || r.runDir != DefaultRunDir || r.kubeletDir != DefaultKubeletDir || r.procRoot != DefaultProcRoot {
+		t.Errorf("defaults: %+v", r)
+	}
+}
+
+func TestReadProcs(t *testing.T) {
+	h := newFakeHost(t)
+	h.addProc(7, 1, "/bin/x (deleted)", "x", "--flag", "")
+	must(t, os.MkdirAll(filepath.Join(h.procRoot, "8"), 0o755)) // exited while we read
+	ps, err := ReadProcs(h.procRoot)
+	must(t, err)
+	if len(ps) != 1 {
+		t.Fatalf("ReadProcs = %+v, want one process", ps)
+	}
+	p := ps[0]
+	if p.PID != 7 || p.PPID != 1 || p.Exe != "/bin/x (deleted)" || p.StartTime != 1007 || !slices.Equal(p.Cmdline, []string{"x", "--flag"}) {
+		t.Errorf("ReadProcs = %+v", p)
+	}
+}
+
+func TestAliveRejectsZombiesAndReusedPIDs(t *testing.T) {
+	h := newFakeHost(t)
+	h.addProc(7, 1, "/bin/x", "x")
+	r := h.runner(t, 99)
+	p := Proc{PID: 7, PPID: 1, StartTime: 1007}
+	if !r.alive(p) {
+		t.Fatal("running process reported dead")
+	}
+	if r.alive(Proc{PID: 7, StartTime: 5}) {
+		t.Error("a PID reused by a later process counts as the old one")
+	}
+	h.writeStat(7, 1, 'Z')
+	if r.alive(p) {
+		t.Error("zombie counts as alive")
+	}
+	if sent, err := r.signal(p, syscall.SIGTERM); sent || err != nil || len(h.signals) != 0 {
+		t.Errorf("signal to a zombie: sent=%v err=%v signals=%v", sent, err, h.signals)
+	}
+}

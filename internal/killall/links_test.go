@@ -1,0 +1,39 @@
+package killall
+
+import (
+	"reflect"
+	"testing"
+)
+
+const sampleIPLinks = `1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN mode DEFAULT group default qlen 1000\    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00
+2: eth0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc fq_codel state UP mode DEFAULT group default qlen 1000\    link/ether 52:54:00:12:34:56 brd ff:ff:ff:ff:ff:ff
+3: docker0: <NO-CARRIER,BROADCAST,MULTICAST,UP> mtu 1500 qdisc noqueue state DOWN mode DEFAULT group default \    link/ether 02:42:ac:11:00:01 brd ff:ff:ff:ff:ff:ff
+4: flannel.1: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1450 qdisc noqueue state UNKNOWN mode DEFAULT group default \    link/ether 6e:1c:aa:bb:cc:dd brd ff:ff:ff:ff:ff:ff
+5: cni0: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1450 qdisc noqueue state UP mode DEFAULT group default qlen 1000\    link/ether 8a:2b:00:11:22:33 brd ff:ff:ff:ff:ff:ff
+6: veth3f1c2a4b@if2: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1450 qdisc noqueue master cni0 state UP mode DEFAULT group default \    link/ether 1a:2b:3c:4d:5e:6f brd ff:ff:ff:ff:ff:ff link-netns cni-1b2c3d4e-0000-1111-2222-333344445555
+7: vethd00c3e1@if9: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue master docker0 state UP mode DEFAULT group default \    link/ether aa:bb:cc:dd:ee:ff brd ff:ff:ff:ff:ff:ff link-netnsid 1
+8: veth9a8b7c6d@if2: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1450 qdisc noqueue master cni0 state UP mode DEFAULT group default \    link/ether 1a:2b:3c:4d:5e:70 brd ff:ff:ff:ff:ff:ff link-netns cni-2
+`
+
+func TestParseIPLinks(t *testing.T) {
+	got := ParseIPLinks(sampleIPLinks)
+	want := []Link{
+		{Name: "lo"}, {Name: "eth0"}, {Name: "docker0"}, {Name: "flannel.1"}, {Name: "cni0"},
+		{Name: "veth3f1c2a4b", Master: "cni0"}, {Name: "vethd00c3e1", Master: "docker0"}, {Name: "veth9a8b7c6d", Master: "cni0"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("ParseIPLinks =\n%+v\nwant\n%+v", got, want)
+	}
+}
+
+func TestSelectLinks(t *testing.T) {
+	got := SelectLinks(ParseIPLinks(sampleIPLinks))
+	// Docker's veth stays; veths go before their bridge.
+	want := []string{"veth3f1c2a4b", "veth9a8b7c6d", "cni0", "flannel.1"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("SelectLinks = %v, want %v", got, want)
+	}
+	if got := SelectLinks([]Link{{Name: "eth0"}}); len(got) != 0 {
+		t.Errorf("SelectLinks on a clean host = %v, want none", got)
+	}
+}
