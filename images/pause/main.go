@@ -1,0 +1,62 @@
+// Command pause is the only program in skiff's pod sandbox image. Every pod's
+// sandbox runs it as PID 1 to hold the pod's namespaces open while its
+// containers come and go. skiff builds it into its own binary and imports it
+// into containerd at start-up, because an air-gapped node cannot pull
+// registry.k8s.io/pause.
+//
+// Being PID 1 gives it two duties. The kernel drops any signal PID 1 has no
+// handler for, so it must handle SIGINT and SIGTERM itself or every sandbox
+// stop waits out the grace period and ends in SIGKILL. And when a pod shares
+// one PID namespace, orphaned processes are re-parented to it, so it must reap
+// them or they linger as zombies.
+//
+// It uses only os/signal and syscall, not fmt or log, to keep the static binary
+// around a megabyte: one copy runs per pod.
+package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	if len(os.Args) > 1 && (os.Args[1] == "-v" || os.Args[1] == "--version") {
+		os.Stdout.WriteString("pause (skiff)\n")
+		return
+	}
+	if os.Getpid() != 1 {
+		// Still useful outside a sandbox (for tests), but then it reaps
+		// only its own children.
+		os.Stderr.WriteString("pause: warning: not running as PID 1\n")
+	}
+
+	// Buffered so a burst of SIGCHLD while reaping is not lost; signals of
+	// one kind coalesce anyway, which is why reap loops until none are left.
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGCHLD)
+
+	for sig := range sigs {
+		if sig == syscall.SIGCHLD {
+			reap()
+			continue
+		}
+		os.Exit(0)
+	}
+}
+
+// reap collects every exited child without blocking. One SIGCHLD may stand
+// for many exits, so it loops until the kernel reports no more.
+func reap() {
+	for {
+		var status syscall.WaitStatus
+		pid, err := syscall.Wait4(-1, &status, syscall.WNOHANG, nil)
+		if err == syscall.EINTR {
+			continue
+		}
+		// pid 0: children remain but none has exited; ECHILD: no children.
+		if err != nil || pid <= 0 {
+			return
+		}
+	}
+}
