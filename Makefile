@@ -10,9 +10,10 @@ BUILD_DATE    := $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 # providerless drops the cloud providers; netgo/osusergo keep name and user
 # lookups in Go so the static binary needs no glibc NSS at run time.
 TAGS          := providerless,netgo,osusergo,sqlite_omit_load_extension
-# Size budget for bin/skiff in bytes: what was measured (173.6 MB) plus 10%. Raise it
+# Size budget for bin/skiff in bytes: what was measured (226.3 MB with the node and
+# its payload) plus 10%. Raise it
 # only on purpose, in the commit that needs it.
-SIZE_BUDGET   := 191000000
+SIZE_BUDGET   := 249000000
 
 K8S_VERSION_VARS = \
   -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
@@ -28,16 +29,42 @@ K8S_VERSION_VARS = \
   -X k8s.io/client-go/pkg/version.gitCommit=$(COMMIT) \
   -X k8s.io/client-go/pkg/version.buildDate=$(BUILD_DATE)
 
+CONTAINERD_VERSION := v2.4.2
+
 LDFLAGS = -s -w \
+  -X github.com/containerd/containerd/v2/version.Version=$(CONTAINERD_VERSION) \
+  -X github.com/containerd/containerd/v2/version.Revision=skiff \
   -X github.com/skiffkube/skiff/internal/version.Version=$(VERSION) \
   -X github.com/skiffkube/skiff/internal/version.GitCommit=$(COMMIT) \
   $(K8S_VERSION_VARS) \
   -linkmode external -extldflags -static
 
-.PHONY: all build size test test-short e2e bench clean
+# The node payload: executables that are main packages upstream (runc, the containerd
+# shim, CNI plugins, crictl) and the pause image, built from the modules in go.mod and
+# embedded in bin/skiff (internal/payload). runc needs cgo for its nsenter and
+# seccomp parts; libseccomp is linked statically.
+PAYLOAD       := internal/payload/assets/payload.tar.zst
+PAYLOAD_BIN   := build/payload/bin
+PAUSE_REF     := skiff.local/skiff/pause:1.0
+PAYLOAD_TOOLS := \
+  github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
+  github.com/containernetworking/plugins/plugins/main/bridge \
+  github.com/containernetworking/plugins/plugins/main/loopback \
+  github.com/containernetworking/plugins/plugins/ipam/host-local \
+  github.com/containernetworking/plugins/plugins/meta/portmap \
+  sigs.k8s.io/cri-tools/cmd/crictl
+
+.PHONY: all build payload size test test-short e2e bench clean
 all: build size
 
-build:
+payload:
+	@mkdir -p $(PAYLOAD_BIN)
+	CGO_ENABLED=1 $(GO) build -trimpath -tags "seccomp netgo osusergo urfave_cli_no_docs" -ldflags "-s -w -extldflags -static" -o $(PAYLOAD_BIN)/runc github.com/opencontainers/runc
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(PAYLOAD_BIN)/ $(PAYLOAD_TOOLS)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o build/payload/pause ./images/pause
+	$(GO) run ./build/mkpayload -o $(PAYLOAD) -bin $(PAYLOAD_BIN) -pause build/payload/pause -pause-ref $(PAUSE_REF)
+
+build: payload
 	CGO_ENABLED=1 $(GO) build -trimpath -tags "$(TAGS)" -ldflags "$(LDFLAGS)" -o bin/skiff ./cmd/skiff
 
 size: bin/skiff
@@ -58,4 +85,4 @@ bench: build
 	$(GO) run ./bench/startup -skiff $(CURDIR)/bin/skiff
 
 clean:
-	rm -rf bin
+	rm -rf bin build/payload $(PAYLOAD)

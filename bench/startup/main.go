@@ -53,6 +53,8 @@ func run() error {
 	settle := flag.Duration("settle", 30*time.Second, "wait between ready and measuring RSS")
 	timeout := flag.Duration("timeout", 3*time.Minute, "limit for one start to become ready")
 	cacheDir := flag.String("cache", "", "where baseline binaries and compressed sizes are kept (default: bench/.cache in the module)")
+	nodeRuns := flag.Int("node-runs", 3, "starts of a full server with its node (needs root; 0 skips)")
+	nodeSettle := flag.Duration("node-settle", 60*time.Second, "idle time between Node Ready and measuring the node's RSS")
 	flag.Parse()
 	if *runs < 1 {
 		return fmt.Errorf("-runs must be at least 1")
@@ -125,6 +127,23 @@ func run() error {
 		skiffBin: bin, kubeVersion: base.kubeVersion, runs: *runs, settle: *settle,
 		skiff: skiffRuns, base: baseRuns, skiffSize: sz[bin], baseSize: baseSize,
 	})
+
+	if *nodeRuns > 0 && os.Geteuid() == 0 {
+		var nodes []nodeSample
+		for i := range *nodeRuns {
+			fmt.Fprintf(os.Stderr, "node run %d/%d ... ", i+1, *nodeRuns)
+			runCtx, cancel := context.WithTimeoutCause(ctx, *timeout+*nodeSettle+2*time.Minute, errors.New("node run took too long"))
+			s, err := runSkiffNode(runCtx, bin, *nodeSettle)
+			cancel()
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "failed")
+				return fmt.Errorf("node run %d: %w", i+1, err)
+			}
+			fmt.Fprintf(os.Stderr, "Node Ready %s, %d pods %s, RSS %s\n", secs(s.nodeReady), nodeReplicas, secs(s.allPods), mib(s.mem.RSS))
+			nodes = append(nodes, s)
+		}
+		printNodeReport(nodes, *nodeSettle)
+	}
 	return nil
 }
 
@@ -150,7 +169,9 @@ func runSkiff(ctx context.Context, bin string, settle time.Duration) (s sample, 
 	dataDir := filepath.Join(dir, "data")
 
 	begin := time.Now()
+	// Control plane only: the baseline runs no node either.
 	p, err := startProc(dir, "skiff", bin, "server",
+		"--disable-agent",
 		"--config", noConfig,
 		"--data-dir", dataDir,
 		"--write-kubeconfig", filepath.Join(dir, "kubeconfig.yaml"),

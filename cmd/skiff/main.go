@@ -1,5 +1,5 @@
 // Command skiff is a Kubernetes distribution in one binary. Invoked through a
-// symlink named after a bundled tool (kubectl), it runs that tool.
+// symlink named after a bundled tool (kubectl, ctr, crictl) or as containerd,, it runs that tool.
 package main
 
 import (
@@ -14,6 +14,12 @@ func main() {
 	switch filepath.Base(os.Args[0]) {
 	case "kubectl":
 		os.Exit(cli.RunKubectl(os.Args[1:]))
+	case "containerd":
+		os.Exit(cli.RunContainerd(os.Args[1:]))
+	case "ctr":
+		os.Exit(cli.RunCtr(os.Args[1:]))
+	case "crictl":
+		os.Exit(cli.RunCrictl(os.Args[1:]))
 	}
 	if err := cli.NewRoot().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "Error:", err)

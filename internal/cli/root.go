@@ -32,6 +32,8 @@ func NewRoot() *cobra.Command {
 		}
 		return cmd.Help()
 	}
+	root.AddCommand(newToolCommands()...)
+	root.AddCommand(newCheckConfigCommand(), newKillallCommand())
 	root.AddCommand(newServerCommand(), newKubectlCommand(), &cobra.Command{
 		Use:   "version",
 		Short: "Print the skiff and Kubernetes versions",

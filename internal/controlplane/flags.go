@@ -71,6 +71,7 @@ func (p Plan) APIServerArgs() []string {
 		// Service's endpoint; kubeendpoints publishes the supervisor's.
 		"endpoint-reconciler-type":           "none",
 		"etcd-servers":                       strings.Join(p.EtcdServers, ","),
+		"kubelet-certificate-authority":      l.ServerCA().Cert,
 		"kubelet-client-certificate":         l.ClientKubeAPIServer().Cert,
 		"kubelet-client-key":                 l.ClientKubeAPIServer().Key,
 		"profiling":                          "false",

@@ -21,7 +21,9 @@ type certificates struct {
 	cfg         *config.Server
 	advertiseIP net.IP
 	given       *token.Token
-	log         *slog.Logger
+	// node, when set, gets its certificates and kubeconfigs here too.
+	node *nodePlan
+	log  *slog.Logger
 	// serverCAPEM is the server CA as written, for the admin kubeconfig.
 	serverCAPEM []byte
 }
@@ -64,6 +66,15 @@ func (c *certificates) Start(context.Context) error {
 	}
 	if err := controlplane.WriteAuthenticationConfig(c.layout); err != nil {
 		return fmt.Errorf("writing authentication config: %w", err)
+	}
+	if c.node != nil {
+		issued, err := c.node.certificates(c.layout, c.loopbackURL)
+		if err != nil {
+			return fmt.Errorf("node certificates: %w", err)
+		}
+		for _, what := range issued {
+			c.log.Debug("issued", "component", "certificates", "what", what)
+		}
 	}
 	c.serverCAPEM = res.ServerCAPEM
 	return nil

@@ -75,7 +75,14 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		ln.Close()
 		return err
 	}
-	certs := &certificates{layout: l, loopbackURL: plan.LoopbackURL(), cfg: cfg, advertiseIP: advertiseIP, given: given, log: log}
+	var nd *nodePlan
+	if !cfg.DisableAgent {
+		if nd, err = prepareNode(cfg, advertiseIP, log); err != nil {
+			ln.Close()
+			return err
+		}
+	}
+	certs := &certificates{layout: l, loopbackURL: plan.LoopbackURL(), cfg: cfg, advertiseIP: advertiseIP, given: given, node: nd, log: log}
 	api := apiserver.New(apiserver.Config{
 		Args:           plan.APIServerArgs(),
 		ReadyzURL:      plan.LoopbackURL() + "/readyz",
@@ -103,12 +110,21 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		controllers = append(controllers, scheduler.New(scheduler.Config{Args: plan.SchedulerArgs()}, log))
 	}
 
-	mgr := component.NewManager(log,
-		component.Phase{Name: "datastore", Components: []component.Component{datastore.New(datastore.Config{DataDir: cfg.DataDir, Endpoint: cfg.DatastoreEndpoint}, log)}},
-		component.Phase{Name: "certificates", Components: []component.Component{certs}},
-		component.Phase{Name: "apiserver", Components: []component.Component{api}},
-		component.Phase{Name: "controllers", Components: controllers},
-	)
+	phases := []component.Phase{
+		{Name: "datastore", Components: []component.Component{datastore.New(datastore.Config{DataDir: cfg.DataDir, Endpoint: cfg.DatastoreEndpoint}, log)}},
+		{Name: "certificates", Components: []component.Component{certs}},
+		{Name: "apiserver", Components: []component.Component{api}},
+		{Name: "controllers", Components: controllers},
+	}
+	if nd != nil {
+		nodePhases, err := nd.phases(cfg, l, log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		phases = append(phases, nodePhases...)
+	}
+	mgr := component.NewManager(log, phases...)
 	if err := mgr.Start(ctx); err != nil {
 		return err
 	}

@@ -86,7 +86,14 @@ type server struct {
 	exitErr    error
 }
 
+// newServer returns a control-plane-only server: most tests are about the
+// control plane, and a node would make them slower and touch the host.
 func newServer(t *testing.T, extra ...string) *server {
+	t.Helper()
+	return newServerWith(t, append([]string{"--disable-agent"}, extra...)...)
+}
+
+func newServerWith(t *testing.T, extra ...string) *server {
 	t.Helper()
 	dir := t.TempDir()
 	s := &server{

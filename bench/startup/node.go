@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
+)
+
+// nodeSample is one start of `skiff server` with its node.
+type nodeSample struct {
+	nodeReady time.Duration   // exec → "skiff server ready" (the Node is Ready)
+	allPods   time.Duration   // Deployment created → every replica Running and Ready
+	podStart  []time.Duration // per pod: created → Ready condition
+	mem       memory          // skiff, containerd and every shim, idle, before the workload
+}
+
+// nodeReplicas is the size of the Deployment whose start is timed.
+const nodeReplicas = 10
+
+// pauseImage is skiff's built-in sandbox image; it is also the workload, so the
+// measure is skiff's and the runtime's, not an application's.
+const pauseImage = "skiff.local/skiff/pause:1.0"
+
+// runSkiffNode starts a full `skiff server` (control plane and node), waits for
+// "ready" (Node Ready), lets it idle, reads the RSS of the whole tree including the
+// shims containerd daemonized, then times a Deployment of nodeReplicas pods.
+func runSkiffNode(ctx context.Context, bin string, settle time.Duration) (s nodeSample, err error) {
+	dir, err := os.MkdirTemp("", "skiff-bench-node-")
+	if err != nil {
+		return s, err
+	}
+	defer os.RemoveAll(dir)
+	ports, err := freePorts(4)
+	if err != nil {
+		return s, err
+	}
+	noConfig := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(noConfig, nil, 0o600); err != nil {
+		return s, err
+	}
+	dataDir := filepath.Join(dir, "data")
+	kubeconfig := filepath.Join(dir, "kubeconfig.yaml")
+	defer killall(bin, dataDir)
+
+	begin := time.Now()
+	p, err := startProc(dir, "skiff", bin, "server",
+		"--config", noConfig,
+		"--data-dir", dataDir,
+		"--write-kubeconfig", kubeconfig,
+		"--https-listen-port", strconv.Itoa(ports[0]),
+		"--kube-apiserver-arg=secure-port="+strconv.Itoa(ports[1]),
+		"--kube-controller-manager-arg=secure-port="+strconv.Itoa(ports[2]),
+		"--kube-scheduler-arg=secure-port="+strconv.Itoa(ports[3]))
+	if err != nil {
+		return s, err
+	}
+	procs := []*proc{p}
+	defer stopAll(procs)
+	if err := waitLog(ctx, p, "skiff server ready in"); err != nil {
+		return s, err
+	}
+	s.nodeReady = time.Since(begin)
+
+	select {
+	case <-ctx.Done():
+		return s, context.Cause(ctx)
+	case <-time.After(settle):
+	}
+	if p.exited() {
+		return s, fmt.Errorf("skiff exited while idle; end of its log:\n%s", p.tail())
+	}
+	s.mem = treeMemory(p.cmd.Process.Pid)
+	for _, pid := range pidsWithExeUnder(filepath.Join(dataDir, "data")) {
+		s.mem = s.mem.plus(treeMemory(pid))
+	}
+
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return s, err
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return s, err
+	}
+	s.allPods, s.podStart, err = timeDeployment(ctx, client)
+	return s, err
+}
+
+// timeDeployment creates a Deployment of nodeReplicas pause pods and waits until
+// all are Ready.
+func timeDeployment(ctx context.Context, c kubernetes.Interface) (time.Duration, []time.Duration, error) {
+	labels := map[string]string{"app": "bench"}
+	begin := time.Now()
+	_, err := c.AppsV1().Deployments("default").Create(ctx, &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "bench"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(int32(nodeReplicas)),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "pause", Image: pauseImage, ImagePullPolicy: corev1.PullNever,
+				}}},
+			},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return 0, nil, err
+	}
+	for {
+		list, err := c.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=bench"})
+		if err != nil {
+			return 0, nil, err
+		}
+		var starts []time.Duration
+		for _, p := range list.Items {
+			for _, cond := range p.Status.Conditions {
+				if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
+					starts = append(starts, cond.LastTransitionTime.Sub(p.CreationTimestamp.Time))
+				}
+			}
+		}
+		if len(starts) == nodeReplicas {
+			return time.Since(begin), starts, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, nil, fmt.Errorf("%d of %d pods ready: %w", len(starts), nodeReplicas, context.Cause(ctx))
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+// waitLog waits until p's log contains text.
+func waitLog(ctx context.Context, p *proc, text string) error {
+	for {
+		data, _ := os.ReadFile(p.log)
+		if strings.Contains(string(data), text) {
+			return nil
+		}
+		if p.exited() {
+			return fmt.Errorf("%s exited before %q; end of its log:\n%s", p.name, text, p.tail())
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %q: %w; end of the log:\n%s", text, context.Cause(ctx), p.tail())
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+// pidsWithExeUnder lists processes running a binary under dir: containerd's shims
+// daemonize, so they are not skiff's descendants.
+func pidsWithExeUnder(dir string) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && strings.HasPrefix(exe, dir+"/") {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// killall removes the node's pods, rules and interfaces after a run.
+func killall(bin, dataDir string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, _ = output(ctx, ".", bin, "killall", "--data-dir", dataDir)
+}
+
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(p*float64(len(s)-1) + 0.5)
+	return s[i]
+}
+
+func printNodeReport(runs []nodeSample, settle time.Duration) {
+	fmt.Printf("\n## skiff server with its node (control plane, containerd, kubelet, kube-proxy, flannel)\n\n")
+	fmt.Printf("- starts: %d; medians; RSS read %s after ready, before any workload; the workload is %d replicas of the built-in pause image\n\n", len(runs), settle, nodeReplicas)
+	med := func(get func(nodeSample) float64) float64 {
+		vs := make([]float64, len(runs))
+		for i, r := range runs {
+			vs[i] = get(r)
+		}
+		slices.Sort(vs)
+		if n := len(vs); n%2 == 0 {
+			return (vs[n/2-1] + vs[n/2]) / 2
+		}
+		return vs[len(vs)/2]
+	}
+	fmt.Println("| measure | skiff |")
+	fmt.Println("| --- | ---: |")
+	fmt.Printf("| exec → Node Ready | %.2f s |\n", med(func(r nodeSample) float64 { return r.nodeReady.Seconds() }))
+	fmt.Printf("| Deployment created → %d pods Ready | %.2f s |\n", nodeReplicas, med(func(r nodeSample) float64 { return r.allPods.Seconds() }))
+	fmt.Printf("| pod start (created → Ready), p50 | %.2f s |\n", med(func(r nodeSample) float64 { return percentile(r.podStart, 0.5).Seconds() }))
+	fmt.Printf("| pod start (created → Ready), p99 | %.2f s |\n", med(func(r nodeSample) float64 { return percentile(r.podStart, 0.99).Seconds() }))
+	fmt.Printf("| RSS, skiff + containerd + shims, idle | %s |\n", mib(int64(med(func(r nodeSample) float64 { return float64(r.mem.RSS) }))))
+	fmt.Printf("| … anonymous | %s |\n", mib(int64(med(func(r nodeSample) float64 { return float64(r.mem.Anon) }))))
+	fmt.Println("\nEvery run (Node Ready / all pods Ready / RSS):")
+	for i, r := range runs {
+		fmt.Printf("- run %d: %s / %s / %s\n", i+1, secs(r.nodeReady), secs(r.allPods), mib(r.mem.RSS))
+	}
+}

@@ -1,0 +1,82 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/skiffkube/skiff/internal/containerd/ctr"
+	"github.com/skiffkube/skiff/internal/containerd/daemon"
+	"github.com/skiffkube/skiff/internal/logging"
+	"github.com/skiffkube/skiff/internal/node"
+	"github.com/skiffkube/skiff/internal/payload"
+)
+
+// containerdSocket is the node's containerd socket, for ctr and crictl.
+func containerdSocket() string {
+	return node.Layout{RunDir: node.DefaultRunDir}.ContainerdSocket()
+}
+
+// RunContainerd is the containerd personality (argv[0] "containerd"): skiff starts
+// its own binary under that name as the node's container runtime.
+func RunContainerd(args []string) int { return daemon.Main(append([]string{"containerd"}, args...)) }
+
+// RunCtr is the ctr personality, preset for the node's containerd.
+func RunCtr(args []string) int { return ctr.Main(append([]string{"ctr"}, args...), containerdSocket()) }
+
+// RunCrictl runs the crictl shipped in the node payload, preset for the node's
+// containerd. crictl is a main package upstream, so it is a separate executable.
+func RunCrictl(args []string) int {
+	dataDir := os.Getenv("SKIFF_DATA_DIR")
+	if dataDir == "" {
+		dataDir = "/var/lib/skiff"
+	}
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "crictl:", err)
+		return 1
+	}
+	p, err := payload.Unpack(dataDir, self, logging.New(os.Stderr, logging.Options{}))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "crictl:", err)
+		return 1
+	}
+	env := os.Environ()
+	if os.Getenv("CONTAINER_RUNTIME_ENDPOINT") == "" {
+		env = append(env, "CONTAINER_RUNTIME_ENDPOINT=unix://"+containerdSocket())
+	}
+	if os.Getenv("IMAGE_SERVICE_ENDPOINT") == "" {
+		env = append(env, "IMAGE_SERVICE_ENDPOINT=unix://"+containerdSocket())
+	}
+	bin := filepath.Join(p.BinDir, "crictl")
+	err = syscall.Exec(bin, append([]string{"crictl"}, args...), env)
+	fmt.Fprintf(os.Stderr, "crictl: running %s: %v\n", bin, err)
+	return 1
+}
+
+// passthrough is a subcommand that hands every argument to a bundled tool.
+func passthrough(use, short string, run func([]string) int, hidden bool) *cobra.Command {
+	return &cobra.Command{
+		Use:                use,
+		Short:              short,
+		Hidden:             hidden,
+		DisableFlagParsing: true,
+		RunE: func(_ *cobra.Command, args []string) error {
+			if code := run(args); code != 0 {
+				os.Exit(code)
+			}
+			return nil
+		},
+	}
+}
+
+func newToolCommands() []*cobra.Command {
+	return []*cobra.Command{
+		passthrough("crictl", "Run crictl against the node's containerd", RunCrictl, false),
+		passthrough("ctr", "Run ctr against the node's containerd (namespace k8s.io)", RunCtr, false),
+		passthrough("containerd", "Run the containerd daemon (skiff starts it itself)", RunContainerd, true),
+	}
+}

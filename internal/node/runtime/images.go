@@ -1,0 +1,211 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/archive/compression"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/platforms"
+	"github.com/distribution/reference"
+
+	"github.com/skiffkube/skiff/internal/atomicfile"
+)
+
+// Namespace is the containerd namespace of the CRI service.
+const Namespace = "k8s.io"
+
+// pinnedLabel keeps an image from the kubelet's image garbage collection.
+var pinnedLabel = map[string]string{"io.cri-containerd.pinned": "pinned"}
+
+// ImagesConfig is what to import.
+type ImagesConfig struct {
+	Socket string
+	// Archives are imported first (the built-in pause image).
+	Archives []string
+	// Dir is the air-gap images directory: every *.tar, *.tar.gz, *.tgz and
+	// *.tar.zst in it is imported.
+	Dir string
+	// StateFile records what was imported, so that unchanged files are skipped.
+	StateFile string
+}
+
+// Images imports image archives into containerd at start. It is a start-up phase
+// with no long-running work.
+type Images struct {
+	cfg  ImagesConfig
+	log  *slog.Logger
+	done bool
+}
+
+// NewImages returns the component.
+func NewImages(cfg ImagesConfig, log *slog.Logger) *Images {
+	return &Images{cfg: cfg, log: log.With("component", "images")}
+}
+
+func (i *Images) Name() string               { return "images" }
+func (i *Images) Init(context.Context) error { return nil }
+func (i *Images) Stop() error                { return nil }
+func (i *Images) Ready() error {
+	if !i.done {
+		return errors.New("importing")
+	}
+	return nil
+}
+
+// record is what the state file remembers of one imported archive.
+type record struct {
+	Size    int64     `json:"size"`
+	ModTime time.Time `json:"modTime"`
+	Images  []string  `json:"images"`
+}
+
+// ArchiveNames lists the importable archives in dir, sorted.
+func ArchiveNames(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		n := e.Name()
+		if e.Type().IsRegular() && (strings.HasSuffix(n, ".tar") || strings.HasSuffix(n, ".tar.gz") ||
+			strings.HasSuffix(n, ".tgz") || strings.HasSuffix(n, ".tar.zst")) {
+			out = append(out, filepath.Join(dir, n))
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// Start imports every archive that is new or changed, or whose images are gone from
+// containerd. A file that fails to import is reported and skipped; the others
+// still import.
+func (i *Images) Start(ctx context.Context) error {
+	files, err := ArchiveNames(i.cfg.Dir)
+	if err != nil {
+		return fmt.Errorf("listing %s: %w", i.cfg.Dir, err)
+	}
+	files = append(append([]string(nil), i.cfg.Archives...), files...)
+	state := map[string]record{}
+	if data, err := os.ReadFile(i.cfg.StateFile); err == nil {
+		if err := json.Unmarshal(data, &state); err != nil {
+			i.log.Warn("ignoring unreadable import state", "file", i.cfg.StateFile, "err", err)
+			state = map[string]record{}
+		}
+	}
+	client, err := containerd.New(i.cfg.Socket, containerd.WithDefaultNamespace(Namespace), containerd.WithTimeout(10*time.Second))
+	if err != nil {
+		return fmt.Errorf("connecting to containerd: %w", err)
+	}
+	defer client.Close()
+	ctx = namespaces.WithNamespace(ctx, Namespace)
+
+	next := map[string]record{}
+	imported, skipped := 0, 0
+	for _, path := range files {
+		st, err := os.Stat(path)
+		if err != nil {
+			i.log.Warn("cannot read image archive", "file", path, "err", err)
+			continue
+		}
+		if prev, ok := state[path]; ok && prev.Size == st.Size() && prev.ModTime.Equal(st.ModTime()) && present(ctx, client, prev.Images) {
+			next[path] = prev
+			skipped++
+			continue
+		}
+		begin := time.Now()
+		names, err := importArchive(ctx, client, path)
+		if err != nil {
+			i.log.Warn("image archive not imported", "file", path, "err", err)
+			continue
+		}
+		i.log.Info("imported", "file", filepath.Base(path), "images", strings.Join(names, ","), "took", time.Since(begin).Round(time.Millisecond))
+		next[path] = record{Size: st.Size(), ModTime: st.ModTime(), Images: names}
+		imported++
+	}
+	data, _ := json.MarshalIndent(next, "", "  ")
+	if err := atomicfile.Write(i.cfg.StateFile, data, 0o600, 0o700); err != nil {
+		return fmt.Errorf("writing %s: %w", i.cfg.StateFile, err)
+	}
+	i.log.Debug("image archives", "imported", imported, "unchanged", skipped)
+	i.done = true
+	return nil
+}
+
+func present(ctx context.Context, client *containerd.Client, names []string) bool {
+	for _, n := range names {
+		if _, err := client.ImageService().Get(ctx, n); err != nil {
+			return false
+		}
+	}
+	return len(names) > 0
+}
+
+// importArchive imports one docker-archive or OCI-layout tar (plain, gzip or zstd),
+// pins its images and unpacks them into the overlayfs snapshotter, which the CRI
+// service needs before it can start a container from them.
+func importArchive(ctx context.Context, client *containerd.Client, path string) ([]string, error) {
+	ctx, done, err := client.WithLease(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done(context.WithoutCancel(ctx))
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	r, err := compression.DecompressStream(f)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	imgs, err := client.Import(ctx, r,
+		containerd.WithImageRefTranslator(normalizeRef),
+		containerd.WithImageLabels(pinnedLabel),
+	)
+	if err != nil {
+		return nil, err
+	}
+	if len(imgs) == 0 {
+		return nil, errors.New("archive names no image")
+	}
+	var names []string
+	for _, m := range imgs {
+		img := containerd.NewImageWithPlatform(client, m, platforms.DefaultStrict())
+		if ok, _ := img.IsUnpacked(ctx, "overlayfs"); !ok {
+			if err := img.Unpack(ctx, "overlayfs"); err != nil {
+				return nil, fmt.Errorf("unpacking %s: %w", m.Name, err)
+			}
+		}
+		names = append(names, m.Name)
+	}
+	return names, nil
+}
+
+// normalizeRef turns an OCI layout's ref name into the full name the CRI service
+// looks images up by ("nginx:1" is docker.io/library/nginx:1). A bare tag names
+// nothing useful and is dropped.
+func normalizeRef(ref string) string {
+	if !strings.ContainsAny(ref, "/:@") {
+		return ""
+	}
+	n, err := reference.ParseDockerRef(ref)
+	if err != nil {
+		return ""
+	}
+	return n.String()
+}

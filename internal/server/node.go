@@ -1,0 +1,200 @@
+package server
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/skiffkube/skiff/internal/atomicfile"
+	"github.com/skiffkube/skiff/internal/checkconfig"
+	"github.com/skiffkube/skiff/internal/component"
+	"github.com/skiffkube/skiff/internal/config"
+	"github.com/skiffkube/skiff/internal/controlplane"
+	"github.com/skiffkube/skiff/internal/host"
+	"github.com/skiffkube/skiff/internal/node"
+	"github.com/skiffkube/skiff/internal/node/flannel"
+	"github.com/skiffkube/skiff/internal/node/kubelet"
+	"github.com/skiffkube/skiff/internal/node/kubeproxy"
+	"github.com/skiffkube/skiff/internal/node/nodeready"
+	"github.com/skiffkube/skiff/internal/node/runtime"
+	"github.com/skiffkube/skiff/internal/payload"
+	"github.com/skiffkube/skiff/internal/pki"
+)
+
+// nodePlan is what the server's own node runs with, settled before start-up.
+type nodePlan struct {
+	layout       node.Layout
+	payload      payload.Payload
+	identity     node.Identity
+	nodeIP       string
+	criEndpoint  string // unix://...
+	ownRuntime   bool   // skiff's containerd, not --container-runtime-endpoint
+	proxyMode    string
+	cgroupDriver string
+	restrictOOM  bool
+	pauseImage   string
+}
+
+// prepareNode checks the host, unpacks the node binaries and adapts to what the host
+// lacks, logging one line per adaptation. It fails, pointing at check-config, when
+// an essential host feature is missing.
+func prepareNode(cfg *config.Server, advertiseIP net.IP, log *slog.Logger) (*nodePlan, error) {
+	hlog := log.With("component", "host")
+	checks := checkconfig.Run(host.Host{}, cfg.DataDir)
+	if err := checkconfig.EssentialError(checks); err != nil {
+		return nil, err
+	}
+	n := &nodePlan{layout: node.Layout{DataDir: cfg.DataDir, RunDir: node.DefaultRunDir}}
+	name := cfg.NodeName
+	if name == "" {
+		h, err := config.Hostname()
+		if err != nil {
+			return nil, err
+		}
+		name = h
+	}
+	hostname, _ := os.Hostname()
+	n.nodeIP = cfg.NodeIP
+	if n.nodeIP == "" {
+		n.nodeIP = advertiseIP.String()
+	}
+	n.identity = node.Identity{NodeName: name, Hostname: strings.ToLower(hostname), NodeIPs: []net.IP{net.ParseIP(n.nodeIP)}}
+
+	mode, err := host.ProxyMode()
+	if err != nil {
+		return nil, err
+	}
+	n.proxyMode = mode
+	n.cgroupDriver = host.CgroupDriver()
+	if v, err := host.CgroupVersion(); err == nil && v == 1 {
+		hlog.Info("cgroup v1 host: the kubelet runs with failCgroupV1=false")
+	}
+	if ok, err := host.HasBoundingCapability(host.CapSysResource); err == nil && !ok {
+		n.restrictOOM = true
+		hlog.Info("no CAP_SYS_RESOURCE in the capability bounding set: containerd runs with restrict_oom_score_adj")
+	}
+	if err := host.EnsureSysctls(hlog); err != nil {
+		return nil, err
+	}
+
+	n.pauseImage = cfg.PauseImage
+	if n.pauseImage == "" {
+		n.pauseImage = node.DefaultPauseImage
+	}
+	if cfg.ContainerRuntimeEndpoint != "" {
+		n.criEndpoint = cfg.ContainerRuntimeEndpoint
+		if !strings.HasPrefix(n.criEndpoint, "unix://") {
+			n.criEndpoint = "unix://" + n.criEndpoint
+		}
+		return n, nil
+	}
+	n.ownRuntime = true
+	n.criEndpoint = "unix://" + n.layout.ContainerdSocket()
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("finding the skiff executable: %w", err)
+	}
+	begin := time.Now()
+	if n.payload, err = payload.Unpack(cfg.DataDir, self, hlog); err != nil {
+		return nil, err
+	}
+	hlog.Debug("node binaries verified", "dir", n.payload.Dir, "took", time.Since(begin))
+	return n, nil
+}
+
+// certificates issues the node's certificates from the server's CAs.
+func (n *nodePlan) certificates(l controlplane.Layout, apiserverURL string) ([]string, error) {
+	clientCA, _, err := pki.LoadOrCreateCA(l.ClientCA().Cert, l.ClientCA().Key, "skiff-client-ca")
+	if err != nil {
+		return nil, err
+	}
+	serverCA, _, err := pki.LoadOrCreateCA(l.ServerCA().Cert, l.ServerCA().Key, "skiff-server-ca")
+	if err != nil {
+		return nil, err
+	}
+	return node.EnsureCertificates(n.layout, node.CAs{Client: clientCA, Server: serverCA}, n.identity, apiserverURL, time.Now())
+}
+
+// phases are the node's start-up phases after the control plane's.
+func (n *nodePlan) phases(cfg *config.Server, l controlplane.Layout, log *slog.Logger) ([]component.Phase, error) {
+	var phases []component.Phase
+	containerdSocket := ""
+	if n.ownRuntime {
+		self, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		containerdSocket = n.layout.ContainerdSocket()
+		phases = append(phases,
+			component.Phase{Name: "containerd", Components: []component.Component{runtime.NewContainerd(runtime.ContainerdConfig{
+				Self:       self,
+				ConfigFile: n.layout.ContainerdConfig(),
+				Config: node.ContainerdConfig(node.ContainerdPlan{
+					Layout: n.layout, BinDir: n.payload.BinDir, SystemdCgroup: n.cgroupDriver == "systemd",
+					RestrictOOMScoreAdj: n.restrictOOM, PauseImage: n.pauseImage,
+				}),
+				Socket:  containerdSocket,
+				BinDir:  n.payload.BinDir,
+				LogFile: n.layout.ContainerdLog(),
+			}, log)}},
+			component.Phase{Name: "images", Components: []component.Component{runtime.NewImages(runtime.ImagesConfig{
+				Socket:    containerdSocket,
+				Archives:  []string{n.payload.PauseArchive},
+				Dir:       n.layout.ImagesDir(),
+				StateFile: n.layout.ImportState(),
+			}, log)}},
+		)
+	}
+
+	kplan := node.KubeletPlan{
+		Layout:        n.layout,
+		NodeName:      n.identity.NodeName,
+		NodeIP:        n.nodeIP,
+		Labels:        cfg.NodeLabels,
+		Taints:        cfg.NodeTaints,
+		CgroupDriver:  n.cgroupDriver,
+		CRIEndpoint:   n.criEndpoint,
+		ClusterDNS:    strings.Split(cfg.ClusterDNS, ","),
+		ClusterDomain: cfg.ClusterDomain,
+		ResolvConf:    node.ResolvConf(),
+		Address:       "0.0.0.0",
+		ExtraArgs:     cfg.KubeletArgs,
+	}
+	kc, err := node.KubeletConfig(kplan)
+	if err != nil {
+		return nil, err
+	}
+	if err := atomicfile.Write(n.layout.KubeletConfig(), kc, 0o600, 0o700); err != nil {
+		return nil, fmt.Errorf("writing kubelet config: %w", err)
+	}
+	if err := os.MkdirAll(n.layout.StaticPodDir(), 0o700); err != nil {
+		return nil, err
+	}
+	nodeComponents := []component.Component{
+		kubelet.New(kubelet.Config{ConfigFile: n.layout.KubeletConfig(), Args: node.KubeletArgs(kplan), ContainerdSocket: containerdSocket}, log),
+		kubeproxy.New(kubeproxy.Config{Args: node.KubeProxyArgs(node.KubeProxyPlan{
+			Layout: n.layout, NodeName: n.identity.NodeName, ClusterCIDR: cfg.ClusterCIDR, Mode: n.proxyMode, ExtraArgs: cfg.KubeProxyArgs,
+		})}, log),
+	}
+	if cfg.FlannelBackend != "none" {
+		nodeComponents = append(nodeComponents, flannel.New(flannel.Config{
+			Kubeconfig:  l.AdminKubeconfig(),
+			NodeName:    n.identity.NodeName,
+			NodeIP:      n.nodeIP,
+			ClusterCIDR: cfg.ClusterCIDR,
+			Backend:     cfg.FlannelBackend,
+			ProxyMode:   n.proxyMode,
+			NetConf:     n.layout.FlannelNetConf(),
+			SubnetFile:  n.layout.FlannelSubnetFile(),
+			CNIConfDir:  n.layout.CNIConfDir(),
+		}, log))
+	}
+	phases = append(phases,
+		component.Phase{Name: "kubelet", Components: nodeComponents},
+		component.Phase{Name: "node", Components: []component.Component{nodeready.New(l.AdminKubeconfig(), n.identity.NodeName, log)}},
+	)
+	return phases, nil
+}

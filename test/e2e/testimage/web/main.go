@@ -1,0 +1,42 @@
+// Command web is the end-to-end tests' workload: an HTTP server that answers with
+// its host name (the pod name), and a client mode so that a test can make requests
+// from inside a pod. It is built by the tests and packed into an image archive.
+package main
+
+import (
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"time"
+)
+
+func main() {
+	if len(os.Args) == 3 && os.Args[1] == "fetch" {
+		os.Exit(fetch(os.Args[2]))
+	}
+	name, _ := os.Hostname()
+	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		log.Printf("request %s %s from %s", r.Method, r.URL.Path, r.RemoteAddr)
+		fmt.Fprintf(w, "hello from %s\n", name)
+	})
+	log.Printf("listening on :8080 as %s", name)
+	log.Fatal(http.ListenAndServe(":8080", nil))
+}
+
+func fetch(url string) int {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	fmt.Print(string(body))
+	if resp.StatusCode != http.StatusOK {
+		return 1
+	}
+	return 0
+}
