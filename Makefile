@@ -74,12 +74,14 @@ size: bin/skiff
 
 # Unit tests only: fast, no root, no cluster.
 test-short:
-	$(GO) test -short -tags "$(TAGS)" ./...
+	$(GO) test -short -trimpath -tags "$(TAGS)" ./...
 
-# Everything, including tests that start the real binary (root).
+# Everything, including tests that start the real binary (root). -trimpath, as in
+# build, lets go test reuse the compiled Kubernetes packages instead of compiling
+# them a second time.
 test: build
 	# -count=1: the end-to-end tests exercise bin/skiff, which go test cannot see change.
-	SKIFF_BIN=$(CURDIR)/bin/skiff $(GO) test -count=1 -tags "$(TAGS)" -timeout 30m ./...
+	SKIFF_BIN=$(CURDIR)/bin/skiff $(GO) test -count=1 -trimpath -tags "$(TAGS)" -timeout 30m ./...
 
 bench: build
 	$(GO) run ./bench/startup -skiff $(CURDIR)/bin/skiff

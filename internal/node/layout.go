@@ -50,6 +50,9 @@ func (l Layout) KubeletKubeconfig() string { return filepath.Join(l.AgentDir(), 
 func (l Layout) KubeProxyKubeconfig() string {
 	return filepath.Join(l.AgentDir(), "kubeproxy.kubeconfig")
 }
+func (l Layout) FlannelKubeconfig() string {
+	return filepath.Join(l.AgentDir(), "flannel.kubeconfig")
+}
 func (l Layout) StaticPodDir() string { return filepath.Join(l.AgentDir(), "pod-manifests") }
 
 // Pair is a certificate and its key.

@@ -68,7 +68,7 @@ func (c *certificates) Start(context.Context) error {
 		return fmt.Errorf("writing authentication config: %w", err)
 	}
 	if c.node != nil {
-		issued, err := c.node.certificates(c.layout, c.loopbackURL)
+		issued, err := c.node.certificates(c.layout, supervisorLocalURL(c.cfg))
 		if err != nil {
 			return fmt.Errorf("node certificates: %w", err)
 		}

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -105,7 +106,21 @@ func prepareNode(cfg *config.Server, advertiseIP net.IP, log *slog.Logger) (*nod
 	return n, nil
 }
 
-// certificates issues the node's certificates from the server's CAs.
+// supervisorLocalURL is how this host's node reaches the API: through the
+// supervisor, like any agent, rather than the apiserver's loopback port. The
+// supervisor's connections are skiff's to close at stop; the kubelet, which cannot
+// be stopped in process, would otherwise hold the apiserver's own listener open.
+func supervisorLocalURL(cfg *config.Server) string {
+	host := "127.0.0.1"
+	if ip := net.ParseIP(cfg.BindAddress); ip != nil && !ip.IsUnspecified() {
+		host = ip.String()
+	}
+	return "https://" + net.JoinHostPort(host, strconv.Itoa(cfg.HTTPSListenPort))
+}
+
+// certificates issues the node's certificates from the server's CAs, and writes
+// flannel's kubeconfig: on a server, flannel uses the admin identity (it lists
+// nodes and patches their status).
 func (n *nodePlan) certificates(l controlplane.Layout, apiserverURL string) ([]string, error) {
 	clientCA, _, err := pki.LoadOrCreateCA(l.ClientCA().Cert, l.ClientCA().Key, "skiff-client-ca")
 	if err != nil {
@@ -115,7 +130,17 @@ func (n *nodePlan) certificates(l controlplane.Layout, apiserverURL string) ([]s
 	if err != nil {
 		return nil, err
 	}
-	return node.EnsureCertificates(n.layout, node.CAs{Client: clientCA, Server: serverCA}, n.identity, apiserverURL, time.Now())
+	issued, err := node.EnsureCertificates(n.layout, node.CAs{Client: clientCA, Server: serverCA}, n.identity, apiserverURL, time.Now())
+	if err != nil {
+		return issued, err
+	}
+	if _, err := pki.WriteKubeconfig(pki.KubeconfigSpec{
+		Path: n.layout.FlannelKubeconfig(), ServerURL: apiserverURL, CAPEM: serverCA.CertPEM,
+		CertPath: l.ClientAdmin().Cert, KeyPath: l.ClientAdmin().Key, Mode: 0o600,
+	}); err != nil {
+		return issued, fmt.Errorf("writing %s: %w", n.layout.FlannelKubeconfig(), err)
+	}
+	return issued, nil
 }
 
 // phases are the node's start-up phases after the control plane's.
@@ -181,7 +206,7 @@ func (n *nodePlan) phases(cfg *config.Server, l controlplane.Layout, log *slog.L
 	}
 	if cfg.FlannelBackend != "none" {
 		nodeComponents = append(nodeComponents, flannel.New(flannel.Config{
-			Kubeconfig:  l.AdminKubeconfig(),
+			Kubeconfig:  n.layout.FlannelKubeconfig(),
 			NodeName:    n.identity.NodeName,
 			NodeIP:      n.nodeIP,
 			ClusterCIDR: cfg.ClusterCIDR,

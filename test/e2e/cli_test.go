@@ -58,3 +58,17 @@ func TestKubectlThroughSymlinkUsesServerKubeconfig(t *testing.T) {
 	}
 	s.Stop()
 }
+
+// TestCheckConfig runs `skiff check-config` on this host, which can run a node:
+// every essential check passes, and the report names what it checked.
+func TestCheckConfig(t *testing.T) {
+	out, err := runToExit(t, time.Minute, "check-config", "--data-dir", t.TempDir())
+	if err != nil {
+		t.Fatalf("check-config failed on a host that runs the node tests: %v\n%s", err, out)
+	}
+	for _, want := range []string{"overlay", "br_netfilter", "vxlan", "iptables"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check-config output lacks %q:\n%s", want, out)
+		}
+	}
+}

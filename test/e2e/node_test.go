@@ -67,7 +67,7 @@ func requireRoot(t *testing.T) {
 func TestNode(t *testing.T) {
 	bin := skiffBin(t)
 	requireRoot(t)
-	s := newServerWith(t)
+	s := newServerWith(t, "--node-label", "skiff.io/e2e=node", "--node-taint", "skiff.io/e2e=node:PreferNoSchedule")
 	imagesDir := filepath.Join(s.DataDir, "agent", "images")
 	buildWebImage(t, filepath.Join(imagesDir, "web.tar"))
 	if err := os.WriteFile(filepath.Join(imagesDir, "broken.tar.gz"), []byte("not an image"), 0o644); err != nil {
@@ -97,8 +97,18 @@ func TestNode(t *testing.T) {
 	if err != nil || len(nodes.Items) != 1 {
 		t.Fatalf("nodes: %v, %v", nodes, err)
 	}
-	if !nodeReady(&nodes.Items[0]) {
-		t.Fatalf("node not Ready after `skiff server ready`: %+v", nodes.Items[0].Status.Conditions)
+	n := nodes.Items[0]
+	if !nodeReady(&n) {
+		t.Fatalf("node not Ready after `skiff server ready`: %+v", n.Status.Conditions)
+	}
+	if n.Labels["skiff.io/e2e"] != "node" {
+		t.Errorf("--node-label not applied: %v", n.Labels)
+	}
+	if len(n.Spec.Taints) != 1 || n.Spec.Taints[0].Key != "skiff.io/e2e" || n.Spec.Taints[0].Effect != corev1.TaintEffectPreferNoSchedule {
+		t.Errorf("--node-taint not applied: %v", n.Spec.Taints)
+	}
+	if n.Spec.PodCIDR == "" || n.Annotations["flannel.skiff.io/backend-type"] != "vxlan" {
+		t.Errorf("no pod CIDR or flannel lease: podCIDR=%q annotations=%v", n.Spec.PodCIDR, n.Annotations)
 	}
 
 	pods := deployWeb(t, c, 3)
@@ -282,8 +292,10 @@ func podState(t *testing.T, c kubernetes.Interface) map[string]string {
 	return out
 }
 
+// httpGet fetches url directly: a proxy from the environment would not reach
+// cluster addresses.
 func httpGet(url string) (string, error) {
-	c := http.Client{Timeout: 3 * time.Second}
+	c := http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{Proxy: nil}}
 	resp, err := c.Get(url)
 	if err != nil {
 		return "", err

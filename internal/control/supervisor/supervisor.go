@@ -130,7 +130,9 @@ func (s *Supervisor) Start(context.Context) error {
 		case err := <-errc:
 			return err
 		case <-ctx.Done():
-			sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			// Watches never finish on their own, so the grace is short; clients
+			// (the node's kubelet among them) reconnect.
+			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
 			if err := s.srv.Shutdown(sctx); err != nil {
 				_ = s.srv.Close()
