@@ -58,7 +58,7 @@ PAYLOAD_TOOLS := \
 all: build size
 
 payload:
-	@mkdir -p $(PAYLOAD_BIN)
+	@rm -rf $(PAYLOAD_BIN) && mkdir -p $(PAYLOAD_BIN)
 	CGO_ENABLED=1 $(GO) build -trimpath -tags "seccomp netgo osusergo urfave_cli_no_docs" -ldflags "-s -w -extldflags -static" -o $(PAYLOAD_BIN)/runc github.com/opencontainers/runc
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(PAYLOAD_BIN)/ $(PAYLOAD_TOOLS)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o build/payload/pause ./images/pause

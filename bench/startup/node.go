@@ -20,10 +20,11 @@ import (
 
 // nodeSample is one start of `skiff server` with its node.
 type nodeSample struct {
-	nodeReady time.Duration   // exec → "skiff server ready" (the Node is Ready)
-	allPods   time.Duration   // Deployment created → every replica Running and Ready
-	podStart  []time.Duration // per pod: created → Ready condition
-	mem       memory          // skiff, containerd and every shim, idle, before the workload
+	nodeReady  time.Duration   // exec → "skiff server ready" (the Node is Ready)
+	allPods    time.Duration   // Deployment created → every replica Running and Ready
+	podStart   []time.Duration // per pod: created → Ready condition
+	mem        memory          // skiff, containerd and every shim, idle, before the workload
+	containerd memory          // containerd alone
 }
 
 // nodeReplicas is the size of the Deployment whose start is timed.
@@ -82,6 +83,9 @@ func runSkiffNode(ctx context.Context, bin string, settle time.Duration) (s node
 		return s, fmt.Errorf("skiff exited while idle; end of its log:\n%s", p.tail())
 	}
 	s.mem = treeMemory(p.cmd.Process.Pid)
+	for _, pid := range childPIDs(p.cmd.Process.Pid) {
+		s.containerd = s.containerd.plus(processMemory(pid))
+	}
 	for _, pid := range pidsWithExeUnder(filepath.Join(dataDir, "data")) {
 		s.mem = s.mem.plus(treeMemory(pid))
 	}
@@ -178,6 +182,28 @@ func pidsWithExeUnder(dir string) []int {
 	return out
 }
 
+// childPIDs lists pid's direct children (skiff's only child is containerd).
+func childPIDs(pid int) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// ppid is the second field after the parenthesised command name.
+		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
+			out = append(out, child)
+		}
+	}
+	return out
+}
+
 // killall removes the node's pods, rules and interfaces after a run.
 func killall(bin, dataDir string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -215,8 +241,10 @@ func printNodeReport(runs []nodeSample, settle time.Duration) {
 	fmt.Printf("| Deployment created → %d pods Ready | %.2f s |\n", nodeReplicas, med(func(r nodeSample) float64 { return r.allPods.Seconds() }))
 	fmt.Printf("| pod start (created → Ready), p50 | %.2f s |\n", med(func(r nodeSample) float64 { return percentile(r.podStart, 0.5).Seconds() }))
 	fmt.Printf("| pod start (created → Ready), p99 | %.2f s |\n", med(func(r nodeSample) float64 { return percentile(r.podStart, 0.99).Seconds() }))
-	fmt.Printf("| RSS, skiff + containerd + shims, idle | %s |\n", mib(int64(med(func(r nodeSample) float64 { return float64(r.mem.RSS) }))))
+	fmt.Printf("| RSS, skiff + containerd + shims, idle (shared binary pages counted per process) | %s |\n", mib(int64(med(func(r nodeSample) float64 { return float64(r.mem.RSS) }))))
+	fmt.Printf("| PSS, the same processes (shared pages counted once) | %s |\n", mib(int64(med(func(r nodeSample) float64 { return float64(r.mem.PSS) }))))
 	fmt.Printf("| … anonymous | %s |\n", mib(int64(med(func(r nodeSample) float64 { return float64(r.mem.Anon) }))))
+	fmt.Printf("| … of which containerd (RSS / PSS) | %s / %s |\n", mib(int64(med(func(r nodeSample) float64 { return float64(r.containerd.RSS) }))), mib(int64(med(func(r nodeSample) float64 { return float64(r.containerd.PSS) }))))
 	fmt.Println("\nEvery run (Node Ready / all pods Ready / RSS):")
 	for i, r := range runs {
 		fmt.Printf("- run %d: %s / %s / %s\n", i+1, secs(r.nodeReady), secs(r.allPods), mib(r.mem.RSS))

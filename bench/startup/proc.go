@@ -109,10 +109,13 @@ func stopAll(procs []*proc) {
 
 // memory is resident memory in bytes, from /proc/<pid>/status. RSS is Anon
 // (heaps, stacks) + File (mapped binary text and data, files) + shared memory.
-type memory struct{ RSS, Anon, File int64 }
+// PSS (from smaps_rollup) divides each shared page among the processes that map
+// it, so a sum of PSS counts pages that several processes of one binary share
+// once; a sum of RSS counts them in every process.
+type memory struct{ RSS, Anon, File, PSS int64 }
 
 func (a memory) plus(b memory) memory {
-	return memory{a.RSS + b.RSS, a.Anon + b.Anon, a.File + b.File}
+	return memory{a.RSS + b.RSS, a.Anon + b.Anon, a.File + b.File, a.PSS + b.PSS}
 }
 
 // treeMemory sums memory over pid and all its descendants.
@@ -166,6 +169,16 @@ func processMemory(pid int) memory {
 			m.Anon = kb * 1024
 		case "RssFile":
 			m.File = kb * 1024
+		}
+	}
+	if rollup, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup"); err == nil {
+		for _, line := range strings.Split(string(rollup), "\n") {
+			if rest, ok := strings.CutPrefix(line, "Pss:"); ok {
+				if f := strings.Fields(rest); len(f) > 0 {
+					kb, _ := strconv.ParseInt(f[0], 10, 64)
+					m.PSS = kb * 1024
+				}
+			}
 		}
 	}
 	return m

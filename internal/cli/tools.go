@@ -28,20 +28,12 @@ func RunContainerd(args []string) int { return daemon.Main(append([]string{"cont
 func RunCtr(args []string) int { return ctr.Main(append([]string{"ctr"}, args...), containerdSocket()) }
 
 // RunCrictl runs the crictl shipped in the node payload, preset for the node's
-// containerd. crictl is a main package upstream, so it is a separate executable.
+// containerd. crictl is a main package upstream, so it is a separate executable;
+// the one the running node unpacked is used as it is.
 func RunCrictl(args []string) int {
-	dataDir := os.Getenv("SKIFF_DATA_DIR")
-	if dataDir == "" {
-		dataDir = "/var/lib/skiff"
-	}
-	self, err := os.Executable()
+	bin, err := crictlPath()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "crictl:", err)
-		return 1
-	}
-	p, err := payload.Unpack(dataDir, self, logging.New(os.Stderr, logging.Options{}))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "crictl:", err)
+		fmt.Fprintln(os.Stderr, "skiff crictl:", err)
 		return 1
 	}
 	env := os.Environ()
@@ -51,10 +43,37 @@ func RunCrictl(args []string) int {
 	if os.Getenv("IMAGE_SERVICE_ENDPOINT") == "" {
 		env = append(env, "IMAGE_SERVICE_ENDPOINT=unix://"+containerdSocket())
 	}
-	bin := filepath.Join(p.BinDir, "crictl")
 	err = syscall.Exec(bin, append([]string{"crictl"}, args...), env)
-	fmt.Fprintf(os.Stderr, "crictl: running %s: %v\n", bin, err)
+	fmt.Fprintf(os.Stderr, "skiff crictl: running %s: %v\n", bin, err)
 	return 1
+}
+
+// crictlPath finds crictl under the data dir (SKIFF_DATA_DIR, or the default),
+// unpacking the payload only when no node has done so yet.
+func crictlPath() (string, error) {
+	if os.Geteuid() != 0 {
+		return "", fmt.Errorf("must run as root: the node's containerd socket and data dir are root's")
+	}
+	dataDir := os.Getenv("SKIFF_DATA_DIR")
+	if dataDir == "" {
+		dataDir = "/var/lib/skiff"
+	}
+	if _, err := os.Stat(dataDir); err != nil {
+		return "", fmt.Errorf("data dir %s: %w (set SKIFF_DATA_DIR to the server's --data-dir)", dataDir, err)
+	}
+	current := filepath.Join(dataDir, "data", "current", "bin", "crictl")
+	if _, err := os.Stat(current); err == nil {
+		return current, nil
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	p, err := payload.Unpack(dataDir, self, logging.New(os.Stderr, logging.Options{}).With("component", "crictl"))
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(p.BinDir, "crictl"), nil
 }
 
 // passthrough is a subcommand that hands every argument to a bundled tool.

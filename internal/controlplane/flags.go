@@ -69,11 +69,14 @@ func (p Plan) APIServerArgs() []string {
 		"enable-admission-plugins": "NodeRestriction",
 		// The apiserver would publish its loopback port as the kubernetes
 		// Service's endpoint; kubeendpoints publishes the supervisor's.
-		"endpoint-reconciler-type":           "none",
-		"etcd-servers":                       strings.Join(p.EtcdServers, ","),
-		"kubelet-certificate-authority":      l.ServerCA().Cert,
-		"kubelet-client-certificate":         l.ClientKubeAPIServer().Cert,
-		"kubelet-client-key":                 l.ClientKubeAPIServer().Key,
+		"endpoint-reconciler-type":      "none",
+		"etcd-servers":                  strings.Join(p.EtcdServers, ","),
+		"kubelet-certificate-authority": l.ServerCA().Cert,
+		"kubelet-client-certificate":    l.ClientKubeAPIServer().Cert,
+		"kubelet-client-key":            l.ClientKubeAPIServer().Key,
+		// A node name need not resolve; its InternalIP is in the kubelet's
+		// serving certificate.
+		"kubelet-preferred-address-types":    "InternalIP,ExternalIP,Hostname",
 		"profiling":                          "false",
 		"proxy-client-cert-file":             l.ClientAuthProxy().Cert,
 		"proxy-client-key-file":              l.ClientAuthProxy().Key,

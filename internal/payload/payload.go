@@ -76,6 +76,9 @@ func unpack(archive []byte, dataDir, self string, log *slog.Logger) (Payload, er
 	p := Payload{Dir: dir, BinDir: filepath.Join(dir, "bin"), PauseArchive: filepath.Join(dir, "images", "pause.tar")}
 
 	if err := Verify(dir); err != nil {
+		if errors.Is(err, fs.ErrPermission) {
+			return Payload{}, fmt.Errorf("reading the node binaries in %s: %w", dir, err)
+		}
 		if !errors.Is(err, fs.ErrNotExist) {
 			log.Warn("unpacked payload is damaged, unpacking it again", "dir", dir, "err", err)
 		}

@@ -102,7 +102,9 @@ func TestUnpackRejectsEscapingEntries(t *testing.T) {
 	if _, err := unpack(buf.Bytes(), dataDir, "/x", slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil {
 		t.Fatal("archive with ../ entry was accepted")
 	}
-	if _, err := os.Stat(filepath.Join(dataDir, "escape")); err == nil {
-		t.Fatal("entry escaped the data dir")
+	for _, p := range []string{filepath.Join(dataDir, "escape"), filepath.Join(dataDir, "data", "escape")} {
+		if _, err := os.Stat(p); err == nil {
+			t.Fatalf("entry escaped the payload directory to %s", p)
+		}
 	}
 }

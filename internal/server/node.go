@@ -1,18 +1,23 @@
 package server
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/skiffkube/skiff/internal/atomicfile"
 	"github.com/skiffkube/skiff/internal/checkconfig"
 	"github.com/skiffkube/skiff/internal/component"
 	"github.com/skiffkube/skiff/internal/config"
+	"github.com/skiffkube/skiff/internal/control/args"
 	"github.com/skiffkube/skiff/internal/controlplane"
 	"github.com/skiffkube/skiff/internal/host"
 	"github.com/skiffkube/skiff/internal/node"
@@ -37,6 +42,8 @@ type nodePlan struct {
 	cgroupDriver string
 	restrictOOM  bool
 	pauseImage   string
+	// release drops the host's node lock.
+	release func()
 }
 
 // prepareNode checks the host, unpacks the node binaries and adapts to what the host
@@ -44,11 +51,29 @@ type nodePlan struct {
 // an essential host feature is missing.
 func prepareNode(cfg *config.Server, advertiseIP net.IP, log *slog.Logger) (*nodePlan, error) {
 	hlog := log.With("component", "host")
+	loadBridgeNetfilter(hlog)
 	checks := checkconfig.Run(host.Host{}, cfg.DataDir)
 	if err := checkconfig.EssentialError(checks); err != nil {
 		return nil, err
 	}
 	n := &nodePlan{layout: node.Layout{DataDir: cfg.DataDir, RunDir: node.DefaultRunDir}}
+	release, err := lockNode(n.layout)
+	if err != nil {
+		return nil, err
+	}
+	n.release = release
+	ok := false
+	defer func() {
+		if !ok {
+			release()
+		}
+	}()
+	if err := checkNodePorts(cfg); err != nil {
+		return nil, err
+	}
+	// The in-process kubelet tells systemd READY=1 as soon as it runs; skiff is
+	// ready only when the Node is.
+	os.Unsetenv("NOTIFY_SOCKET")
 	name := cfg.NodeName
 	if name == "" {
 		h, err := config.Hostname()
@@ -90,6 +115,7 @@ func prepareNode(cfg *config.Server, advertiseIP net.IP, log *slog.Logger) (*nod
 		if !strings.HasPrefix(n.criEndpoint, "unix://") {
 			n.criEndpoint = "unix://" + n.criEndpoint
 		}
+		ok = true
 		return n, nil
 	}
 	n.ownRuntime = true
@@ -103,7 +129,68 @@ func prepareNode(cfg *config.Server, advertiseIP net.IP, log *slog.Logger) (*nod
 		return nil, err
 	}
 	hlog.Debug("node binaries verified", "dir", n.payload.Dir, "took", time.Since(begin))
+	ok = true
 	return n, nil
+}
+
+// loadBridgeNetfilter loads br_netfilter where it is a module that is not loaded:
+// without it bridged pod traffic bypasses kube-proxy's rules.
+func loadBridgeNetfilter(log *slog.Logger) {
+	if _, err := os.Stat("/proc/sys/net/bridge"); err == nil {
+		return
+	}
+	if out, err := exec.Command("modprobe", "br_netfilter").CombinedOutput(); err != nil {
+		log.Debug("modprobe br_netfilter", "err", err, "output", strings.TrimSpace(string(out)))
+		return
+	}
+	log.Info("loaded kernel module br_netfilter")
+}
+
+// lockNode makes sure one node runs on this host: nodes share the run dir
+// (containerd's socket), the kubelet's directories and ports. A second server on
+// another data dir is refused here, before it can take the socket over.
+func lockNode(l node.Layout) (func(), error) {
+	if err := os.MkdirAll(l.RunDir, 0o711); err != nil {
+		return nil, fmt.Errorf("creating %s: %w", l.RunDir, err)
+	}
+	path := filepath.Join(l.RunDir, "node.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("locking the node (%s): %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("another skiff node runs on this host (lock %s): stop it, or start this server with --disable-agent", path)
+		}
+		return nil, fmt.Errorf("locking the node (%s): %w", path, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// checkNodePorts refuses a start whose kubelet or kube-proxy port is taken: the
+// kubelet would otherwise exit the whole process when it fails to listen.
+func checkNodePorts(cfg *config.Server) error {
+	for _, p := range []struct {
+		port     int
+		what     string
+		override []string
+		key      string
+		flag     string
+	}{
+		{10250, "kubelet API", cfg.KubeletArgs, "port", "--kubelet-arg=port=N"},
+		{10248, "kubelet health", cfg.KubeletArgs, "healthz-port", "--kubelet-arg=healthz-port=N"},
+		{10256, "kube-proxy health", cfg.KubeProxyArgs, "healthz-bind-address", "--kube-proxy-arg=healthz-bind-address=127.0.0.1:N"},
+		{10249, "kube-proxy metrics", cfg.KubeProxyArgs, "metrics-bind-address", "--kube-proxy-arg=metrics-bind-address=127.0.0.1:N"},
+	} {
+		if args.Has(p.override, p.key) {
+			continue
+		}
+		if err := checkPortFree(p.port, p.what, "; is another Kubernetes node running here? Move it with "+p.flag+", or start with --disable-agent"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // supervisorLocalURL is how this host's node reaches the API: through the
@@ -150,7 +237,7 @@ func (n *nodePlan) phases(cfg *config.Server, l controlplane.Layout, log *slog.L
 	if n.ownRuntime {
 		self, err := os.Executable()
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("finding the skiff executable: %w", err)
 		}
 		containerdSocket = n.layout.ContainerdSocket()
 		phases = append(phases,
@@ -219,7 +306,7 @@ func (n *nodePlan) phases(cfg *config.Server, l controlplane.Layout, log *slog.L
 	}
 	phases = append(phases,
 		component.Phase{Name: "kubelet", Components: nodeComponents},
-		component.Phase{Name: "node", Components: []component.Component{nodeready.New(l.AdminKubeconfig(), n.identity.NodeName, log)}},
+		component.Phase{Name: "node", Components: []component.Component{nodeready.New(l.AdminKubeconfig(), n.identity.NodeName, cfg.FlannelBackend == "none" || !n.ownRuntime, log)}},
 	)
 	return phases, nil
 }

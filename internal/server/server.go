@@ -81,6 +81,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 			ln.Close()
 			return err
 		}
+		defer nd.release()
 	}
 	certs := &certificates{layout: l, loopbackURL: plan.LoopbackURL(), cfg: cfg, advertiseIP: advertiseIP, given: given, node: nd, log: log}
 	api := apiserver.New(apiserver.Config{

@@ -360,3 +360,32 @@ func shimsUnder(dir string) []string {
 	}
 	return out
 }
+
+// TestNodeBringYourOwnCNI: with --flannel-backend=none skiff writes no CNI config,
+// so the Node cannot be Ready; start-up must still finish (the user needs a running
+// server to install a CNI), saying why the Node is not Ready.
+func TestNodeBringYourOwnCNI(t *testing.T) {
+	bin := skiffBin(t)
+	requireRoot(t)
+	s := newServerWith(t, "--flannel-backend", "none")
+	t.Cleanup(func() {
+		s.kill()
+		if out, err := exec.Command(bin, "killall", "--data-dir", s.DataDir).CombinedOutput(); err != nil {
+			t.Logf("killall: %v\n%s", err, out)
+		}
+	})
+	s.Start()
+	if !strings.Contains(s.Output(), "not Ready until a CNI network is installed") {
+		t.Errorf("no warning that the node waits for a CNI; output:\n%s", s.Output())
+	}
+	nodes, err := s.Client().CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
+	if err != nil || len(nodes.Items) != 1 {
+		t.Fatalf("nodes: %v, %v", nodes, err)
+	}
+	if nodeReady(&nodes.Items[0]) {
+		t.Error("node Ready without any CNI config")
+	}
+	if _, err := os.Stat(filepath.Join(s.DataDir, "agent", "etc", "cni", "net.d", "10-skiff.conflist")); err == nil {
+		t.Error("skiff wrote its CNI config with --flannel-backend=none")
+	}
+}

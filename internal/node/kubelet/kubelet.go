@@ -12,8 +12,10 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -154,8 +156,8 @@ func (k *Kubelet) Ready() error {
 	if addr == "" || addr == "0.0.0.0" {
 		addr = "127.0.0.1"
 	}
-	c := http.Client{Timeout: time.Second}
-	resp, err := c.Get(fmt.Sprintf("http://%s:%d/healthz", addr, k.server.HealthzPort))
+	c := http.Client{Timeout: time.Second, Transport: &http.Transport{Proxy: nil}}
+	resp, err := c.Get("http://" + net.JoinHostPort(addr, strconv.Itoa(int(k.server.HealthzPort))) + "/healthz")
 	if err != nil {
 		return err
 	}

@@ -83,7 +83,7 @@ func (p *KubeProxy) Ready() error {
 	if !p.Running() {
 		return fmt.Errorf("not running")
 	}
-	c := http.Client{Timeout: time.Second}
+	c := http.Client{Timeout: time.Second, Transport: &http.Transport{Proxy: nil}}
 	resp, err := c.Get("http://127.0.0.1:10256/livez")
 	if err != nil {
 		return err

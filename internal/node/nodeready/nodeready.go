@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,13 +19,21 @@ import (
 type Waiter struct {
 	kubeconfig string
 	nodeName   string
-	log        *slog.Logger
-	client     kubernetes.Interface
+	// registeredOnly makes the phase end once the Node is registered and has
+	// reported status: with a CNI that the user brings (or an external runtime
+	// with its own CNI setup), Ready comes only after the user acts, and that
+	// needs a running server.
+	registeredOnly bool
+	log            *slog.Logger
+	client         kubernetes.Interface
+	since          time.Time
+	warned         bool
 }
 
-// New returns a component that waits for nodeName to be Ready.
-func New(kubeconfig, nodeName string, log *slog.Logger) *Waiter {
-	return &Waiter{kubeconfig: kubeconfig, nodeName: nodeName, log: log.With("component", "node")}
+// New returns a component that waits for nodeName to be Ready, or only to be
+// registered when registeredOnly is set.
+func New(kubeconfig, nodeName string, registeredOnly bool, log *slog.Logger) *Waiter {
+	return &Waiter{kubeconfig: kubeconfig, nodeName: nodeName, registeredOnly: registeredOnly, log: log.With("component", "node")}
 }
 
 func (w *Waiter) Name() string { return "node" }
@@ -32,25 +41,50 @@ func (w *Waiter) Name() string { return "node" }
 func (w *Waiter) Init(context.Context) error {
 	cfg, err := clientcmd.BuildConfigFromFlags("", w.kubeconfig)
 	if err != nil {
-		return fmt.Errorf("loading %s: %w", w.kubeconfig, err)
+		return fmt.Errorf("node: loading %s: %w", w.kubeconfig, err)
 	}
-	w.client, err = kubernetes.NewForConfig(cfg)
-	return err
+	if w.client, err = kubernetes.NewForConfig(cfg); err != nil {
+		return fmt.Errorf("node: client for %s: %w", w.kubeconfig, err)
+	}
+	return nil
 }
 
-func (w *Waiter) Start(context.Context) error { return nil }
-func (w *Waiter) Stop() error                 { return nil }
+func (w *Waiter) Start(context.Context) error {
+	w.since = time.Now()
+	return nil
+}
+func (w *Waiter) Stop() error { return nil }
 
-// Ready is nil once the Node's Ready condition is True; otherwise it says why not,
-// in the kubelet's words.
+// Ready is nil once this start's kubelet has reported the Node Ready; otherwise it
+// says why not, in the kubelet's words. A Ready condition left from before a
+// restart does not count: its heartbeat is older than this start.
 func (w *Waiter) Ready() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 2e9)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	node, err := w.client.CoreV1().Nodes().Get(ctx, w.nodeName, metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("node %s: %w", w.nodeName, err)
 	}
-	return Condition(node)
+	// The kubelet posts node status only when it changes, so a Ready
+	// condition left from before a restart looks the same as a current one;
+	// the node's lease, renewed every few seconds, tells that this start's
+	// kubelet is the one behind it.
+	lease, err := w.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, w.nodeName, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("node %s: lease: %w", w.nodeName, err)
+	}
+	if lease.Spec.RenewTime == nil || lease.Spec.RenewTime.Time.Before(w.since) {
+		return fmt.Errorf("node %s: no lease renewal from this start's kubelet yet", w.nodeName)
+	}
+	err = Condition(node)
+	if err != nil && w.registeredOnly {
+		if !w.warned {
+			w.warned = true
+			w.log.Warn("node registered but not Ready until a CNI network is installed (--flannel-backend=none or an external runtime)", "node", w.nodeName, "reason", err)
+		}
+		return nil
+	}
+	return err
 }
 
 // Condition reports whether node is Ready.

@@ -113,11 +113,21 @@ func (i *Images) Start(ctx context.Context) error {
 	defer client.Close()
 	ctx = namespaces.WithNamespace(ctx, Namespace)
 
+	builtin := map[string]bool{}
+	for _, a := range i.cfg.Archives {
+		builtin[a] = true
+	}
 	next := map[string]record{}
 	imported, skipped := 0, 0
 	for _, path := range files {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("importing images: %w", err)
+		}
 		st, err := os.Stat(path)
 		if err != nil {
+			if builtin[path] {
+				return fmt.Errorf("built-in image archive %s: %w", path, err)
+			}
 			i.log.Warn("cannot read image archive", "file", path, "err", err)
 			continue
 		}
@@ -129,6 +139,11 @@ func (i *Images) Start(ctx context.Context) error {
 		begin := time.Now()
 		names, err := importArchive(ctx, client, path)
 		if err != nil {
+			// Without the built-in pause image no pod can start; a user's
+			// archive that fails only loses its own images.
+			if builtin[path] {
+				return fmt.Errorf("importing built-in image archive %s: %w", path, err)
+			}
 			i.log.Warn("image archive not imported", "file", path, "err", err)
 			continue
 		}
