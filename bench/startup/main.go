@@ -56,8 +56,8 @@ func run() error {
 	nodeRuns := flag.Int("node-runs", 3, "starts of a full server with its node (needs root; 0 skips)")
 	nodeSettle := flag.Duration("node-settle", 60*time.Second, "idle time between Node Ready and measuring the node's RSS")
 	flag.Parse()
-	if *runs < 1 {
-		return fmt.Errorf("-runs must be at least 1")
+	if *runs < 0 || *nodeRuns < 0 || *runs+*nodeRuns == 0 {
+		return fmt.Errorf("-runs and -node-runs must be 0 or more, and not both 0")
 	}
 
 	// Ctrl-C or SIGTERM cancels ctx; every wait returns and the deferred
@@ -80,21 +80,49 @@ func run() error {
 	if *cacheDir == "" {
 		*cacheDir = filepath.Join(root, "bench", ".cache")
 	}
-	base, err := buildBaseline(ctx, root, *cacheDir)
+	if *runs > 0 {
+		if err := compareControlPlane(ctx, bin, root, *cacheDir, *runs, *settle, *timeout); err != nil {
+			return err
+		}
+	}
+
+	if *nodeRuns > 0 && os.Geteuid() == 0 {
+		var nodes []nodeSample
+		for i := range *nodeRuns {
+			fmt.Fprintf(os.Stderr, "node run %d/%d ... ", i+1, *nodeRuns)
+			runCtx, cancel := context.WithTimeoutCause(ctx, *timeout+*nodeSettle+2*time.Minute, errors.New("node run took too long"))
+			s, err := runSkiffNode(runCtx, bin, *nodeSettle)
+			cancel()
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "failed")
+				return fmt.Errorf("node run %d: %w", i+1, err)
+			}
+			fmt.Fprintf(os.Stderr, "Node Ready %s, %d pods %s, RSS %s\n", secs(s.nodeReady), nodeReplicas, secs(s.allPods), mib(s.mem.RSS))
+			nodes = append(nodes, s)
+		}
+		printNodeReport(nodes, *nodeSettle)
+	}
+	return nil
+}
+
+// compareControlPlane runs skiff's control plane and the baseline runs times
+// each, alternating, and prints the comparison table.
+func compareControlPlane(ctx context.Context, bin, root, cacheDir string, runs int, settle, timeout time.Duration) error {
+	base, err := buildBaseline(ctx, root, cacheDir)
 	if err != nil {
 		return err
 	}
 
 	var skiffRuns, baseRuns []sample
-	for i := range *runs {
+	for i := range runs {
 		for _, side := range []string{"skiff", "baseline"} {
-			fmt.Fprintf(os.Stderr, "run %d/%d: %s ... ", i+1, *runs, side)
-			startCtx, cancel := context.WithTimeoutCause(ctx, *timeout+*settle, errors.New("start-up took longer than -timeout"))
+			fmt.Fprintf(os.Stderr, "run %d/%d: %s ... ", i+1, runs, side)
+			startCtx, cancel := context.WithTimeoutCause(ctx, timeout+settle, errors.New("start-up took longer than -timeout"))
 			var s sample
 			if side == "skiff" {
-				s, err = runSkiff(startCtx, bin, *settle)
+				s, err = runSkiff(startCtx, bin, settle)
 			} else {
-				s, err = runBaseline(startCtx, base, *settle)
+				s, err = runBaseline(startCtx, base, settle)
 			}
 			cancel()
 			if err != nil {
@@ -115,7 +143,7 @@ func run() error {
 	for _, part := range baselineParts {
 		files = append(files, base.bins[part.name])
 	}
-	sz, err := measureSizes(ctx, filepath.Join(*cacheDir, "sizes.json"), files)
+	sz, err := measureSizes(ctx, filepath.Join(cacheDir, "sizes.json"), files)
 	if err != nil {
 		return err
 	}
@@ -124,26 +152,10 @@ func run() error {
 		baseSize = baseSize.plus(sz[base.bins[part.name]])
 	}
 	printReport(ctx, report{
-		skiffBin: bin, kubeVersion: base.kubeVersion, runs: *runs, settle: *settle,
+		skiffBin: bin, kubeVersion: base.kubeVersion, runs: runs, settle: settle,
 		skiff: skiffRuns, base: baseRuns, skiffSize: sz[bin], baseSize: baseSize,
 	})
 
-	if *nodeRuns > 0 && os.Geteuid() == 0 {
-		var nodes []nodeSample
-		for i := range *nodeRuns {
-			fmt.Fprintf(os.Stderr, "node run %d/%d ... ", i+1, *nodeRuns)
-			runCtx, cancel := context.WithTimeoutCause(ctx, *timeout+*nodeSettle+2*time.Minute, errors.New("node run took too long"))
-			s, err := runSkiffNode(runCtx, bin, *nodeSettle)
-			cancel()
-			if err != nil {
-				fmt.Fprintln(os.Stderr, "failed")
-				return fmt.Errorf("node run %d: %w", i+1, err)
-			}
-			fmt.Fprintf(os.Stderr, "Node Ready %s, %d pods %s, RSS %s\n", secs(s.nodeReady), nodeReplicas, secs(s.allPods), mib(s.mem.RSS))
-			nodes = append(nodes, s)
-		}
-		printNodeReport(nodes, *nodeSettle)
-	}
 	return nil
 }
 

@@ -44,19 +44,24 @@ type nodePlan struct {
 	pauseImage   string
 	// release drops the host's node lock.
 	release func()
+	// begin is when preparation started, before this process's kubelet existed.
+	begin time.Time
 }
 
 // prepareNode checks the host, unpacks the node binaries and adapts to what the host
 // lacks, logging one line per adaptation. It fails, pointing at check-config, when
 // an essential host feature is missing.
 func prepareNode(cfg *config.Server, advertiseIP net.IP, log *slog.Logger) (*nodePlan, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("the node (containerd, kubelet, network) needs root: run skiff server as root, or with --disable-agent for a control plane only")
+	}
 	hlog := log.With("component", "host")
 	loadBridgeNetfilter(hlog)
 	checks := checkconfig.Run(host.Host{}, cfg.DataDir)
 	if err := checkconfig.EssentialError(checks); err != nil {
 		return nil, err
 	}
-	n := &nodePlan{layout: node.Layout{DataDir: cfg.DataDir, RunDir: node.DefaultRunDir}}
+	n := &nodePlan{layout: node.Layout{DataDir: cfg.DataDir, RunDir: node.DefaultRunDir}, begin: time.Now()}
 	release, err := lockNode(n.layout)
 	if err != nil {
 		return nil, err
@@ -306,7 +311,7 @@ func (n *nodePlan) phases(cfg *config.Server, l controlplane.Layout, log *slog.L
 	}
 	phases = append(phases,
 		component.Phase{Name: "kubelet", Components: nodeComponents},
-		component.Phase{Name: "node", Components: []component.Component{nodeready.New(l.AdminKubeconfig(), n.identity.NodeName, cfg.FlannelBackend == "none" || !n.ownRuntime, log)}},
+		component.Phase{Name: "node", Components: []component.Component{nodeready.New(l.AdminKubeconfig(), n.identity.NodeName, cfg.FlannelBackend == "none" || !n.ownRuntime, n.begin, log)}},
 	)
 	return phases, nil
 }

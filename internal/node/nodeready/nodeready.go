@@ -31,9 +31,10 @@ type Waiter struct {
 }
 
 // New returns a component that waits for nodeName to be Ready, or only to be
-// registered when registeredOnly is set.
-func New(kubeconfig, nodeName string, registeredOnly bool, log *slog.Logger) *Waiter {
-	return &Waiter{kubeconfig: kubeconfig, nodeName: nodeName, registeredOnly: registeredOnly, log: log.With("component", "node")}
+// registered when registeredOnly is set. since is when this process started: a
+// lease renewed after it comes from this process's kubelet.
+func New(kubeconfig, nodeName string, registeredOnly bool, since time.Time, log *slog.Logger) *Waiter {
+	return &Waiter{kubeconfig: kubeconfig, nodeName: nodeName, registeredOnly: registeredOnly, since: since, log: log.With("component", "node")}
 }
 
 func (w *Waiter) Name() string { return "node" }
@@ -49,11 +50,8 @@ func (w *Waiter) Init(context.Context) error {
 	return nil
 }
 
-func (w *Waiter) Start(context.Context) error {
-	w.since = time.Now()
-	return nil
-}
-func (w *Waiter) Stop() error { return nil }
+func (w *Waiter) Start(context.Context) error { return nil }
+func (w *Waiter) Stop() error                 { return nil }
 
 // Ready is nil once this start's kubelet has reported the Node Ready; otherwise it
 // says why not, in the kubelet's words. A Ready condition left from before a
@@ -66,15 +64,18 @@ func (w *Waiter) Ready() error {
 		return fmt.Errorf("node %s: %w", w.nodeName, err)
 	}
 	// The kubelet posts node status only when it changes, so a Ready
-	// condition left from before a restart looks the same as a current one;
-	// the node's lease, renewed every few seconds, tells that this start's
-	// kubelet is the one behind it.
-	lease, err := w.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, w.nodeName, metav1.GetOptions{})
-	if err != nil {
-		return fmt.Errorf("node %s: lease: %w", w.nodeName, err)
-	}
-	if lease.Spec.RenewTime == nil || lease.Spec.RenewTime.Time.Before(w.since) {
-		return fmt.Errorf("node %s: no lease renewal from this start's kubelet yet", w.nodeName)
+	// condition left from before a restart looks the same as a current one.
+	// Status posted since this process started is current; otherwise the
+	// node's lease, renewed every 10 s, tells that this start's kubelet is the
+	// one behind it.
+	if !statusSince(node, w.since) {
+		lease, err := w.client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, w.nodeName, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("node %s: no status from this start's kubelet yet (lease: %w)", w.nodeName, err)
+		}
+		if lease.Spec.RenewTime == nil || lease.Spec.RenewTime.Time.Before(w.since) {
+			return fmt.Errorf("node %s: no status or lease renewal from this start's kubelet yet", w.nodeName)
+		}
 	}
 	err = Condition(node)
 	if err != nil && w.registeredOnly {
@@ -98,4 +99,19 @@ func Condition(node *corev1.Node) error {
 		}
 	}
 	return errors.New("node " + node.Name + " has no Ready condition yet")
+}
+
+// statusSince reports whether the kubelet posted the Ready condition at or after
+// t (the API keeps whole seconds, so t is rounded up: an older post never counts).
+func statusSince(node *corev1.Node, t time.Time) bool {
+	cut := t.Truncate(time.Second)
+	if !cut.Equal(t) {
+		cut = cut.Add(time.Second)
+	}
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return !c.LastHeartbeatTime.Time.Before(cut) || !c.LastTransitionTime.Time.Before(cut)
+		}
+	}
+	return false
 }
