@@ -231,3 +231,23 @@ func ipStrings(ips []net.IP) []string {
 	}
 	return out
 }
+
+// IssueLeaf signs a new certificate for spec with a new key and returns both as
+// PEM, writing nothing: the server uses it to issue a joining agent's
+// certificates, which travel to the agent rather than to disk here.
+func (ca *CA) IssueLeaf(spec LeafSpec, now time.Time) (certPEM, keyPEM []byte, err error) {
+	if err := spec.validate(); err != nil {
+		return nil, nil, err
+	}
+	key, err := newKey()
+	if err != nil {
+		return nil, nil, err
+	}
+	if certPEM, err = ca.signLeaf(key, spec, now); err != nil {
+		return nil, nil, fmt.Errorf("signing %q: %w", spec.CommonName, err)
+	}
+	if keyPEM, err = encodeKey(key); err != nil {
+		return nil, nil, err
+	}
+	return certPEM, keyPEM, nil
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/skiffkube/skiff/internal/control/supervisor"
 	"github.com/skiffkube/skiff/internal/controlplane"
 	"github.com/skiffkube/skiff/internal/datastore"
+	"github.com/skiffkube/skiff/internal/join"
 	"github.com/skiffkube/skiff/internal/pki"
 )
 
@@ -98,6 +99,8 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		ServerCAFile: l.ServerCA().Cert,
 		ClientCAFile: l.ClientCA().Cert,
 		APIServer:    api.Handler,
+		Join:         newJoinServer(cfg, l, log),
+		JoinPath:     join.Path,
 	}, log)
 	controllers := []component.Component{sup, kubeendpoints.New(kubeendpoints.Config{
 		Kubeconfig:  l.AdminKubeconfig(),

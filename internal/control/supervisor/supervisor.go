@@ -40,6 +40,9 @@ type Config struct {
 	ClientCAFile string
 	// APIServer returns the apiserver handler, nil while it is not built.
 	APIServer func() http.Handler
+	// Join, when set, serves agents joining at JoinPath (POST).
+	Join     http.Handler
+	JoinPath string
 }
 
 // Supervisor is the public port component.
@@ -110,6 +113,9 @@ func (s *Supervisor) Handler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = io.WriteString(w, "pong")
 	})
+	if s.cfg.Join != nil {
+		mux.Handle("POST "+s.cfg.JoinPath, s.cfg.Join)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		h := s.cfg.APIServer()
 		if h == nil {

@@ -1,0 +1,249 @@
+// Package join is the server side of an agent joining the cluster: the agent,
+// having checked the server CA against the pin in its token, posts its node name,
+// node password and addresses with the token's secret; the server checks the
+// secret and the node password, and returns the node's certificates and what the
+// node needs of the cluster configuration.
+//
+// The node password ties a node name to one machine: the first join stores a hash
+// of it in the Secret <node>.node-password.skiff in kube-system, and a later join
+// of the same name with another password is refused, so a second machine cannot
+// take over an existing node's identity by reusing its name.
+package join
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/skiffkube/skiff/internal/pki"
+)
+
+// Path is where the supervisor serves the join API.
+const Path = "/v1-skiff/join"
+
+// PasswordSecretNamespace holds the node password Secrets.
+const PasswordSecretNamespace = metav1.NamespaceSystem
+
+// PasswordSecretType marks node password Secrets.
+const PasswordSecretType corev1.SecretType = "skiff.io/node-password"
+
+// PasswordSecretName is the Secret that holds the hash of nodeName's password.
+func PasswordSecretName(nodeName string) string { return nodeName + ".node-password.skiff" }
+
+// Request is what a joining agent sends.
+type Request struct {
+	NodeName     string   `json:"nodeName"`
+	NodePassword string   `json:"nodePassword"`
+	Hostname     string   `json:"hostname"`
+	NodeIPs      []string `json:"nodeIPs"`
+}
+
+// Cluster is what a node needs of the cluster's configuration.
+type Cluster struct {
+	ClusterCIDR    string `json:"clusterCIDR"`
+	ServiceCIDR    string `json:"serviceCIDR"`
+	ClusterDNS     string `json:"clusterDNS"`
+	ClusterDomain  string `json:"clusterDomain"`
+	FlannelBackend string `json:"flannelBackend"`
+}
+
+// Response carries the node's credentials, all PEM.
+type Response struct {
+	ServerCA           string  `json:"serverCA"`
+	ClientCA           string  `json:"clientCA"`
+	KubeletClientCert  string  `json:"kubeletClientCert"`
+	KubeletClientKey   string  `json:"kubeletClientKey"`
+	KubeletServingCert string  `json:"kubeletServingCert"`
+	KubeletServingKey  string  `json:"kubeletServingKey"`
+	KubeProxyCert      string  `json:"kubeProxyCert"`
+	KubeProxyKey       string  `json:"kubeProxyKey"`
+	Cluster            Cluster `json:"cluster"`
+}
+
+// Server is the join API's handler.
+type Server struct {
+	// Secrets are the token secrets that may join (the cluster token's, an
+	// agent token's). Looked up per request: tokens may change at run time.
+	Secrets func() []string
+	// CAs returns the client and server CAs.
+	CAs func() (client, server *pki.CA, err error)
+	// Client reaches the API for the node password Secrets.
+	Client  func() (kubernetes.Interface, error)
+	Cluster Cluster
+	Log     *slog.Logger
+	Now     func() time.Time
+}
+
+// httpError is an error with the status the agent gets.
+type httpError struct {
+	status int
+	msg    string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func fail(status int, format string, args ...any) error {
+	return &httpError{status: status, msg: fmt.Sprintf(format, args...)}
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	resp, err := s.join(r)
+	if err != nil {
+		status := http.StatusInternalServerError
+		var he *httpError
+		if errors.As(err, &he) {
+			status = he.status
+		}
+		if s.Log != nil {
+			s.Log.Warn("join refused", "component", "join", "remote", r.RemoteAddr, "status", status, "err", err)
+		}
+		http.Error(w, err.Error(), status)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(resp)
+}
+
+func (s *Server) join(r *http.Request) (*Response, error) {
+	if !s.authorized(r) {
+		return nil, fail(http.StatusUnauthorized, "token not accepted by this server: check --token (it must be the server's token or an agent token)")
+	}
+	var req Request
+	if err := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 64<<10)).Decode(&req); err != nil {
+		return nil, fail(http.StatusBadRequest, "malformed join request: %v", err)
+	}
+	ips, err := validate(req)
+	if err != nil {
+		return nil, err
+	}
+	client, err := s.Client()
+	if err != nil {
+		return nil, fmt.Errorf("join: API client: %w", err)
+	}
+	if err := checkPassword(r.Context(), client, req.NodeName, req.NodePassword); err != nil {
+		return nil, err
+	}
+	clientCA, serverCA, err := s.CAs()
+	if err != nil {
+		return nil, fmt.Errorf("join: loading CAs: %w", err)
+	}
+	now := time.Now()
+	if s.Now != nil {
+		now = s.Now()
+	}
+	resp := &Response{ServerCA: string(serverCA.CertPEM), ClientCA: string(clientCA.CertPEM), Cluster: s.Cluster}
+	dns := []string{"localhost", req.NodeName}
+	if req.Hostname != "" && req.Hostname != req.NodeName {
+		dns = append(dns, req.Hostname)
+	}
+	for _, leaf := range []struct {
+		ca        *pki.CA
+		spec      pki.LeafSpec
+		cert, key *string
+	}{
+		{clientCA, pki.LeafSpec{CommonName: "system:node:" + req.NodeName, Organizations: []string{"system:nodes"}, Usage: pki.ClientAuth}, &resp.KubeletClientCert, &resp.KubeletClientKey},
+		{serverCA, pki.LeafSpec{CommonName: req.NodeName, DNSNames: dns, IPs: append([]net.IP{net.IPv4(127, 0, 0, 1).To4()}, ips...), Usage: pki.ServerAuth}, &resp.KubeletServingCert, &resp.KubeletServingKey},
+		{clientCA, pki.LeafSpec{CommonName: "system:kube-proxy", Usage: pki.ClientAuth}, &resp.KubeProxyCert, &resp.KubeProxyKey},
+	} {
+		cert, key, err := leaf.ca.IssueLeaf(leaf.spec, now)
+		if err != nil {
+			return nil, fmt.Errorf("join: issuing %s: %w", leaf.spec.CommonName, err)
+		}
+		*leaf.cert, *leaf.key = string(cert), string(key)
+	}
+	if s.Log != nil {
+		s.Log.Info("node joined", "component", "join", "node", req.NodeName, "remote", r.RemoteAddr)
+	}
+	return resp, nil
+}
+
+// authorized compares the bearer secret with every accepted one in constant time.
+func (s *Server) authorized(r *http.Request) bool {
+	given, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || given == "" {
+		return false
+	}
+	match := 0
+	for _, secret := range s.Secrets() {
+		if secret != "" {
+			match |= subtle.ConstantTimeCompare([]byte(given), []byte(secret))
+		}
+	}
+	return match == 1
+}
+
+func validate(req Request) ([]net.IP, error) {
+	if msgs := validation.IsDNS1123Subdomain(req.NodeName); len(msgs) > 0 {
+		return nil, fail(http.StatusBadRequest, "invalid node name %q: %s", req.NodeName, strings.Join(msgs, "; "))
+	}
+	if len(req.NodePassword) < 16 {
+		return nil, fail(http.StatusBadRequest, "node password must be at least 16 characters")
+	}
+	if len(req.NodeIPs) == 0 {
+		return nil, fail(http.StatusBadRequest, "no node IP given")
+	}
+	var ips []net.IP
+	for _, s := range req.NodeIPs {
+		ip := net.ParseIP(s)
+		if ip == nil {
+			return nil, fail(http.StatusBadRequest, "invalid node IP %q", s)
+		}
+		if v4 := ip.To4(); v4 != nil {
+			ip = v4
+		}
+		ips = append(ips, ip)
+	}
+	return ips, nil
+}
+
+// checkPassword stores the password's hash on a node name's first join and
+// compares with it afterwards.
+func checkPassword(ctx context.Context, client kubernetes.Interface, nodeName, password string) error {
+	secrets := client.CoreV1().Secrets(PasswordSecretNamespace)
+	name := PasswordSecretName(nodeName)
+	for attempt := 0; attempt < 2; attempt++ {
+		sec, err := secrets.Get(ctx, name, metav1.GetOptions{})
+		if err == nil {
+			if bcrypt.CompareHashAndPassword(sec.Data["hash"], []byte(password)) != nil {
+				return fail(http.StatusForbidden,
+					"node name %q is taken by another machine (its node password differs): if that machine is gone, run `kubectl delete node %s` and `kubectl -n %s delete secret %s`, or join this machine with another --node-name",
+					nodeName, nodeName, PasswordSecretNamespace, name)
+			}
+			return nil
+		}
+		if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("join: reading %s/%s: %w", PasswordSecretNamespace, name, err)
+		}
+		hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
+		if err != nil {
+			return fmt.Errorf("join: hashing node password: %w", err)
+		}
+		_, err = secrets.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: PasswordSecretNamespace, Labels: map[string]string{"skiff.io/node": nodeName}},
+			Type:       PasswordSecretType,
+			Data:       map[string][]byte{"hash": hash},
+		}, metav1.CreateOptions{})
+		if err == nil {
+			return nil
+		}
+		// Two joins of the same name at once: compare with the winner's.
+		if !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("join: creating %s/%s: %w", PasswordSecretNamespace, name, err)
+		}
+	}
+	return fmt.Errorf("join: %s/%s keeps changing", PasswordSecretNamespace, name)
+}

@@ -1,0 +1,159 @@
+package join
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/skiffkube/skiff/internal/pki"
+)
+
+type fixture struct {
+	srv              *Server
+	client           *fake.Clientset
+	clientCA, server *pki.CA
+}
+
+func newFixture(t *testing.T) fixture {
+	t.Helper()
+	dir := t.TempDir()
+	clientCA, _, err := pki.LoadOrCreateCA(filepath.Join(dir, "c.crt"), filepath.Join(dir, "c.key"), "client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverCA, _, err := pki.LoadOrCreateCA(filepath.Join(dir, "s.crt"), filepath.Join(dir, "s.key"), "server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := fake.NewClientset()
+	return fixture{
+		srv: &Server{
+			Secrets: func() []string { return []string{"server-secret", "agent-secret"} },
+			CAs:     func() (*pki.CA, *pki.CA, error) { return clientCA, serverCA, nil },
+			Client:  func() (kubernetes.Interface, error) { return client, nil },
+			Cluster: Cluster{ClusterCIDR: "10.42.0.0/16", ClusterDNS: "10.43.0.10", FlannelBackend: "vxlan"},
+		},
+		client: client, clientCA: clientCA, server: serverCA,
+	}
+}
+
+func (f fixture) post(t *testing.T, secret string, req Request) (int, string, *Response) {
+	t.Helper()
+	body, _ := json.Marshal(req)
+	r := httptest.NewRequest(http.MethodPost, Path, bytes.NewReader(body))
+	if secret != "" {
+		r.Header.Set("Authorization", "Bearer "+secret)
+	}
+	w := httptest.NewRecorder()
+	f.srv.ServeHTTP(w, r)
+	if w.Code != http.StatusOK {
+		return w.Code, w.Body.String(), nil
+	}
+	var resp Response
+	if err := json.Unmarshal(w.Body.Bytes(), &resp); err != nil {
+		t.Fatal(err)
+	}
+	return w.Code, "", &resp
+}
+
+func parse(t *testing.T, certPEM string) *x509.Certificate {
+	t.Helper()
+	block, _ := pem.Decode([]byte(certPEM))
+	if block == nil {
+		t.Fatalf("no PEM in %q", certPEM)
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+var agent = Request{NodeName: "edge-1", NodePassword: "0123456789abcdef0123", Hostname: "edge-1.lan", NodeIPs: []string{"192.0.2.10"}}
+
+func TestJoinIssuesNodeCredentials(t *testing.T) {
+	f := newFixture(t)
+	code, msg, resp := f.post(t, "agent-secret", agent)
+	if code != http.StatusOK {
+		t.Fatalf("join: %d %s", code, msg)
+	}
+	pool := func(ca *pki.CA) *x509.CertPool { p := x509.NewCertPool(); p.AddCert(ca.Cert); return p }
+
+	kc := parse(t, resp.KubeletClientCert)
+	if kc.Subject.CommonName != "system:node:edge-1" || !slices.Equal(kc.Subject.Organization, []string{"system:nodes"}) {
+		t.Errorf("kubelet client subject %v", kc.Subject)
+	}
+	if _, err := kc.Verify(x509.VerifyOptions{Roots: pool(f.clientCA), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("kubelet client cert vs client CA: %v", err)
+	}
+	ks := parse(t, resp.KubeletServingCert)
+	if _, err := ks.Verify(x509.VerifyOptions{Roots: pool(f.server), DNSName: "edge-1.lan"}); err != nil {
+		t.Errorf("kubelet serving cert vs server CA for the host name: %v", err)
+	}
+	if err := ks.VerifyHostname("192.0.2.10"); err != nil {
+		t.Errorf("kubelet serving cert lacks the node IP: %v", err)
+	}
+	if kp := parse(t, resp.KubeProxyCert); kp.Subject.CommonName != "system:kube-proxy" {
+		t.Errorf("kube-proxy subject %v", kp.Subject)
+	}
+	for name, keyPEM := range map[string]string{"kubelet client": resp.KubeletClientKey, "kubelet serving": resp.KubeletServingKey, "kube-proxy": resp.KubeProxyKey} {
+		if !strings.Contains(keyPEM, "PRIVATE KEY") {
+			t.Errorf("%s key missing", name)
+		}
+	}
+	if resp.ServerCA != string(f.server.CertPEM) || resp.Cluster.ClusterCIDR != "10.42.0.0/16" || resp.Cluster.FlannelBackend != "vxlan" {
+		t.Errorf("cluster part: %+v", resp.Cluster)
+	}
+
+	sec, err := f.client.CoreV1().Secrets("kube-system").Get(t.Context(), PasswordSecretName("edge-1"), metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("no password secret: %v", err)
+	}
+	if sec.Type != PasswordSecretType || strings.Contains(string(sec.Data["hash"]), agent.NodePassword) {
+		t.Errorf("password secret %v: must hold a hash, not the password", sec.Type)
+	}
+}
+
+func TestJoinRefusals(t *testing.T) {
+	f := newFixture(t)
+	if code, _, _ := f.post(t, "server-secret", agent); code != http.StatusOK {
+		t.Fatalf("first join: %d", code)
+	}
+	// The same machine again (same password) is welcome.
+	if code, msg, _ := f.post(t, "server-secret", agent); code != http.StatusOK {
+		t.Fatalf("rejoin with the same password: %d %s", code, msg)
+	}
+	other := agent
+	other.NodePassword = "another-machine-password"
+	cases := []struct {
+		name     string
+		secret   string
+		req      Request
+		status   int
+		contains string
+	}{
+		{"no token", "", agent, http.StatusUnauthorized, "token not accepted"},
+		{"wrong token", "guess", agent, http.StatusUnauthorized, "token not accepted"},
+		{"name taken by another machine", "server-secret", other, http.StatusForbidden, "kubectl delete node edge-1"},
+		{"bad node name", "server-secret", Request{NodeName: "Edge_1", NodePassword: agent.NodePassword, NodeIPs: agent.NodeIPs}, http.StatusBadRequest, "invalid node name"},
+		{"short password", "server-secret", Request{NodeName: "n2", NodePassword: "short", NodeIPs: agent.NodeIPs}, http.StatusBadRequest, "at least 16"},
+		{"bad IP", "server-secret", Request{NodeName: "n2", NodePassword: agent.NodePassword, NodeIPs: []string{"300.1.1.1"}}, http.StatusBadRequest, "invalid node IP"},
+	}
+	for _, c := range cases {
+		code, msg, _ := f.post(t, c.secret, c.req)
+		if code != c.status || !strings.Contains(msg, c.contains) {
+			t.Errorf("%s: %d %q, want %d containing %q", c.name, code, msg, c.status, c.contains)
+		}
+	}
+}

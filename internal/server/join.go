@@ -1,0 +1,72 @@
+package server
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/skiffkube/skiff/internal/config"
+	"github.com/skiffkube/skiff/internal/controlplane"
+	"github.com/skiffkube/skiff/internal/join"
+	"github.com/skiffkube/skiff/internal/pki"
+	"github.com/skiffkube/skiff/internal/token"
+)
+
+// newJoinServer serves agents joining this server. Everything it needs is read at
+// request time: the supervisor starts before the certificates phase writes them.
+func newJoinServer(cfg *config.Server, l controlplane.Layout, log *slog.Logger) *join.Server {
+	var (
+		mu     sync.Mutex
+		client kubernetes.Interface
+	)
+	return &join.Server{
+		Secrets: func() []string {
+			data, err := os.ReadFile(l.TokenFile())
+			if err != nil {
+				return nil
+			}
+			t, err := token.Parse(string(data))
+			if err != nil {
+				return nil
+			}
+			return []string{t.Secret}
+		},
+		CAs: func() (*pki.CA, *pki.CA, error) {
+			clientCA, _, err := pki.LoadOrCreateCA(l.ClientCA().Cert, l.ClientCA().Key, "skiff-client-ca")
+			if err != nil {
+				return nil, nil, err
+			}
+			serverCA, _, err := pki.LoadOrCreateCA(l.ServerCA().Cert, l.ServerCA().Key, "skiff-server-ca")
+			return clientCA, serverCA, err
+		},
+		Client: func() (kubernetes.Interface, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if client != nil {
+				return client, nil
+			}
+			rc, err := clientcmd.BuildConfigFromFlags("", l.AdminKubeconfig())
+			if err != nil {
+				return nil, fmt.Errorf("loading %s: %w", l.AdminKubeconfig(), err)
+			}
+			c, err := kubernetes.NewForConfig(rc)
+			if err != nil {
+				return nil, err
+			}
+			client = c
+			return client, nil
+		},
+		Cluster: join.Cluster{
+			ClusterCIDR:    cfg.ClusterCIDR,
+			ServiceCIDR:    cfg.ServiceCIDR,
+			ClusterDNS:     cfg.ClusterDNS,
+			ClusterDomain:  cfg.ClusterDomain,
+			FlannelBackend: cfg.FlannelBackend,
+		},
+		Log: log,
+	}
+}

@@ -1,0 +1,75 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/skiffkube/skiff/internal/join"
+)
+
+// TestJoinAPI drives the supervisor's join endpoint as an agent would: a wrong
+// token is refused, the right one returns node credentials that the API accepts,
+// and the same node name with another node password is refused with a way out.
+func TestJoinAPI(t *testing.T) {
+	s := newServer(t)
+	s.Start()
+	raw, err := os.ReadFile(filepath.Join(s.DataDir, "server", "token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, secret, ok := strings.Cut(strings.TrimSpace(string(raw)), "::server:")
+	if !ok {
+		t.Fatalf("unexpected token format %q", raw)
+	}
+	post := func(secret string, req join.Request) (int, []byte) {
+		body, _ := json.Marshal(req)
+		r, _ := http.NewRequest(http.MethodPost, s.URL()+join.Path, bytes.NewReader(body))
+		r.Header.Set("Authorization", "Bearer "+secret)
+		resp, err := s.AnonymousClient().Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		out, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, out
+	}
+	req := join.Request{NodeName: "agent-1", NodePassword: "e2e-node-password-1", Hostname: "agent-1", NodeIPs: []string{"192.0.2.50"}}
+
+	if code, body := post("wrong", req); code != http.StatusUnauthorized {
+		t.Errorf("wrong token: %d %s", code, body)
+	}
+	code, body := post(secret, req)
+	if code != http.StatusOK {
+		t.Fatalf("join: %d %s", code, body)
+	}
+	var resp join.Response
+	if err := json.Unmarshal(body, &resp); err != nil {
+		t.Fatal(err)
+	}
+
+	// kube-proxy's credentials work against the API (it may list Services).
+	pair, err := tls.X509KeyPair([]byte(resp.KubeProxyCert), []byte(resp.KubeProxyKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM([]byte(resp.ServerCA))
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}}}}
+	if code, out := get(t, c, s.URL()+"/api/v1/services"); code != http.StatusOK {
+		t.Errorf("kube-proxy credentials from the join: %d %s", code, out)
+	}
+
+	req.NodePassword = "another-machine-pass"
+	if code, body := post(secret, req); code != http.StatusForbidden || !strings.Contains(string(body), "kubectl delete node agent-1") {
+		t.Errorf("reused node name with another password: %d %s", code, body)
+	}
+}
