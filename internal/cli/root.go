@@ -33,7 +33,7 @@ func NewRoot() *cobra.Command {
 		return cmd.Help()
 	}
 	root.AddCommand(newToolCommands()...)
-	root.AddCommand(newCheckConfigCommand(), newKillallCommand())
+	root.AddCommand(newCheckConfigCommand(), newKillallCommand(), newTokenCommand())
 	root.AddCommand(newServerCommand(), newKubectlCommand(), &cobra.Command{
 		Use:   "version",
 		Short: "Print the skiff and Kubernetes versions",

@@ -1,14 +1,17 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"sync"
+	"time"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/skiffkube/skiff/internal/bootstraptoken"
 	"github.com/skiffkube/skiff/internal/config"
 	"github.com/skiffkube/skiff/internal/controlplane"
 	"github.com/skiffkube/skiff/internal/join"
@@ -23,7 +26,28 @@ func newJoinServer(cfg *config.Server, l controlplane.Layout, log *slog.Logger) 
 		mu     sync.Mutex
 		client kubernetes.Interface
 	)
+	clientFor := func() (kubernetes.Interface, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if client != nil {
+			return client, nil
+		}
+		rc, err := clientcmd.BuildConfigFromFlags("", l.AdminKubeconfig())
+		if err != nil {
+			return nil, fmt.Errorf("loading %s: %w", l.AdminKubeconfig(), err)
+		}
+		c, err := kubernetes.NewForConfig(rc)
+		if err != nil {
+			return nil, err
+		}
+		client = c
+		return client, nil
+	}
 	return &join.Server{
+		Bootstrap: func(ctx context.Context, given string) bool {
+			c, err := clientFor()
+			return err == nil && bootstraptoken.Valid(ctx, c, given, time.Now())
+		},
 		Secrets: func() []string {
 			data, err := os.ReadFile(l.TokenFile())
 			if err != nil {
@@ -43,23 +67,7 @@ func newJoinServer(cfg *config.Server, l controlplane.Layout, log *slog.Logger) 
 			serverCA, _, err := pki.LoadOrCreateCA(l.ServerCA().Cert, l.ServerCA().Key, "skiff-server-ca")
 			return clientCA, serverCA, err
 		},
-		Client: func() (kubernetes.Interface, error) {
-			mu.Lock()
-			defer mu.Unlock()
-			if client != nil {
-				return client, nil
-			}
-			rc, err := clientcmd.BuildConfigFromFlags("", l.AdminKubeconfig())
-			if err != nil {
-				return nil, fmt.Errorf("loading %s: %w", l.AdminKubeconfig(), err)
-			}
-			c, err := kubernetes.NewForConfig(rc)
-			if err != nil {
-				return nil, err
-			}
-			client = c
-			return client, nil
-		},
+		Client: clientFor,
 		Cluster: join.Cluster{
 			ClusterCIDR:    cfg.ClusterCIDR,
 			ServiceCIDR:    cfg.ServiceCIDR,

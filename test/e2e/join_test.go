@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/skiffkube/skiff/internal/join"
+	"github.com/skiffkube/skiff/internal/token"
 )
 
 // TestJoinAPI drives the supervisor's join endpoint as an agent would: a wrong
@@ -68,8 +69,40 @@ func TestJoinAPI(t *testing.T) {
 		t.Errorf("kube-proxy credentials from the join: %d %s", code, out)
 	}
 
-	req.NodePassword = "another-machine-pass"
-	if code, body := post(secret, req); code != http.StatusForbidden || !strings.Contains(string(body), "kubectl delete node agent-1") {
+	other := req
+	other.NodePassword = "another-machine-pass"
+	if code, body := post(secret, other); code != http.StatusForbidden || !strings.Contains(string(body), "kubectl delete node agent-1") {
 		t.Errorf("reused node name with another password: %d %s", code, body)
 	}
+
+	t.Run("skiff token", func(t *testing.T) {
+		out, err := runToExit(t, time.Minute, "token", "create", "--kubeconfig", s.Kubeconfig, "--ttl", "1h", "--description", "e2e agents")
+		if err != nil {
+			t.Fatalf("token create: %v\n%s", err, out)
+		}
+		tok, err := token.Parse(out)
+		if err != nil {
+			t.Fatalf("token create printed %q: %v", out, err)
+		}
+		_, cacerts := get(t, s.AnonymousClient(), s.URL()+"/cacerts")
+		if tok.CAHash != token.HashCA(cacerts) {
+			t.Errorf("created token pins %s, /cacerts hashes to %s", tok.CAHash, token.HashCA(cacerts))
+		}
+		req2 := req
+		req2.NodeName, req2.NodePassword = "agent-2", "e2e-node-password-2"
+		if code, body := post(tok.Secret, req2); code != http.StatusOK {
+			t.Errorf("join with a created token: %d %s", code, body)
+		}
+		id, _, _ := strings.Cut(tok.Secret, ".")
+		if out, err := runToExit(t, time.Minute, "token", "list", "--kubeconfig", s.Kubeconfig); err != nil || !strings.Contains(out, id) || !strings.Contains(out, "e2e agents") {
+			t.Errorf("token list: %v\n%s", err, out)
+		}
+		if out, err := runToExit(t, time.Minute, "token", "delete", "--kubeconfig", s.Kubeconfig, id); err != nil {
+			t.Fatalf("token delete: %v\n%s", err, out)
+		}
+		req2.NodeName = "agent-3"
+		if code, body := post(tok.Secret, req2); code != http.StatusUnauthorized {
+			t.Errorf("join with a deleted token: %d %s", code, body)
+		}
+	})
 }
