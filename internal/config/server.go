@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
+
+	"github.com/skiffkube/skiff/internal/token"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
@@ -26,6 +28,8 @@ type Server struct {
 	ClusterDomain             string   `json:"cluster-domain"`
 	Token                     string   `json:"token"`
 	TokenFile                 string   `json:"token-file"`
+	AgentToken                string   `json:"agent-token"`
+	AgentTokenFile            string   `json:"agent-token-file"`
 	WriteKubeconfig           string   `json:"write-kubeconfig"`
 	WriteKubeconfigMode       string   `json:"write-kubeconfig-mode"`
 	DatastoreEndpoint         string   `json:"datastore-endpoint"`
@@ -56,6 +60,8 @@ func (s *Server) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&s.ClusterDomain, "cluster-domain", "cluster.local", "cluster domain")
 	fs.StringVarP(&s.Token, "token", "t", "", "shared secret that servers and agents use to join")
 	fs.StringVar(&s.TokenFile, "token-file", "", "file that holds the token")
+	fs.StringVar(&s.AgentToken, "agent-token", "", "secret that agents (not servers) may also join with")
+	fs.StringVar(&s.AgentTokenFile, "agent-token-file", "", "file that holds the agent token")
 	fs.StringVarP(&s.WriteKubeconfig, "write-kubeconfig", "o", "/etc/skiff/skiff.yaml", "write the admin kubeconfig to this file")
 	fs.StringVar(&s.WriteKubeconfigMode, "write-kubeconfig-mode", "", "octal file mode of the kubeconfig, like 0644 (default: 0600)")
 	fs.StringVar(&s.DatastoreEndpoint, "datastore-endpoint", "", "sqlite, postgres, mysql or etcd URL (default: SQLite in data-dir)")
@@ -154,6 +160,14 @@ func (s *Server) Validate() []error {
 	}
 	if s.Token != "" && s.TokenFile != "" {
 		add(fieldError("token", "token and token-file are mutually exclusive; set one"))
+	}
+	if s.AgentToken != "" && s.AgentTokenFile != "" {
+		add(fieldError("agent-token", "agent-token and agent-token-file are mutually exclusive; set one"))
+	}
+	if s.AgentToken != "" {
+		if _, err := token.Parse(s.AgentToken); err != nil {
+			add(fieldError("agent-token", "%v", err))
+		}
 	}
 	if s.DatastoreEndpoint != "" {
 		if _, err := DatastoreKind(s.DatastoreEndpoint); err != nil {

@@ -49,15 +49,26 @@ func newJoinServer(cfg *config.Server, l controlplane.Layout, log *slog.Logger) 
 			return err == nil && bootstraptoken.Valid(ctx, c, given, time.Now())
 		},
 		Secrets: func() []string {
-			data, err := os.ReadFile(l.TokenFile())
-			if err != nil {
-				return nil
+			var secrets []string
+			if data, err := os.ReadFile(l.TokenFile()); err == nil {
+				if t, err := token.Parse(string(data)); err == nil {
+					secrets = append(secrets, t.Secret)
+				}
 			}
-			t, err := token.Parse(string(data))
-			if err != nil {
-				return nil
+			// The agent token lets agents join and nothing else; a token file
+			// is read per request, so it can be rotated without a restart.
+			agent := cfg.AgentToken
+			if cfg.AgentTokenFile != "" {
+				data, err := os.ReadFile(cfg.AgentTokenFile)
+				if err != nil {
+					log.Warn("cannot read agent-token-file", "component", "join", "file", cfg.AgentTokenFile, "err", err)
+				}
+				agent = string(data)
 			}
-			return []string{t.Secret}
+			if t, err := token.Parse(agent); err == nil {
+				secrets = append(secrets, t.Secret)
+			}
+			return secrets
 		},
 		CAs: func() (*pki.CA, *pki.CA, error) {
 			clientCA, _, err := pki.LoadOrCreateCA(l.ClientCA().Cert, l.ClientCA().Key, "skiff-client-ca")

@@ -21,7 +21,7 @@ import (
 // token is refused, the right one returns node credentials that the API accepts,
 // and the same node name with another node password is refused with a way out.
 func TestJoinAPI(t *testing.T) {
-	s := newServer(t)
+	s := newServer(t, "--agent-token", "agents-only-secret")
 	s.Start()
 	raw, err := os.ReadFile(filepath.Join(s.DataDir, "server", "token"))
 	if err != nil {
@@ -47,6 +47,11 @@ func TestJoinAPI(t *testing.T) {
 
 	if code, body := post("wrong", req); code != http.StatusUnauthorized {
 		t.Errorf("wrong token: %d %s", code, body)
+	}
+	viaAgentToken := req
+	viaAgentToken.NodeName = "agent-0"
+	if code, body := post("agents-only-secret", viaAgentToken); code != http.StatusOK {
+		t.Errorf("join with --agent-token: %d %s", code, body)
 	}
 	code, body := post(secret, req)
 	if code != http.StatusOK {
