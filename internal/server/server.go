@@ -17,6 +17,7 @@ import (
 	"github.com/skiffkube/skiff/internal/control/apiserver"
 	"github.com/skiffkube/skiff/internal/control/controllermanager"
 	"github.com/skiffkube/skiff/internal/control/kubeendpoints"
+	"github.com/skiffkube/skiff/internal/control/nodepassword"
 	"github.com/skiffkube/skiff/internal/control/scheduler"
 	"github.com/skiffkube/skiff/internal/control/supervisor"
 	"github.com/skiffkube/skiff/internal/controlplane"
@@ -102,7 +103,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		Join:         newJoinServer(cfg, l, log),
 		JoinPath:     join.Path,
 	}, log)
-	controllers := []component.Component{sup, kubeendpoints.New(kubeendpoints.Config{
+	controllers := []component.Component{sup, nodepassword.New(l.AdminKubeconfig(), nil, log), kubeendpoints.New(kubeendpoints.Config{
 		Kubeconfig:  l.AdminKubeconfig(),
 		AdvertiseIP: advertiseIP,
 		Port:        cfg.HTTPSListenPort,

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -12,6 +13,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/skiffkube/skiff/internal/join"
 	"github.com/skiffkube/skiff/internal/token"
@@ -79,6 +84,31 @@ func TestJoinAPI(t *testing.T) {
 	if code, body := post(secret, other); code != http.StatusForbidden || !strings.Contains(string(body), "kubectl delete node agent-1") {
 		t.Errorf("reused node name with another password: %d %s", code, body)
 	}
+
+	t.Run("deleting the node frees its name", func(t *testing.T) {
+		ctx := context.Background()
+		c := s.Client()
+		if _, err := c.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "agent-1"}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.CoreV1().Nodes().Delete(ctx, "agent-1", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			_, err := c.CoreV1().Secrets("kube-system").Get(ctx, join.PasswordSecretName("agent-1"), metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("password secret still there 30s after the node was deleted (%v)", err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if code, body := post(secret, other); code != http.StatusOK {
+			t.Errorf("another machine joining under the freed name: %d %s", code, body)
+		}
+	})
 
 	t.Run("skiff token", func(t *testing.T) {
 		out, err := runToExit(t, time.Minute, "token", "create", "--kubeconfig", s.Kubeconfig, "--ttl", "1h", "--description", "e2e agents")
