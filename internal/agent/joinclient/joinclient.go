@@ -1,0 +1,195 @@
+// Package joinclient is the agent's side of joining: fetch the server CA, check it
+// against the pin in the token, post the join request with the node password kept
+// in the agent's data dir, and write the credentials the server returns.
+package joinclient
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/skiffkube/skiff/internal/atomicfile"
+	"github.com/skiffkube/skiff/internal/join"
+	"github.com/skiffkube/skiff/internal/node"
+	"github.com/skiffkube/skiff/internal/pki"
+	"github.com/skiffkube/skiff/internal/token"
+)
+
+// Request is what the agent knows about itself.
+type Request struct {
+	ServerURL string // https://server:6443
+	Token     token.Token
+	NodeName  string
+	Hostname  string
+	NodeIPs   []string
+}
+
+// FetchCA gets the server CA from /cacerts and checks it against the token's pin.
+// The TLS connection cannot be verified yet, which is what the pin is for; a
+// short token has no pin, and the caller is told so it can warn.
+func FetchCA(ctx context.Context, serverURL string, t token.Token) (caPEM []byte, pinned bool, err error) {
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		Proxy:           nil,
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, // the pin below verifies
+	}}
+	body, err := get(ctx, c, strings.TrimSuffix(serverURL, "/")+"/cacerts")
+	if err != nil {
+		return nil, false, fmt.Errorf("fetching the server CA from %s: %w", serverURL, err)
+	}
+	if t.IsShort() {
+		return body, false, nil
+	}
+	if err := t.VerifyCA(body); err != nil {
+		return nil, false, fmt.Errorf("server %s: %w; is --server the right cluster, and the token current?", serverURL, err)
+	}
+	return body, true, nil
+}
+
+// NodePassword returns the node password kept at path, creating it once. It ties
+// the node name to this machine: keep the file with the data dir.
+func NodePassword(path string) (string, error) {
+	if data, err := os.ReadFile(path); err == nil {
+		if p := strings.TrimSpace(string(data)); len(p) >= 16 {
+			return p, nil
+		}
+		return "", fmt.Errorf("node password file %s is damaged (under 16 characters): restore it, or delete it and free the node name on the server", path)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("reading node password %s: %w", path, err)
+	}
+	p, err := token.NewSecret()
+	if err != nil {
+		return "", err
+	}
+	if err := atomicfile.Write(path, []byte(p+"\n"), 0o600, 0o700); err != nil {
+		return "", fmt.Errorf("writing node password %s: %w", path, err)
+	}
+	return p, nil
+}
+
+// Join posts the join request over TLS verified against caPEM and returns the
+// server's answer.
+func Join(ctx context.Context, r Request, caPEM []byte, password string) (*join.Response, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, errors.New("the server CA from /cacerts holds no certificate")
+	}
+	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Proxy: nil, TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	body, _ := json.Marshal(join.Request{NodeName: r.NodeName, NodePassword: password, Hostname: r.Hostname, NodeIPs: r.NodeIPs})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(r.ServerURL, "/")+join.Path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+r.Token.Secret)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("joining %s: %w", r.ServerURL, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("server %s refused the join (%d): %s", r.ServerURL, resp.StatusCode, strings.TrimSpace(string(data)))
+	}
+	var out join.Response
+	if err := json.Unmarshal(data, &out); err != nil {
+		return nil, fmt.Errorf("joining %s: malformed answer: %w", r.ServerURL, err)
+	}
+	return &out, nil
+}
+
+// WriteCredentials writes the node's certificates, CA bundles and kubeconfigs
+// (pointing at apiserverURL) where the node's components read them.
+func WriteCredentials(l node.Layout, resp *join.Response, apiserverURL string) error {
+	if err := os.MkdirAll(l.TLSDir(), 0o700); err != nil {
+		return fmt.Errorf("creating %s: %w", l.TLSDir(), err)
+	}
+	files := []struct {
+		path string
+		data string
+		mode os.FileMode
+	}{
+		{l.ServerCA(), resp.ServerCA, 0o644},
+		{l.ClientCA(), resp.ClientCA, 0o644},
+		{l.ClientKubelet().Cert, resp.KubeletClientCert, 0o644},
+		{l.ClientKubelet().Key, resp.KubeletClientKey, 0o600},
+		{l.ServingKubelet().Cert, resp.KubeletServingCert, 0o644},
+		{l.ServingKubelet().Key, resp.KubeletServingKey, 0o600},
+		{l.ClientKubeProxy().Cert, resp.KubeProxyCert, 0o644},
+		{l.ClientKubeProxy().Key, resp.KubeProxyKey, 0o600},
+	}
+	for _, f := range files {
+		if f.data == "" {
+			return fmt.Errorf("join answer lacks %s", filepath.Base(f.path))
+		}
+		if err := atomicfile.Write(f.path, []byte(f.data), f.mode, 0o700); err != nil {
+			return fmt.Errorf("writing %s: %w", f.path, err)
+		}
+	}
+	for _, k := range []struct {
+		path string
+		pair node.Pair
+	}{{l.KubeletKubeconfig(), l.ClientKubelet()}, {l.KubeProxyKubeconfig(), l.ClientKubeProxy()}} {
+		if _, err := pki.WriteKubeconfig(pki.KubeconfigSpec{
+			Path: k.path, ServerURL: apiserverURL, CAPEM: []byte(resp.ServerCA),
+			CertPath: k.pair.Cert, KeyPath: k.pair.Key, Mode: 0o600,
+		}); err != nil {
+			return fmt.Errorf("writing %s: %w", k.path, err)
+		}
+	}
+	return nil
+}
+
+// Run does the whole join: CA, pin, password, request, files. It warns when the
+// token cannot verify the CA.
+func Run(ctx context.Context, r Request, l node.Layout, log *slog.Logger) (*join.Response, error) {
+	caPEM, pinned, err := FetchCA(ctx, r.ServerURL, r.Token)
+	if err != nil {
+		return nil, err
+	}
+	if !pinned {
+		log.Warn("the token has no CA hash: the server's CA was not verified; use the full token (SK10...) from the server", "component", "join", "server", r.ServerURL)
+	}
+	password, err := NodePassword(filepath.Join(l.AgentDir(), "node-password"))
+	if err != nil {
+		return nil, err
+	}
+	resp, err := Join(ctx, r, caPEM, password)
+	if err != nil {
+		return nil, err
+	}
+	if err := WriteCredentials(l, resp, r.ServerURL); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+func get(ctx context.Context, c *http.Client, url string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return body, nil
+}

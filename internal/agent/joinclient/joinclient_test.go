@@ -1,0 +1,132 @@
+package joinclient
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/skiffkube/skiff/internal/join"
+	"github.com/skiffkube/skiff/internal/node"
+	"github.com/skiffkube/skiff/internal/pki"
+	"github.com/skiffkube/skiff/internal/token"
+)
+
+// testServer is a supervisor stand-in: /cacerts and the real join handler, over
+// TLS with a certificate from the server CA.
+func testServer(t *testing.T) (url string, serverCA *pki.CA) {
+	t.Helper()
+	dir := t.TempDir()
+	clientCA, _, err := pki.LoadOrCreateCA(filepath.Join(dir, "c.crt"), filepath.Join(dir, "c.key"), "client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverCA, _, err = pki.LoadOrCreateCA(filepath.Join(dir, "s.crt"), filepath.Join(dir, "s.key"), "server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := serverCA.IssueLeaf(pki.LeafSpec{CommonName: "test", IPs: []net.IP{net.IPv4(127, 0, 0, 1).To4()}, Usage: pki.ServerAuth}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := fake.NewClientset()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /cacerts", func(w http.ResponseWriter, _ *http.Request) { w.Write(serverCA.CertPEM) })
+	mux.Handle("POST "+join.Path, &join.Server{
+		Secrets: func() []string { return []string{"cluster-secret"} },
+		CAs:     func() (*pki.CA, *pki.CA, error) { return clientCA, serverCA, nil },
+		Client:  func() (kubernetes.Interface, error) { return client, nil },
+		Cluster: join.Cluster{ClusterCIDR: "10.42.0.0/16"},
+	})
+	srv := httptest.NewUnstartedServer(mux)
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv.URL, serverCA
+}
+
+func TestJoinWritesCredentialsAndKeepsPassword(t *testing.T) {
+	url, serverCA := testServer(t)
+	l := node.Layout{DataDir: t.TempDir(), RunDir: t.TempDir()}
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	req := Request{ServerURL: url, Token: token.Token{CAHash: token.HashCA(serverCA.CertPEM), Username: "node", Secret: "cluster-secret"}, NodeName: "edge-1", NodeIPs: []string{"192.0.2.9"}}
+
+	resp, err := Run(context.Background(), req, l, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Cluster.ClusterCIDR != "10.42.0.0/16" {
+		t.Errorf("cluster config %+v", resp.Cluster)
+	}
+	if strings.Contains(logs.String(), "not verified") {
+		t.Error("warned about the CA with a pinned token")
+	}
+	for _, f := range []string{l.ClientKubelet().Key, l.ServingKubelet().Key, l.ClientKubeProxy().Key, l.KubeletKubeconfig(), l.KubeProxyKubeconfig()} {
+		st, err := os.Stat(f)
+		if err != nil {
+			t.Fatalf("missing %s", f)
+		}
+		if st.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %v, want 0600", f, st.Mode().Perm())
+		}
+	}
+	pw1, _ := os.ReadFile(filepath.Join(l.AgentDir(), "node-password"))
+	// A second join of the same machine reuses its password and is accepted.
+	if _, err := Run(context.Background(), req, l, log); err != nil {
+		t.Fatalf("rejoin: %v", err)
+	}
+	if pw2, _ := os.ReadFile(filepath.Join(l.AgentDir(), "node-password")); string(pw1) != string(pw2) {
+		t.Error("node password changed between joins")
+	}
+	// Another machine (another data dir) under the same name is refused.
+	other := node.Layout{DataDir: t.TempDir(), RunDir: t.TempDir()}
+	if _, err := Run(context.Background(), req, other, log); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("second machine with the same name: %v", err)
+	}
+}
+
+func TestJoinRefusals(t *testing.T) {
+	url, serverCA := testServer(t)
+	l := node.Layout{DataDir: t.TempDir(), RunDir: t.TempDir()}
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	base := Request{ServerURL: url, NodeName: "edge-2", NodeIPs: []string{"192.0.2.9"}}
+
+	wrongPin := base
+	wrongPin.Token = token.Token{CAHash: strings.Repeat("ab", 32), Username: "node", Secret: "cluster-secret"}
+	_, err := Run(context.Background(), wrongPin, l, log)
+	if err == nil || !strings.Contains(err.Error(), strings.Repeat("ab", 32)) || !strings.Contains(err.Error(), token.HashCA(serverCA.CertPEM)) {
+		t.Errorf("wrong CA pin: %v (want both hashes)", err)
+	}
+
+	wrongSecret := base
+	wrongSecret.Token = token.Token{CAHash: token.HashCA(serverCA.CertPEM), Username: "node", Secret: "guess"}
+	if _, err := Run(context.Background(), wrongSecret, l, log); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("wrong secret: %v", err)
+	}
+
+	short := base
+	short.Token = token.Token{Secret: "cluster-secret"}
+	if _, err := Run(context.Background(), short, l, log); err != nil {
+		t.Fatalf("short token: %v", err)
+	}
+	if !strings.Contains(logs.String(), "was not verified") {
+		t.Errorf("no warning for a short token; logs: %s", logs.String())
+	}
+}
