@@ -9,6 +9,7 @@ import (
 
 	"github.com/skiffkube/skiff/internal/config"
 	"github.com/skiffkube/skiff/internal/controlplane"
+	"github.com/skiffkube/skiff/internal/noderun"
 	"github.com/skiffkube/skiff/internal/pki"
 	"github.com/skiffkube/skiff/internal/token"
 )
@@ -22,7 +23,7 @@ type certificates struct {
 	advertiseIP net.IP
 	given       *token.Token
 	// node, when set, gets its certificates and kubeconfigs here too.
-	node *nodePlan
+	node *noderun.Plan
 	log  *slog.Logger
 	// serverCAPEM is the server CA as written, for the admin kubeconfig.
 	serverCAPEM []byte
@@ -68,7 +69,7 @@ func (c *certificates) Start(context.Context) error {
 		return fmt.Errorf("writing authentication config: %w", err)
 	}
 	if c.node != nil {
-		issued, err := c.node.certificates(c.layout, supervisorLocalURL(c.cfg))
+		issued, err := nodeCertificates(c.node, c.layout, supervisorLocalURL(c.cfg))
 		if err != nil {
 			return fmt.Errorf("node certificates: %w", err)
 		}

@@ -78,14 +78,8 @@ func newJoinServer(cfg *config.Server, l controlplane.Layout, log *slog.Logger) 
 			serverCA, _, err := pki.LoadOrCreateCA(l.ServerCA().Cert, l.ServerCA().Key, "skiff-server-ca")
 			return clientCA, serverCA, err
 		},
-		Client: clientFor,
-		Cluster: join.Cluster{
-			ClusterCIDR:    cfg.ClusterCIDR,
-			ServiceCIDR:    cfg.ServiceCIDR,
-			ClusterDNS:     cfg.ClusterDNS,
-			ClusterDomain:  cfg.ClusterDomain,
-			FlannelBackend: cfg.FlannelBackend,
-		},
-		Log: log,
+		Client:  clientFor,
+		Cluster: clusterConfig(cfg),
+		Log:     log,
 	}
 }

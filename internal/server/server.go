@@ -23,6 +23,7 @@ import (
 	"github.com/skiffkube/skiff/internal/controlplane"
 	"github.com/skiffkube/skiff/internal/datastore"
 	"github.com/skiffkube/skiff/internal/join"
+	"github.com/skiffkube/skiff/internal/noderun"
 	"github.com/skiffkube/skiff/internal/pki"
 )
 
@@ -77,13 +78,13 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		ln.Close()
 		return err
 	}
-	var nd *nodePlan
+	var nd *noderun.Plan
 	if !cfg.DisableAgent {
-		if nd, err = prepareNode(cfg, advertiseIP, log); err != nil {
+		if nd, err = prepareNode(cfg, l, advertiseIP, log); err != nil {
 			ln.Close()
 			return err
 		}
-		defer nd.release()
+		defer nd.Release()
 	}
 	certs := &certificates{layout: l, loopbackURL: plan.LoopbackURL(), cfg: cfg, advertiseIP: advertiseIP, given: given, node: nd, log: log}
 	api := apiserver.New(apiserver.Config{
@@ -122,7 +123,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		{Name: "controllers", Components: controllers},
 	}
 	if nd != nil {
-		nodePhases, err := nd.phases(cfg, l, log)
+		nodePhases, err := nd.Phases(log)
 		if err != nil {
 			ln.Close()
 			return err

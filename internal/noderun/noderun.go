@@ -1,0 +1,322 @@
+// Package noderun assembles a node (containerd, images, kubelet, kube-proxy,
+// flannel, the Node Ready wait) for `skiff server` and `skiff agent` alike: it
+// checks and adapts the host, unpacks the payload, and returns the start-up
+// phases. Credentials are the caller's: a server signs its own node's, an agent
+// gets them from the join API.
+package noderun
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/skiffkube/skiff/internal/atomicfile"
+	"github.com/skiffkube/skiff/internal/checkconfig"
+	"github.com/skiffkube/skiff/internal/component"
+	"github.com/skiffkube/skiff/internal/config"
+	"github.com/skiffkube/skiff/internal/control/args"
+	"github.com/skiffkube/skiff/internal/host"
+	"github.com/skiffkube/skiff/internal/join"
+	"github.com/skiffkube/skiff/internal/node"
+	"github.com/skiffkube/skiff/internal/node/flannel"
+	"github.com/skiffkube/skiff/internal/node/kubelet"
+	"github.com/skiffkube/skiff/internal/node/kubeproxy"
+	"github.com/skiffkube/skiff/internal/node/nodeready"
+	"github.com/skiffkube/skiff/internal/node/runtime"
+	"github.com/skiffkube/skiff/internal/payload"
+)
+
+// Spec is what the caller decides about the node.
+type Spec struct {
+	DataDir string
+	Node    config.Node
+	Cluster join.Cluster
+	// DefaultNodeIP is used when Node.NodeIP is empty.
+	DefaultNodeIP net.IP
+	// FlannelKubeconfig may list nodes and patch node status.
+	FlannelKubeconfig string
+	// ReadyKubeconfig may read this node and its lease.
+	ReadyKubeconfig string
+}
+
+// Plan is what the node runs with, settled before start-up.
+type Plan struct {
+	spec         Spec
+	layout       node.Layout
+	payload      payload.Payload
+	identity     node.Identity
+	nodeIP       string
+	criEndpoint  string // unix://...
+	ownRuntime   bool   // skiff's containerd, not --container-runtime-endpoint
+	proxyMode    string
+	cgroupDriver string
+	restrictOOM  bool
+	pauseImage   string
+	// release drops the host's node lock.
+	release func()
+	// begin is when preparation started, before this process's kubelet existed.
+	begin time.Time
+}
+
+// Layout is where the node's files live.
+func (n *Plan) Layout() node.Layout { return n.layout }
+
+// Identity is who the node is, for its certificates.
+func (n *Plan) Identity() node.Identity { return n.identity }
+
+// Release drops the host's node lock.
+func (n *Plan) Release() { n.release() }
+
+// Prepare checks the host, unpacks the node binaries and adapts to what the host
+// lacks, logging one line per adaptation. It fails, pointing at check-config, when
+// an essential host feature is missing.
+func Prepare(spec Spec, log *slog.Logger) (*Plan, error) {
+	cfg := spec.Node
+	advertiseIP := spec.DefaultNodeIP
+	if os.Geteuid() != 0 {
+		return nil, errors.New("the node (containerd, kubelet, network) needs root: run skiff as root (a server can run without a node: --disable-agent)")
+	}
+	hlog := log.With("component", "host")
+	loadBridgeNetfilter(hlog)
+	checks := checkconfig.Run(host.Host{}, spec.DataDir)
+	if err := checkconfig.EssentialError(checks); err != nil {
+		return nil, err
+	}
+	n := &Plan{spec: spec, layout: node.Layout{DataDir: spec.DataDir, RunDir: node.DefaultRunDir}, begin: time.Now()}
+	release, err := lockNode(n.layout)
+	if err != nil {
+		return nil, err
+	}
+	n.release = release
+	ok := false
+	defer func() {
+		if !ok {
+			release()
+		}
+	}()
+	if err := checkNodePorts(cfg); err != nil {
+		return nil, err
+	}
+	// The in-process kubelet tells systemd READY=1 as soon as it runs; skiff is
+	// ready only when the Node is.
+	os.Unsetenv("NOTIFY_SOCKET")
+	name := cfg.NodeName
+	if name == "" {
+		h, err := config.Hostname()
+		if err != nil {
+			return nil, err
+		}
+		name = h
+	}
+	hostname, _ := os.Hostname()
+	n.nodeIP = cfg.NodeIP
+	if n.nodeIP == "" {
+		n.nodeIP = advertiseIP.String()
+	}
+	n.identity = node.Identity{NodeName: name, Hostname: strings.ToLower(hostname), NodeIPs: []net.IP{net.ParseIP(n.nodeIP)}}
+
+	mode, err := host.ProxyMode()
+	if err != nil {
+		return nil, err
+	}
+	n.proxyMode = mode
+	n.cgroupDriver = host.CgroupDriver()
+	if v, err := host.CgroupVersion(); err == nil && v == 1 {
+		hlog.Info("cgroup v1 host: the kubelet runs with failCgroupV1=false")
+	}
+	if ok, err := host.HasBoundingCapability(host.CapSysResource); err == nil && !ok {
+		n.restrictOOM = true
+		hlog.Info("no CAP_SYS_RESOURCE in the capability bounding set: containerd runs with restrict_oom_score_adj")
+	}
+	if err := host.EnsureSysctls(hlog); err != nil {
+		return nil, err
+	}
+
+	n.pauseImage = cfg.PauseImage
+	if n.pauseImage == "" {
+		n.pauseImage = node.DefaultPauseImage
+	}
+	if cfg.ContainerRuntimeEndpoint != "" {
+		n.criEndpoint = cfg.ContainerRuntimeEndpoint
+		if !strings.HasPrefix(n.criEndpoint, "unix://") {
+			n.criEndpoint = "unix://" + n.criEndpoint
+		}
+		ok = true
+		return n, nil
+	}
+	n.ownRuntime = true
+	n.criEndpoint = "unix://" + n.layout.ContainerdSocket()
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("finding the skiff executable: %w", err)
+	}
+	begin := time.Now()
+	if n.payload, err = payload.Unpack(spec.DataDir, self, hlog); err != nil {
+		return nil, err
+	}
+	hlog.Debug("node binaries verified", "dir", n.payload.Dir, "took", time.Since(begin))
+	ok = true
+	return n, nil
+}
+
+// loadBridgeNetfilter loads br_netfilter where it is a module that is not loaded:
+// without it bridged pod traffic bypasses kube-proxy's rules.
+func loadBridgeNetfilter(log *slog.Logger) {
+	if _, err := os.Stat("/proc/sys/net/bridge"); err == nil {
+		return
+	}
+	if out, err := exec.Command("modprobe", "br_netfilter").CombinedOutput(); err != nil {
+		log.Debug("modprobe br_netfilter", "err", err, "output", strings.TrimSpace(string(out)))
+		return
+	}
+	log.Info("loaded kernel module br_netfilter")
+}
+
+// lockNode makes sure one node runs on this host: nodes share the run dir
+// (containerd's socket), the kubelet's directories and ports. A second server on
+// another data dir is refused here, before it can take the socket over.
+func lockNode(l node.Layout) (func(), error) {
+	if err := os.MkdirAll(l.RunDir, 0o711); err != nil {
+		return nil, fmt.Errorf("creating %s: %w", l.RunDir, err)
+	}
+	path := filepath.Join(l.RunDir, "node.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("locking the node (%s): %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("another skiff node runs on this host (lock %s): stop it, or start this server with --disable-agent", path)
+		}
+		return nil, fmt.Errorf("locking the node (%s): %w", path, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// checkNodePorts refuses a start whose kubelet or kube-proxy port is taken: the
+// kubelet would otherwise exit the whole process when it fails to listen.
+func checkNodePorts(cfg config.Node) error {
+	for _, p := range []struct {
+		port     int
+		what     string
+		override []string
+		key      string
+		flag     string
+	}{
+		{10250, "kubelet API", cfg.KubeletArgs, "port", "--kubelet-arg=port=N"},
+		{10248, "kubelet health", cfg.KubeletArgs, "healthz-port", "--kubelet-arg=healthz-port=N"},
+		{10256, "kube-proxy health", cfg.KubeProxyArgs, "healthz-bind-address", "--kube-proxy-arg=healthz-bind-address=127.0.0.1:N"},
+		{10249, "kube-proxy metrics", cfg.KubeProxyArgs, "metrics-bind-address", "--kube-proxy-arg=metrics-bind-address=127.0.0.1:N"},
+	} {
+		if args.Has(p.override, p.key) {
+			continue
+		}
+		if err := checkPortFree(p.port, p.what, "; is another Kubernetes node running here? Move it with "+p.flag+", or start with --disable-agent"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Phases are the node's start-up phases.
+func (n *Plan) Phases(log *slog.Logger) ([]component.Phase, error) {
+	cfg, cluster := n.spec.Node, n.spec.Cluster
+	var phases []component.Phase
+	containerdSocket := ""
+	if n.ownRuntime {
+		self, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("finding the skiff executable: %w", err)
+		}
+		containerdSocket = n.layout.ContainerdSocket()
+		phases = append(phases,
+			component.Phase{Name: "containerd", Components: []component.Component{runtime.NewContainerd(runtime.ContainerdConfig{
+				Self:       self,
+				ConfigFile: n.layout.ContainerdConfig(),
+				Config: node.ContainerdConfig(node.ContainerdPlan{
+					Layout: n.layout, BinDir: n.payload.BinDir, SystemdCgroup: n.cgroupDriver == "systemd",
+					RestrictOOMScoreAdj: n.restrictOOM, PauseImage: n.pauseImage,
+				}),
+				Socket:  containerdSocket,
+				BinDir:  n.payload.BinDir,
+				LogFile: n.layout.ContainerdLog(),
+			}, log)}},
+			component.Phase{Name: "images", Components: []component.Component{runtime.NewImages(runtime.ImagesConfig{
+				Socket:    containerdSocket,
+				Archives:  []string{n.payload.PauseArchive},
+				Dir:       n.layout.ImagesDir(),
+				StateFile: n.layout.ImportState(),
+			}, log)}},
+		)
+	}
+
+	kplan := node.KubeletPlan{
+		Layout:        n.layout,
+		NodeName:      n.identity.NodeName,
+		NodeIP:        n.nodeIP,
+		Labels:        cfg.NodeLabels,
+		Taints:        cfg.NodeTaints,
+		CgroupDriver:  n.cgroupDriver,
+		CRIEndpoint:   n.criEndpoint,
+		ClusterDNS:    strings.Split(cluster.ClusterDNS, ","),
+		ClusterDomain: cluster.ClusterDomain,
+		ResolvConf:    node.ResolvConf(),
+		Address:       "0.0.0.0",
+		ExtraArgs:     cfg.KubeletArgs,
+	}
+	kc, err := node.KubeletConfig(kplan)
+	if err != nil {
+		return nil, err
+	}
+	if err := atomicfile.Write(n.layout.KubeletConfig(), kc, 0o600, 0o700); err != nil {
+		return nil, fmt.Errorf("writing kubelet config: %w", err)
+	}
+	if err := os.MkdirAll(n.layout.StaticPodDir(), 0o700); err != nil {
+		return nil, err
+	}
+	nodeComponents := []component.Component{
+		kubelet.New(kubelet.Config{ConfigFile: n.layout.KubeletConfig(), Args: node.KubeletArgs(kplan), ContainerdSocket: containerdSocket}, log),
+		kubeproxy.New(kubeproxy.Config{Args: node.KubeProxyArgs(node.KubeProxyPlan{
+			Layout: n.layout, NodeName: n.identity.NodeName, ClusterCIDR: cluster.ClusterCIDR, Mode: n.proxyMode, ExtraArgs: cfg.KubeProxyArgs,
+		})}, log),
+	}
+	if cluster.FlannelBackend != "none" {
+		nodeComponents = append(nodeComponents, flannel.New(flannel.Config{
+			Kubeconfig:  n.spec.FlannelKubeconfig,
+			NodeName:    n.identity.NodeName,
+			NodeIP:      n.nodeIP,
+			ClusterCIDR: cluster.ClusterCIDR,
+			Backend:     cluster.FlannelBackend,
+			ProxyMode:   n.proxyMode,
+			NetConf:     n.layout.FlannelNetConf(),
+			SubnetFile:  n.layout.FlannelSubnetFile(),
+			CNIConfDir:  n.layout.CNIConfDir(),
+		}, log))
+	}
+	phases = append(phases,
+		component.Phase{Name: "kubelet", Components: nodeComponents},
+		component.Phase{Name: "node", Components: []component.Component{nodeready.New(n.spec.ReadyKubeconfig, n.identity.NodeName, cluster.FlannelBackend == "none" || !n.ownRuntime, n.begin, log)}},
+	)
+	return phases, nil
+}
+
+func checkPortFree(port int, what, hint string) error {
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		var se *os.SyscallError
+		if errors.As(err, &se) {
+			err = se.Err
+		}
+		return fmt.Errorf("port %d (%s) is not available: %w%s", port, what, err, hint)
+	}
+	return ln.Close()
+}
