@@ -34,7 +34,7 @@ func NewRoot() *cobra.Command {
 	}
 	root.AddCommand(newToolCommands()...)
 	root.AddCommand(newCheckConfigCommand(), newKillallCommand(), newTokenCommand())
-	root.AddCommand(newServerCommand(), newKubectlCommand(), &cobra.Command{
+	root.AddCommand(newServerCommand(), newAgentCommand(), newKubectlCommand(), &cobra.Command{
 		Use:   "version",
 		Short: "Print the skiff and Kubernetes versions",
 		Args:  cobra.NoArgs,

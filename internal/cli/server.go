@@ -20,9 +20,10 @@ func newServerCommand() *cobra.Command {
 	var configFile string
 	cmd := &cobra.Command{
 		Use:   "server",
-		Short: "Run a control plane (and, later, a node) on this machine",
+		Short: "Run a control plane and a node on this machine",
 		Long: `Run a Kubernetes server: datastore, certificates, kube-apiserver,
-kube-controller-manager and kube-scheduler, in one process.
+kube-controller-manager and kube-scheduler in one process, and a node
+(containerd, kubelet, kube-proxy, flannel) unless --disable-agent.
 
 Settings come from flags, then SKIFF_<FLAG> environment variables, then
 the config file (` + config.DefaultConfigFile + ` and its .d/ directory), then defaults.`,

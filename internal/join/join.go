@@ -32,6 +32,9 @@ import (
 	"github.com/skiffkube/skiff/internal/pki"
 )
 
+// FlannelUser is the identity of flannel on agents (see rbacbootstrap).
+const FlannelUser = "system:skiff-flannel"
+
 // Path is where the supervisor serves the join API.
 const Path = "/v1-skiff/join"
 
@@ -71,6 +74,8 @@ type Response struct {
 	KubeletServingKey  string  `json:"kubeletServingKey"`
 	KubeProxyCert      string  `json:"kubeProxyCert"`
 	KubeProxyKey       string  `json:"kubeProxyKey"`
+	FlannelCert        string  `json:"flannelCert"`
+	FlannelKey         string  `json:"flannelKey"`
 	Cluster            Cluster `json:"cluster"`
 }
 
@@ -160,6 +165,8 @@ func (s *Server) join(r *http.Request) (*Response, error) {
 		{clientCA, pki.LeafSpec{CommonName: "system:node:" + req.NodeName, Organizations: []string{"system:nodes"}, Usage: pki.ClientAuth}, &resp.KubeletClientCert, &resp.KubeletClientKey},
 		{serverCA, pki.LeafSpec{CommonName: req.NodeName, DNSNames: dns, IPs: append([]net.IP{net.IPv4(127, 0, 0, 1).To4()}, ips...), Usage: pki.ServerAuth}, &resp.KubeletServingCert, &resp.KubeletServingKey},
 		{clientCA, pki.LeafSpec{CommonName: "system:kube-proxy", Usage: pki.ClientAuth}, &resp.KubeProxyCert, &resp.KubeProxyKey},
+		// flannel lists nodes; the kubelet's identity may read only its own.
+		{clientCA, pki.LeafSpec{CommonName: FlannelUser, Usage: pki.ClientAuth}, &resp.FlannelCert, &resp.FlannelKey},
 	} {
 		cert, key, err := leaf.ca.IssueLeaf(leaf.spec, now)
 		if err != nil {

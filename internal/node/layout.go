@@ -65,6 +65,7 @@ func (l Layout) pair(name string) Pair {
 func (l Layout) ClientKubelet() Pair   { return l.pair("client-kubelet") }
 func (l Layout) ServingKubelet() Pair  { return l.pair("serving-kubelet") }
 func (l Layout) ClientKubeProxy() Pair { return l.pair("client-kube-proxy") }
+func (l Layout) ClientFlannel() Pair   { return l.pair("client-flannel") }
 
 // ClientCA is the CA the kubelet trusts for clients (the apiserver); ServerCA the one
 // that signed the apiserver's serving certificate.

@@ -72,6 +72,10 @@ func (n *Plan) Layout() node.Layout { return n.layout }
 // Identity is who the node is, for its certificates.
 func (n *Plan) Identity() node.Identity { return n.identity }
 
+// SetCluster sets what the node needs of the cluster's configuration, for an
+// agent that learns it from the join only after the host is prepared.
+func (n *Plan) SetCluster(c join.Cluster) { n.spec.Cluster = c }
+
 // Release drops the host's node lock.
 func (n *Plan) Release() { n.release() }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/skiffkube/skiff/internal/control/controllermanager"
 	"github.com/skiffkube/skiff/internal/control/kubeendpoints"
 	"github.com/skiffkube/skiff/internal/control/nodepassword"
+	"github.com/skiffkube/skiff/internal/control/rbacbootstrap"
 	"github.com/skiffkube/skiff/internal/control/scheduler"
 	"github.com/skiffkube/skiff/internal/control/supervisor"
 	"github.com/skiffkube/skiff/internal/controlplane"
@@ -104,7 +105,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		Join:         newJoinServer(cfg, l, log),
 		JoinPath:     join.Path,
 	}, log)
-	controllers := []component.Component{sup, nodepassword.New(l.AdminKubeconfig(), nil, log), kubeendpoints.New(kubeendpoints.Config{
+	controllers := []component.Component{sup, rbacbootstrap.New(l.AdminKubeconfig(), nil, log), nodepassword.New(l.AdminKubeconfig(), nil, log), kubeendpoints.New(kubeendpoints.Config{
 		Kubeconfig:  l.AdminKubeconfig(),
 		AdvertiseIP: advertiseIP,
 		Port:        cfg.HTTPSListenPort,

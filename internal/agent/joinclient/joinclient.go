@@ -127,6 +127,8 @@ func WriteCredentials(l node.Layout, resp *join.Response, apiserverURL string) e
 		{l.ServingKubelet().Key, resp.KubeletServingKey, 0o600},
 		{l.ClientKubeProxy().Cert, resp.KubeProxyCert, 0o644},
 		{l.ClientKubeProxy().Key, resp.KubeProxyKey, 0o600},
+		{l.ClientFlannel().Cert, resp.FlannelCert, 0o644},
+		{l.ClientFlannel().Key, resp.FlannelKey, 0o600},
 	}
 	for _, f := range files {
 		if f.data == "" {
@@ -139,7 +141,7 @@ func WriteCredentials(l node.Layout, resp *join.Response, apiserverURL string) e
 	for _, k := range []struct {
 		path string
 		pair node.Pair
-	}{{l.KubeletKubeconfig(), l.ClientKubelet()}, {l.KubeProxyKubeconfig(), l.ClientKubeProxy()}} {
+	}{{l.KubeletKubeconfig(), l.ClientKubelet()}, {l.KubeProxyKubeconfig(), l.ClientKubeProxy()}, {l.FlannelKubeconfig(), l.ClientFlannel()}} {
 		if _, err := pki.WriteKubeconfig(pki.KubeconfigSpec{
 			Path: k.path, ServerURL: apiserverURL, CAPEM: []byte(resp.ServerCA),
 			CertPath: k.pair.Cert, KeyPath: k.pair.Key, Mode: 0o600,

@@ -1,0 +1,110 @@
+// Package agent assembles `skiff agent`: prepare the host, join the server (CA pin,
+// token, node password), then run the node's phases against the server.
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/skiffkube/skiff/internal/agent/joinclient"
+	"github.com/skiffkube/skiff/internal/component"
+	"github.com/skiffkube/skiff/internal/config"
+	"github.com/skiffkube/skiff/internal/controlplane"
+	"github.com/skiffkube/skiff/internal/node"
+	"github.com/skiffkube/skiff/internal/noderun"
+	"github.com/skiffkube/skiff/internal/token"
+)
+
+// StopTimeout bounds a graceful stop.
+const StopTimeout = 10 * time.Second
+
+// Run joins and runs the node until ctx ends or a component fails.
+func Run(ctx context.Context, cfg *config.Agent, log *slog.Logger) error {
+	begin := time.Now()
+	raw := cfg.Token
+	if cfg.TokenFile != "" {
+		data, err := os.ReadFile(cfg.TokenFile)
+		if err != nil {
+			return fmt.Errorf("token-file: %w", err)
+		}
+		raw = string(data)
+	}
+	tok, err := token.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("token: %w", err)
+	}
+	nodeIP := cfg.NodeIP
+	if nodeIP == "" {
+		ip, err := controlplane.DetectAdvertiseIP(&config.Server{})
+		if err != nil {
+			return fmt.Errorf("detecting the node IP (set --node-ip): %w", err)
+		}
+		nodeIP = ip.String()
+	}
+	name := cfg.NodeName
+	if name == "" {
+		if name, err = config.Hostname(); err != nil {
+			return err
+		}
+	}
+	hostname, _ := os.Hostname()
+	layout := node.Layout{DataDir: cfg.DataDir, RunDir: node.DefaultRunDir}
+
+	// A wrong server or a token for another cluster is refused before the host
+	// or the data dir is touched.
+	if _, _, err := joinclient.FetchCA(ctx, cfg.Server, tok); err != nil {
+		return err
+	}
+
+	nodeCfg := cfg.Node
+	nodeCfg.NodeName, nodeCfg.NodeIP = name, nodeIP
+	plan, err := noderun.Prepare(noderun.Spec{
+		DataDir:           cfg.DataDir,
+		Node:              nodeCfg,
+		FlannelKubeconfig: layout.FlannelKubeconfig(),
+		ReadyKubeconfig:   layout.KubeletKubeconfig(),
+	}, log)
+	if err != nil {
+		return err
+	}
+	defer plan.Release()
+
+	joinBegin := time.Now()
+	resp, err := joinclient.Run(ctx, joinclient.Request{
+		ServerURL: cfg.Server, Token: tok, NodeName: name,
+		Hostname: strings.ToLower(hostname), NodeIPs: []string{nodeIP},
+	}, layout, log)
+	if err != nil {
+		return err
+	}
+	log.Info(fmt.Sprintf("joined in %s", component.FormatDuration(time.Since(joinBegin))), "component", "join", "server", cfg.Server, "node", name)
+	plan.SetCluster(resp.Cluster)
+
+	phases, err := plan.Phases(log)
+	if err != nil {
+		return err
+	}
+	mgr := component.NewManager(log, phases...)
+	if err := mgr.Start(ctx); err != nil {
+		return err
+	}
+	log.Info(fmt.Sprintf("skiff agent ready in %s", component.FormatDuration(time.Since(begin))), "node", name, "server", cfg.Server)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("stopping")
+	case runErr = <-mgr.Failed():
+		log.Error("component failed, stopping", "err", runErr)
+	}
+	stopBegin := time.Now()
+	if err := mgr.Stop(StopTimeout); err != nil {
+		log.Warn("stop was not clean", "err", err)
+	}
+	log.Info(fmt.Sprintf("stopped in %s", component.FormatDuration(time.Since(stopBegin))))
+	return runErr
+}

@@ -1,0 +1,53 @@
+package cli
+
+import (
+	"errors"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/skiffkube/skiff/internal/agent"
+	"github.com/skiffkube/skiff/internal/config"
+	"github.com/skiffkube/skiff/internal/logging"
+)
+
+func newAgentCommand() *cobra.Command {
+	cfg := &config.Agent{}
+	var configFile string
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Join this machine to a cluster as a node",
+		Long: `Join a server as a node: containerd, kubelet, kube-proxy and flannel,
+with credentials the server issues when the token is accepted.
+
+  skiff agent --server https://SERVER:6443 --token TOKEN
+
+Settings come from flags, then SKIFF_<FLAG> environment variables (SKIFF_URL and
+SKIFF_TOKEN too), then the config file, then defaults.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fs := cmd.Flags()
+			if err := config.ApplySources(fs, config.SourcesFromFlags(fs, os.LookupEnv)); err != nil {
+				return err
+			}
+			// K3s users set K3S_URL; the skiff name is SKIFF_URL.
+			if cfg.Server == "" {
+				cfg.Server = os.Getenv("SKIFF_URL")
+			}
+			if err := cfg.Complete(); err != nil {
+				return err
+			}
+			if errs := cfg.Validate(); len(errs) > 0 {
+				return errors.Join(errs...)
+			}
+			log := logging.New(os.Stderr, logging.Options{Debug: cfg.Debug, Verbosity: cfg.LogLevel})
+			ctx, stop := signalContext()
+			defer stop()
+			return agent.Run(ctx, cfg, log)
+		},
+	}
+	cfg.AddFlags(cmd.Flags())
+	config.AddConfigFlag(cmd.Flags(), &configFile)
+	cmd.Flags().SortFlags = false
+	return cmd
+}

@@ -1,0 +1,113 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// agentProc is one `skiff agent` process.
+type agentProc struct {
+	cmd    *exec.Cmd
+	out    *syncBuffer
+	exited chan struct{}
+	err    error
+}
+
+func startAgent(t *testing.T, args ...string) *agentProc {
+	t.Helper()
+	a := &agentProc{out: &syncBuffer{}, exited: make(chan struct{})}
+	a.cmd = exec.Command(skiffBin(t), append([]string{"agent"}, args...)...)
+	a.cmd.Stdout, a.cmd.Stderr = a.out, a.out
+	a.cmd.Env = cleanEnv()
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { a.err = a.cmd.Wait(); close(a.exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-a.exited:
+		default:
+			_ = a.cmd.Process.Kill()
+			<-a.exited
+		}
+	})
+	return a
+}
+
+func (a *agentProc) waitFor(t *testing.T, text string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for !strings.Contains(a.out.String(), text) {
+		select {
+		case <-a.exited:
+			t.Fatalf("agent exited (%v) before %q; output:\n%s", a.err, text, a.out.String())
+		case <-deadline:
+			t.Fatalf("no %q after %s; output:\n%s", text, timeout, a.out.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// TestAgentJoins joins an agent to a control-plane-only server on the same host:
+// the agent checks the CA pin, joins with the cluster token, runs the node, and
+// a pod runs on it with logs and exec through the API. A token pinning another CA
+// is refused with both hashes shown.
+func TestAgentJoins(t *testing.T) {
+	bin := skiffBin(t)
+	requireRoot(t)
+	s := newServer(t)
+	s.Start()
+	raw, err := os.ReadFile(filepath.Join(s.DataDir, "server", "token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := strings.TrimSpace(string(raw))
+	agentDir := filepath.Join(t.TempDir(), "agent")
+	buildWebImage(t, filepath.Join(agentDir, "agent", "images", "web.tar"))
+	t.Cleanup(func() {
+		if out, err := exec.Command(bin, "killall", "--data-dir", agentDir).CombinedOutput(); err != nil {
+			t.Logf("killall: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("wrong CA pin", func(t *testing.T) {
+		_, secret, _ := strings.Cut(tok, "::")
+		wrong := "SK10" + strings.Repeat("0", 64) + "::" + secret
+		dir := filepath.Join(t.TempDir(), "a")
+		out, err := runToExit(t, time.Minute, "agent", "--server", s.URL(), "--token", wrong, "--data-dir", dir)
+		if err == nil || !strings.Contains(out, strings.Repeat("0", 64)) || !strings.Contains(out, "server presented sha256") {
+			t.Errorf("agent with a wrong CA pin: %v\n%s", err, out)
+		}
+		if _, err := os.Stat(dir); err == nil {
+			t.Errorf("refused agent wrote its data dir %s", dir)
+		}
+	})
+
+	a := startAgent(t, "--server", s.URL(), "--token", tok, "--data-dir", agentDir)
+	a.waitFor(t, "skiff agent ready in", 2*time.Minute)
+	c := s.Client()
+	nodes, err := c.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
+	if err != nil || len(nodes.Items) != 1 || !nodeReady(&nodes.Items[0]) {
+		t.Fatalf("nodes after the agent joined: %v %v", nodes, err)
+	}
+	pods := deployWeb(t, c, 1)
+	if out, err := s.kubectl("logs", pods[0].Name); err != nil || !strings.Contains(out, "listening on :8080") {
+		t.Errorf("kubectl logs from the agent's pod: %v %q", err, out)
+	}
+	if out, err := s.kubectl("exec", pods[0].Name, "--", "/web", "fetch", "http://127.0.0.1:8080/"); err != nil || !strings.Contains(out, "hello from") {
+		t.Errorf("kubectl exec into the agent's pod: %v %q", err, out)
+	}
+	_ = a.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-a.exited:
+	case <-time.After(30 * time.Second):
+		t.Errorf("agent did not stop 30s after SIGINT")
+	}
+}
