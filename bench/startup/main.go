@@ -55,9 +55,10 @@ func run() error {
 	cacheDir := flag.String("cache", "", "where baseline binaries and compressed sizes are kept (default: bench/.cache in the module)")
 	nodeRuns := flag.Int("node-runs", 3, "starts of a full server with its node (needs root; 0 skips)")
 	nodeSettle := flag.Duration("node-settle", 60*time.Second, "idle time between Node Ready and measuring the node's RSS")
+	agentRuns := flag.Int("agent-runs", 3, "joins of an agent to a control-plane-only server (needs root; 0 skips them)")
 	flag.Parse()
-	if *runs < 0 || *nodeRuns < 0 || *runs+*nodeRuns == 0 {
-		return fmt.Errorf("-runs and -node-runs must be 0 or more, and not both 0")
+	if *runs < 0 || *nodeRuns < 0 || *agentRuns < 0 || *runs+*nodeRuns+*agentRuns == 0 {
+		return fmt.Errorf("-runs, -node-runs and -agent-runs must be 0 or more, and not all 0")
 	}
 
 	// Ctrl-C or SIGTERM cancels ctx; every wait returns and the deferred
@@ -101,6 +102,22 @@ func run() error {
 			nodes = append(nodes, s)
 		}
 		printNodeReport(nodes, *nodeSettle)
+	}
+	if *agentRuns > 0 && os.Geteuid() == 0 {
+		var agents []agentSample
+		for i := range *agentRuns {
+			fmt.Fprintf(os.Stderr, "agent run %d/%d ... ", i+1, *agentRuns)
+			runCtx, cancel := context.WithTimeoutCause(ctx, *timeout+*nodeSettle, errors.New("agent run took too long"))
+			s, err := runAgent(runCtx, bin, *nodeSettle)
+			cancel()
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "failed")
+				return fmt.Errorf("agent run %d: %w", i+1, err)
+			}
+			fmt.Fprintf(os.Stderr, "Node Ready %s, PSS %s\n", secs(s.ready), mib(s.mem.PSS))
+			agents = append(agents, s)
+		}
+		printAgentReport(agents, *nodeSettle)
 	}
 	return nil
 }

@@ -250,3 +250,95 @@ func printNodeReport(runs []nodeSample, settle time.Duration) {
 		fmt.Printf("- run %d: %s / %s / %s\n", i+1, secs(r.nodeReady), secs(r.allPods), mib(r.mem.RSS))
 	}
 }
+
+// agentSample is one join of `skiff agent` to a control-plane-only server.
+type agentSample struct {
+	ready time.Duration // agent exec → "skiff agent ready" (its Node is Ready)
+	mem   memory        // the agent, its containerd, and any shims, idle
+}
+
+// runAgent starts `skiff server --disable-agent`, then `skiff agent` against it,
+// times the agent to ready and measures its idle memory.
+func runAgent(ctx context.Context, bin string, settle time.Duration) (s agentSample, err error) {
+	dir, err := os.MkdirTemp("", "skiff-bench-agent-")
+	if err != nil {
+		return s, err
+	}
+	defer os.RemoveAll(dir)
+	ports, err := freePorts(4)
+	if err != nil {
+		return s, err
+	}
+	noConfig := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(noConfig, nil, 0o600); err != nil {
+		return s, err
+	}
+	serverData, agentData := filepath.Join(dir, "server"), filepath.Join(dir, "agent")
+	defer killall(bin, agentData)
+	srv, err := startProc(dir, "server", bin, "server", "--disable-agent",
+		"--config", noConfig, "--data-dir", serverData,
+		"--write-kubeconfig", filepath.Join(dir, "kubeconfig.yaml"),
+		"--https-listen-port", strconv.Itoa(ports[0]),
+		"--kube-apiserver-arg=secure-port="+strconv.Itoa(ports[1]),
+		"--kube-controller-manager-arg=secure-port="+strconv.Itoa(ports[2]),
+		"--kube-scheduler-arg=secure-port="+strconv.Itoa(ports[3]))
+	if err != nil {
+		return s, err
+	}
+	procs := []*proc{srv}
+	defer func() { stopAll(procs) }()
+	if err := waitLog(ctx, srv, "skiff server ready in"); err != nil {
+		return s, err
+	}
+	tok, err := os.ReadFile(filepath.Join(serverData, "server", "token"))
+	if err != nil {
+		return s, err
+	}
+	begin := time.Now()
+	agent, err := startProc(dir, "agent", bin, "agent", "--config", noConfig, "--data-dir", agentData,
+		"--server", "https://127.0.0.1:"+strconv.Itoa(ports[0]), "--token", strings.TrimSpace(string(tok)))
+	if err != nil {
+		return s, err
+	}
+	procs = append(procs, agent)
+	if err := waitLog(ctx, agent, "skiff agent ready in"); err != nil {
+		return s, err
+	}
+	s.ready = time.Since(begin)
+	select {
+	case <-ctx.Done():
+		return s, context.Cause(ctx)
+	case <-time.After(settle):
+	}
+	s.mem = treeMemory(agent.cmd.Process.Pid)
+	for _, pid := range pidsWithExeUnder(filepath.Join(agentData, "data")) {
+		s.mem = s.mem.plus(treeMemory(pid))
+	}
+	return s, nil
+}
+
+func printAgentReport(runs []agentSample, settle time.Duration) {
+	fmt.Printf("\n## skiff agent joining a control-plane-only server on the same machine\n\n")
+	fmt.Printf("- joins: %d; medians; memory read %s after ready, with no workload\n\n", len(runs), settle)
+	med := func(get func(agentSample) float64) float64 {
+		vs := make([]float64, len(runs))
+		for i, r := range runs {
+			vs[i] = get(r)
+		}
+		slices.Sort(vs)
+		if n := len(vs); n%2 == 0 {
+			return (vs[n/2-1] + vs[n/2]) / 2
+		}
+		return vs[len(vs)/2]
+	}
+	fmt.Println("| measure | skiff agent |")
+	fmt.Println("| --- | ---: |")
+	fmt.Printf("| exec → Node Ready | %.2f s |\n", med(func(r agentSample) float64 { return r.ready.Seconds() }))
+	fmt.Printf("| RSS, agent + containerd, idle | %s |\n", mib(int64(med(func(r agentSample) float64 { return float64(r.mem.RSS) }))))
+	fmt.Printf("| PSS, the same | %s |\n", mib(int64(med(func(r agentSample) float64 { return float64(r.mem.PSS) }))))
+	fmt.Printf("| … anonymous | %s |\n", mib(int64(med(func(r agentSample) float64 { return float64(r.mem.Anon) }))))
+	fmt.Println("\nEvery run (Node Ready / PSS):")
+	for i, r := range runs {
+		fmt.Printf("- run %d: %s / %s\n", i+1, secs(r.ready), mib(r.mem.PSS))
+	}
+}
