@@ -295,7 +295,11 @@ func runAgent(ctx context.Context, bin string, settle time.Duration) (s agentSam
 		return s, err
 	}
 	begin := time.Now()
-	agent, err := startProc(dir, "agent", bin, "agent", "--config", noConfig, "--data-dir", agentData,
+	lbPort, err := freePorts(1)
+	if err != nil {
+		return s, err
+	}
+	agent, err := startProc(dir, "agent", bin, "agent", "--config", noConfig, "--data-dir", agentData, "--lb-server-port", strconv.Itoa(lbPort[0]),
 		"--server", "https://127.0.0.1:"+strconv.Itoa(ports[0]), "--token", strings.TrimSpace(string(tok)))
 	if err != nil {
 		return s, err

@@ -6,11 +6,15 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/skiffkube/skiff/internal/agent/joinclient"
+	"github.com/skiffkube/skiff/internal/agent/loadbalancer"
 	"github.com/skiffkube/skiff/internal/component"
 	"github.com/skiffkube/skiff/internal/config"
 	"github.com/skiffkube/skiff/internal/controlplane"
@@ -54,6 +58,13 @@ func Run(ctx context.Context, cfg *config.Agent, log *slog.Logger) error {
 	hostname, _ := os.Hostname()
 	layout := node.Layout{DataDir: cfg.DataDir, RunDir: node.DefaultRunDir}
 
+	seed, err := hostPort(cfg.Server)
+	if err != nil {
+		return err
+	}
+	lbURL := "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.LBPort))
+	lb := loadbalancer.New(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.LBPort)), []string{seed}, log)
+
 	// A wrong server or a token for another cluster is refused before the host
 	// or the data dir is touched.
 	if _, _, err := joinclient.FetchCA(ctx, cfg.Server, tok); err != nil {
@@ -75,7 +86,7 @@ func Run(ctx context.Context, cfg *config.Agent, log *slog.Logger) error {
 
 	joinBegin := time.Now()
 	resp, err := joinclient.Run(ctx, joinclient.Request{
-		ServerURL: cfg.Server, Token: tok, NodeName: name,
+		ServerURL: cfg.Server, APIServerURL: lbURL, Token: tok, NodeName: name,
 		Hostname: strings.ToLower(hostname), NodeIPs: []string{nodeIP},
 	}, layout, log)
 	if err != nil {
@@ -84,10 +95,13 @@ func Run(ctx context.Context, cfg *config.Agent, log *slog.Logger) error {
 	log.Info(fmt.Sprintf("joined in %s", component.FormatDuration(time.Since(joinBegin))), "component", "join", "server", cfg.Server, "node", name)
 	plan.SetCluster(resp.Cluster)
 
-	phases, err := plan.Phases(log)
+	nodePhases, err := plan.Phases(log)
 	if err != nil {
 		return err
 	}
+	phases := append([]component.Phase{{Name: "loadbalancer", Components: []component.Component{
+		lb, &follower{lb: lb, kubeconfig: layout.KubeletKubeconfig(), seed: seed},
+	}}}, nodePhases...)
 	mgr := component.NewManager(log, phases...)
 	if err := mgr.Start(ctx); err != nil {
 		return err
@@ -108,3 +122,32 @@ func Run(ctx context.Context, cfg *config.Agent, log *slog.Logger) error {
 	log.Info(fmt.Sprintf("stopped in %s", component.FormatDuration(time.Since(stopBegin))))
 	return runErr
 }
+
+// hostPort is the host:port of a server URL (port 6443 when it names none).
+func hostPort(serverURL string) (string, error) {
+	u, err := url.Parse(serverURL)
+	if err != nil || u.Host == "" {
+		return "", fmt.Errorf("server %q is not a URL like https://10.0.0.1:6443", serverURL)
+	}
+	if u.Port() == "" {
+		return net.JoinHostPort(u.Hostname(), "6443"), nil
+	}
+	return u.Host, nil
+}
+
+// follower keeps the load balancer's servers in step with the cluster's.
+type follower struct {
+	lb         *loadbalancer.LB
+	kubeconfig string
+	seed       string
+	component.Runner
+}
+
+func (f *follower) Name() string               { return "server-list" }
+func (f *follower) Init(context.Context) error { return nil }
+func (f *follower) Start(context.Context) error {
+	f.Go(func(ctx context.Context) error { return loadbalancer.Follow(ctx, f.lb, f.kubeconfig, f.seed) })
+	return nil
+}
+func (f *follower) Ready() error { return nil }
+func (f *follower) Stop() error  { return f.Runner.Stop(5 * time.Second) }

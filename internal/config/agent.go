@@ -16,6 +16,7 @@ type Agent struct {
 	Server    string `json:"server"`
 	Token     string `json:"token"`
 	TokenFile string `json:"token-file"`
+	LBPort    int    `json:"lb-server-port"`
 	Debug     bool   `json:"debug"`
 	LogLevel  int    `json:"v"`
 
@@ -28,6 +29,7 @@ func (a *Agent) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVarP(&a.Server, "server", "s", "", "URL of a server to join, like https://10.0.0.1:6443 (also SKIFF_URL)")
 	fs.StringVarP(&a.Token, "token", "t", "", "token to join with: the server's token, its --agent-token, or one from `skiff token create`")
 	fs.StringVar(&a.TokenFile, "token-file", "", "file that holds the token")
+	fs.IntVar(&a.LBPort, "lb-server-port", 6444, "loopback port of the agent's load balancer over every server, which the kubelet and kube-proxy use")
 	fs.BoolVar(&a.Debug, "debug", false, "turn on debug logs")
 	fs.IntVarP(&a.LogLevel, "v", "v", 0, "log verbosity (klog level)")
 	a.Node.AddFlags(fs)
@@ -67,6 +69,9 @@ func (a *Agent) Validate() []error {
 		if _, err := token.Parse(a.Token); err != nil {
 			add(fieldError("token", "%v", err))
 		}
+	}
+	if a.LBPort < 1 || a.LBPort > 65535 {
+		add(fieldError("lb-server-port", "must be between 1 and 65535, got %d", a.LBPort))
 	}
 	if a.LogLevel < 0 {
 		add(fieldError("v", "must be 0 or more, got %d", a.LogLevel))

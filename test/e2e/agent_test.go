@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -90,8 +91,18 @@ func TestAgentJoins(t *testing.T) {
 		}
 	})
 
-	a := startAgent(t, "--server", s.URL(), "--token", tok, "--data-dir", agentDir)
+	// The server's apiserver has 6444 on this host: the agent's load balancer
+	// takes another port.
+	lbPort := strconv.Itoa(freePort(t))
+	a := startAgent(t, "--server", s.URL(), "--token", tok, "--data-dir", agentDir, "--lb-server-port", lbPort)
 	a.waitFor(t, "skiff agent ready in", 2*time.Minute)
+	// The node's components reach the API through the agent's load balancer.
+	for _, kc := range []string{"kubelet.kubeconfig", "kubeproxy.kubeconfig", "flannel.kubeconfig"} {
+		data, err := os.ReadFile(filepath.Join(agentDir, "agent", kc))
+		if err != nil || !strings.Contains(string(data), "https://127.0.0.1:"+lbPort) {
+			t.Errorf("%s does not point at the load balancer on port %s: %v\n%s", kc, lbPort, err, data)
+		}
+	}
 	c := s.Client()
 	nodes, err := c.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
 	if err != nil || len(nodes.Items) != 1 || !nodeReady(&nodes.Items[0]) {

@@ -29,10 +29,13 @@ import (
 // Request is what the agent knows about itself.
 type Request struct {
 	ServerURL string // https://server:6443
-	Token     token.Token
-	NodeName  string
-	Hostname  string
-	NodeIPs   []string
+	// APIServerURL is what the node's kubeconfigs point at (the agent's load
+	// balancer); ServerURL when empty.
+	APIServerURL string
+	Token        token.Token
+	NodeName     string
+	Hostname     string
+	NodeIPs      []string
 }
 
 // FetchCA gets the server CA from /cacerts and checks it against the token's pin.
@@ -170,7 +173,11 @@ func Run(ctx context.Context, r Request, l node.Layout, log *slog.Logger) (*join
 	if err != nil {
 		return nil, err
 	}
-	if err := WriteCredentials(l, resp, r.ServerURL); err != nil {
+	apiserverURL := r.APIServerURL
+	if apiserverURL == "" {
+		apiserverURL = r.ServerURL
+	}
+	if err := WriteCredentials(l, resp, apiserverURL); err != nil {
 		return nil, err
 	}
 	return resp, nil
