@@ -19,6 +19,10 @@ type Phase struct {
 	ReadyTimeout time.Duration
 }
 
+// lateGrace is what the components left to stop share once a stop's deadline
+// has passed.
+const lateGrace = 2 * time.Second
+
 // DefaultReadyTimeout is how long a phase may take to become ready.
 const DefaultReadyTimeout = 2 * time.Minute
 
@@ -151,10 +155,18 @@ func (m *Manager) Stop(timeout time.Duration) error {
 	m.mu.Unlock()
 
 	deadline := time.Now().Add(timeout)
+	// Past the deadline the rest still get a short, shared grace: a component
+	// that hangs must not keep the ones before it in start order (the
+	// datastore, say) from closing cleanly.
+	lateDeadline := deadline.Add(lateGrace)
 	var errs []error
 	for i := len(started) - 1; i >= 0; i-- {
 		c := started[i]
 		left := time.Until(deadline)
+		late := left <= 0
+		if late {
+			left = time.Until(lateDeadline)
+		}
 		if left <= 0 {
 			errs = append(errs, fmt.Errorf("%s: not stopped: stop deadline of %s passed", c.Name(), timeout))
 			continue

@@ -153,6 +153,11 @@ func TestManagerStopDeadline(t *testing.T) {
 	if time.Since(begin) > 500*time.Millisecond {
 		t.Fatalf("Stop overran its deadline: %s", time.Since(begin))
 	}
+	// a started before stuck, so it stops after it: past the deadline, it still
+	// got its (late) stop.
+	if events := strings.Join(rec.list(), ","); !strings.Contains(events, "stop a") {
+		t.Errorf("a was not stopped after the deadline passed: %s", events)
+	}
 }
 
 func TestRunnerReportsEarlyExitAndStops(t *testing.T) {
