@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -84,7 +85,7 @@ func (p *KubeProxy) Ready() error {
 		return fmt.Errorf("not running")
 	}
 	c := http.Client{Timeout: time.Second, Transport: &http.Transport{Proxy: nil}}
-	resp, err := c.Get("http://127.0.0.1:10256/livez")
+	resp, err := c.Get("http://" + healthAddress(p.cfg.Args) + "/livez")
 	if err != nil {
 		return err
 	}
@@ -97,3 +98,23 @@ func (p *KubeProxy) Ready() error {
 }
 
 func (p *KubeProxy) Stop() error { return p.Runner.Stop(5 * time.Second) }
+
+// healthAddress is where kube-proxy's health server listens: the last
+// --healthz-bind-address in args (a user's --kube-proxy-arg comes last), with an
+// unspecified host probed on loopback.
+func healthAddress(args []string) string {
+	addr := "127.0.0.1:10256"
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, "--healthz-bind-address="); ok {
+			addr = v
+		}
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "127.0.0.1:10256"
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
