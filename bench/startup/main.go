@@ -312,7 +312,9 @@ func printReport(ctx context.Context, r report) {
 	}
 }
 
-func median(samples []sample, get func(sample) float64) float64 {
+// median is the median of get over samples (the mean of the middle two for an
+// even count).
+func median[T any](samples []T, get func(T) float64) float64 {
 	vs := make([]float64, len(samples))
 	for i, s := range samples {
 		vs[i] = get(s)

@@ -83,7 +83,7 @@ func runSkiffNode(ctx context.Context, bin string, settle time.Duration) (s node
 		return s, fmt.Errorf("skiff exited while idle; end of its log:\n%s", p.tail())
 	}
 	s.mem = treeMemory(p.cmd.Process.Pid)
-	for _, pid := range childPIDs(p.cmd.Process.Pid) {
+	for _, pid := range childrenByParent()[p.cmd.Process.Pid] {
 		s.containerd = s.containerd.plus(processMemory(pid))
 	}
 	for _, pid := range pidsWithExeUnder(filepath.Join(dataDir, "data")) {
@@ -182,28 +182,6 @@ func pidsWithExeUnder(dir string) []int {
 	return out
 }
 
-// childPIDs lists pid's direct children (skiff's only child is containerd).
-func childPIDs(pid int) []int {
-	var out []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		child, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// ppid is the second field after the parenthesised command name.
-		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
-			out = append(out, child)
-		}
-	}
-	return out
-}
-
 // killall removes the node's pods, rules and interfaces after a run.
 func killall(bin, dataDir string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -224,17 +202,7 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 func printNodeReport(runs []nodeSample, settle time.Duration) {
 	fmt.Printf("\n## skiff server with its node (control plane, containerd, kubelet, kube-proxy, flannel)\n\n")
 	fmt.Printf("- starts: %d; medians; RSS read %s after ready, before any workload; the workload is %d replicas of the built-in pause image\n\n", len(runs), settle, nodeReplicas)
-	med := func(get func(nodeSample) float64) float64 {
-		vs := make([]float64, len(runs))
-		for i, r := range runs {
-			vs[i] = get(r)
-		}
-		slices.Sort(vs)
-		if n := len(vs); n%2 == 0 {
-			return (vs[n/2-1] + vs[n/2]) / 2
-		}
-		return vs[len(vs)/2]
-	}
+	med := func(get func(nodeSample) float64) float64 { return median(runs, get) }
 	fmt.Println("| measure | skiff |")
 	fmt.Println("| --- | ---: |")
 	fmt.Printf("| exec → Node Ready | %.2f s |\n", med(func(r nodeSample) float64 { return r.nodeReady.Seconds() }))
@@ -324,17 +292,7 @@ func runAgent(ctx context.Context, bin string, settle time.Duration) (s agentSam
 func printAgentReport(runs []agentSample, settle time.Duration) {
 	fmt.Printf("\n## skiff agent joining a control-plane-only server on the same machine\n\n")
 	fmt.Printf("- joins: %d; medians; memory read %s after ready, with no workload\n\n", len(runs), settle)
-	med := func(get func(agentSample) float64) float64 {
-		vs := make([]float64, len(runs))
-		for i, r := range runs {
-			vs[i] = get(r)
-		}
-		slices.Sort(vs)
-		if n := len(vs); n%2 == 0 {
-			return (vs[n/2-1] + vs[n/2]) / 2
-		}
-		return vs[len(vs)/2]
-	}
+	med := func(get func(agentSample) float64) float64 { return median(runs, get) }
 	fmt.Println("| measure | skiff agent |")
 	fmt.Println("| --- | ---: |")
 	fmt.Printf("| exec → Node Ready | %.2f s |\n", med(func(r agentSample) float64 { return r.ready.Seconds() }))

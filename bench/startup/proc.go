@@ -120,6 +120,18 @@ func (a memory) plus(b memory) memory {
 
 // treeMemory sums memory over pid and all its descendants.
 func treeMemory(pid int) memory {
+	children := childrenByParent()
+	var sum memory
+	for pending := []int{pid}; len(pending) > 0; {
+		p := pending[len(pending)-1]
+		pending = append(pending[:len(pending)-1], children[p]...)
+		sum = sum.plus(processMemory(p))
+	}
+	return sum
+}
+
+// childrenByParent maps every process's parent to its children, from /proc.
+func childrenByParent() map[int][]int {
 	children := map[int][]int{}
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
@@ -140,13 +152,7 @@ func treeMemory(pid int) memory {
 			}
 		}
 	}
-	var sum memory
-	for pending := []int{pid}; len(pending) > 0; {
-		p := pending[len(pending)-1]
-		pending = append(pending[:len(pending)-1], children[p]...)
-		sum = sum.plus(processMemory(p))
-	}
-	return sum
+	return children
 }
 
 func processMemory(pid int) memory {

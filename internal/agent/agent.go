@@ -67,9 +67,11 @@ func Run(ctx context.Context, cfg *config.Agent, log *slog.Logger) error {
 
 	// A wrong server or a token for another cluster is refused before the host
 	// or the data dir is touched.
-	if _, _, err := joinclient.FetchCA(ctx, cfg.Server, tok); err != nil {
+	caPEM, pinned, err := joinclient.FetchCA(ctx, cfg.Server, tok)
+	if err != nil {
 		return err
 	}
+	joinclient.WarnUnpinned(log, cfg.Server, pinned)
 
 	nodeCfg := cfg.Node
 	nodeCfg.NodeName, nodeCfg.NodeIP = name, nodeIP
@@ -85,10 +87,10 @@ func Run(ctx context.Context, cfg *config.Agent, log *slog.Logger) error {
 	defer plan.Release()
 
 	joinBegin := time.Now()
-	resp, err := joinclient.Run(ctx, joinclient.Request{
+	resp, err := joinclient.JoinWithCA(ctx, joinclient.Request{
 		ServerURL: cfg.Server, APIServerURL: lbURL, Token: tok, NodeName: name,
 		Hostname: strings.ToLower(hostname), NodeIPs: []string{nodeIP},
-	}, layout, log)
+	}, layout, caPEM)
 	if err != nil {
 		return err
 	}
@@ -108,19 +110,7 @@ func Run(ctx context.Context, cfg *config.Agent, log *slog.Logger) error {
 	}
 	log.Info(fmt.Sprintf("skiff agent ready in %s", component.FormatDuration(time.Since(begin))), "node", name, "server", cfg.Server)
 
-	var runErr error
-	select {
-	case <-ctx.Done():
-		log.Info("stopping")
-	case runErr = <-mgr.Failed():
-		log.Error("component failed, stopping", "err", runErr)
-	}
-	stopBegin := time.Now()
-	if err := mgr.Stop(StopTimeout); err != nil {
-		log.Warn("stop was not clean", "err", err)
-	}
-	log.Info(fmt.Sprintf("stopped in %s", component.FormatDuration(time.Since(stopBegin))))
-	return runErr
+	return mgr.Serve(ctx, StopTimeout)
 }
 
 // hostPort is the host:port of a server URL (port 6443 when it names none).

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"errors"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -26,19 +25,15 @@ Settings come from flags, then SKIFF_<FLAG> environment variables (SKIFF_URL and
 SKIFF_TOKEN too), then the config file, then defaults.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fs := cmd.Flags()
-			if err := config.ApplySources(fs, config.SourcesFromFlags(fs, os.LookupEnv)); err != nil {
+			complete := func() error {
+				// K3s users set K3S_URL; the skiff name is SKIFF_URL.
+				if cfg.Server == "" {
+					cfg.Server = os.Getenv("SKIFF_URL")
+				}
+				return cfg.Complete()
+			}
+			if err := loadConfig(cmd.Flags(), complete, cfg.Validate); err != nil {
 				return err
-			}
-			// K3s users set K3S_URL; the skiff name is SKIFF_URL.
-			if cfg.Server == "" {
-				cfg.Server = os.Getenv("SKIFF_URL")
-			}
-			if err := cfg.Complete(); err != nil {
-				return err
-			}
-			if errs := cfg.Validate(); len(errs) > 0 {
-				return errors.Join(errs...)
 			}
 			log := logging.New(os.Stderr, logging.Options{Debug: cfg.Debug, Verbosity: cfg.LogLevel})
 			ctx, stop := signalContext()

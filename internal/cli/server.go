@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/skiffkube/skiff/internal/config"
 	"github.com/skiffkube/skiff/internal/logging"
@@ -29,15 +30,8 @@ Settings come from flags, then SKIFF_<FLAG> environment variables, then
 the config file (` + config.DefaultConfigFile + ` and its .d/ directory), then defaults.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			fs := cmd.Flags()
-			if err := config.ApplySources(fs, config.SourcesFromFlags(fs, os.LookupEnv)); err != nil {
+			if err := loadConfig(cmd.Flags(), cfg.Complete, cfg.Validate); err != nil {
 				return err
-			}
-			if err := cfg.Complete(); err != nil {
-				return err
-			}
-			if errs := cfg.Validate(); len(errs) > 0 {
-				return errors.Join(errs...)
 			}
 			log := logging.New(os.Stderr, logging.Options{Debug: cfg.Debug, Verbosity: cfg.LogLevel})
 			ctx, stop := signalContext()
@@ -49,6 +43,18 @@ the config file (` + config.DefaultConfigFile + ` and its .d/ directory), then d
 	config.AddConfigFlag(cmd.Flags(), &configFile)
 	cmd.Flags().SortFlags = false
 	return cmd
+}
+
+// loadConfig fills a command's typed config from its flags, SKIFF_<FLAG>
+// variables and config files, completes it and returns every problem at once.
+func loadConfig(fs *pflag.FlagSet, complete func() error, validate func() []error) error {
+	if err := config.ApplySources(fs, config.SourcesFromFlags(fs, os.LookupEnv)); err != nil {
+		return err
+	}
+	if err := complete(); err != nil {
+		return err
+	}
+	return errors.Join(validate()...)
 }
 
 // signalContext ends on the first SIGINT or SIGTERM; a second one exits at

@@ -193,3 +193,21 @@ func FormatDuration(d time.Duration) string {
 	}
 	return fmt.Sprintf("%.1fs", s)
 }
+
+// Serve waits, after a successful Start, until ctx ends (a signal) or a component
+// fails, then stops everything within stopTimeout. It returns the failure, if any.
+func (m *Manager) Serve(ctx context.Context, stopTimeout time.Duration) error {
+	var runErr error
+	select {
+	case <-ctx.Done():
+		m.log.Info("stopping")
+	case runErr = <-m.Failed():
+		m.log.Error("component failed, stopping", "err", runErr)
+	}
+	begin := time.Now()
+	if err := m.Stop(stopTimeout); err != nil {
+		m.log.Warn("stop was not clean", "err", err)
+	}
+	m.log.Info(fmt.Sprintf("stopped in %s", FormatDuration(time.Since(begin))))
+	return runErr
+}

@@ -195,3 +195,30 @@ func TestRunnerReportsEarlyExitAndStops(t *testing.T) {
 		t.Fatal("want a timeout error from a function that ignores its context")
 	}
 }
+
+func TestManagerServeStopsOnCancelAndReportsFailure(t *testing.T) {
+	rec := &recorder{}
+	a := &fake{name: "a", rec: rec}
+	m := NewManager(quiet(), Phase{Name: "one", Components: []Component{a}})
+	if err := m.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := m.Serve(ctx, time.Second); err != nil {
+		t.Fatalf("Serve after cancel: %v", err)
+	}
+	if events := strings.Join(rec.list(), ","); !strings.Contains(events, "stop a") {
+		t.Errorf("Serve did not stop a: %s", events)
+	}
+
+	b := &fake{name: "b", rec: rec, failed: make(chan error, 1)}
+	m = NewManager(quiet(), Phase{Name: "one", Components: []Component{b}})
+	if err := m.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b.failed <- errors.New("crashed")
+	if err := m.Serve(context.Background(), time.Second); err == nil || !strings.Contains(err.Error(), "b: crashed") {
+		t.Errorf("Serve after a failure: %v", err)
+	}
+}

@@ -241,15 +241,15 @@ func (r *runner) stopProcesses(ctx context.Context, rep *Report) error {
 			errs = append(errs, err)
 			break
 		}
-		var todo []Proc
+		var remaining []Proc
 		for _, p := range SelectProcesses(procs, r.self, r.selfExe, dataDirs...) {
 			// A process that outlived SIGKILL (stuck in the kernel) is not
 			// waited for again; later rounds are for newcomers.
 			if !killed[key{p.PID, p.StartTime}] {
-				todo = append(todo, p)
+				remaining = append(remaining, p)
 			}
 		}
-		if len(todo) == 0 {
+		if len(remaining) == 0 {
 			break
 		}
 		sig := syscall.SIGTERM
@@ -258,7 +258,7 @@ func (r *runner) stopProcesses(ctx context.Context, rep *Report) error {
 			sig = syscall.SIGKILL
 		}
 		var signalled []Proc
-		for _, p := range todo {
+		for _, p := range remaining {
 			sent, err := r.signal(p, sig)
 			if err != nil {
 				errs = append(errs, err)

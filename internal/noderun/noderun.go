@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -224,7 +223,7 @@ func checkNodePorts(cfg config.Node) error {
 		if args.Has(p.override, p.key) {
 			continue
 		}
-		if err := checkPortFree(p.port, p.what, "; is another Kubernetes node running here? Move it with "+p.flag+", or start with --disable-agent"); err != nil {
+		if err := host.CheckPortFree(p.port, p.what, "; is another Kubernetes node running here? Move it with "+p.flag+", or start with --disable-agent"); err != nil {
 			return err
 		}
 	}
@@ -311,16 +310,4 @@ func (n *Plan) Phases(log *slog.Logger) ([]component.Phase, error) {
 		component.Phase{Name: "node", Components: []component.Component{nodeready.New(n.spec.ReadyKubeconfig, n.identity.NodeName, cluster.FlannelBackend == "none" || !n.ownRuntime, n.begin, log)}},
 	)
 	return phases, nil
-}
-
-func checkPortFree(port int, what, hint string) error {
-	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-	if err != nil {
-		var se *os.SyscallError
-		if errors.As(err, &se) {
-			err = se.Err
-		}
-		return fmt.Errorf("port %d (%s) is not available: %w%s", port, what, err, hint)
-	}
-	return ln.Close()
 }

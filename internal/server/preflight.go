@@ -56,18 +56,8 @@ func listen(bindAddress string, port int) (net.Listener, error) {
 	return ln, nil
 }
 
-// checkPortFree reports a loopback port that an in-process component will
-// need as in use. The check races with other programs, but it turns the
-// common case (another server running) into a clear message.
-func checkPortFree(port int, what, flagHint string) error {
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("port %d (%s) is not available: %w%s", port, what, unwrapSyscall(err), flagHint)
-	}
-	return ln.Close()
-}
-
+// unwrapSyscall drops the "listen tcp ..." wrapping the caller's message already
+// says.
 func unwrapSyscall(err error) error {
 	var se *os.SyscallError
 	if errors.As(err, &se) {

@@ -23,6 +23,7 @@ import (
 	"github.com/skiffkube/skiff/internal/control/supervisor"
 	"github.com/skiffkube/skiff/internal/controlplane"
 	"github.com/skiffkube/skiff/internal/datastore"
+	"github.com/skiffkube/skiff/internal/host"
 	"github.com/skiffkube/skiff/internal/join"
 	"github.com/skiffkube/skiff/internal/noderun"
 	"github.com/skiffkube/skiff/internal/pki"
@@ -75,7 +76,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		EtcdServers: datastore.EtcdServers(cfg.DataDir, cfg.DatastoreEndpoint),
 		LeaderElect: kind != "sqlite",
 	}
-	if err := checkPortFree(plan.APIServerPort(), "kube-apiserver on loopback", "; move it with --kube-apiserver-arg=secure-port=N"); err != nil {
+	if err := host.CheckPortFree(plan.APIServerPort(), "kube-apiserver on loopback", "; move it with --kube-apiserver-arg=secure-port=N"); err != nil {
 		ln.Close()
 		return err
 	}
@@ -142,19 +143,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	log.Info(fmt.Sprintf("skiff server ready in %s", component.FormatDuration(time.Since(begin))),
 		"kubeconfig", cfg.WriteKubeconfig, "url", "https://"+net.JoinHostPort(advertiseIP.String(), strconv.Itoa(cfg.HTTPSListenPort)))
 
-	var runErr error
-	select {
-	case <-ctx.Done():
-		log.Info("stopping")
-	case runErr = <-mgr.Failed():
-		log.Error("component failed, stopping", "err", runErr)
-	}
-	stopBegin := time.Now()
-	if err := mgr.Stop(StopTimeout); err != nil {
-		log.Warn("stop was not clean", "err", err)
-	}
-	log.Info(fmt.Sprintf("stopped in %s", component.FormatDuration(time.Since(stopBegin))))
-	return runErr
+	return mgr.Serve(ctx, StopTimeout)
 }
 
 // writeAdminKubeconfig writes the kubeconfig users and tools use: it points

@@ -162,9 +162,19 @@ func Run(ctx context.Context, r Request, l node.Layout, log *slog.Logger) (*join
 	if err != nil {
 		return nil, err
 	}
+	WarnUnpinned(log, r.ServerURL, pinned)
+	return JoinWithCA(ctx, r, l, caPEM)
+}
+
+// WarnUnpinned logs, for a short token, that the server's CA was not verified.
+func WarnUnpinned(log *slog.Logger, serverURL string, pinned bool) {
 	if !pinned {
-		log.Warn("the token has no CA hash: the server's CA was not verified; use the full token (SK10...) from the server", "component", "join", "server", r.ServerURL)
+		log.Warn("the token has no CA hash: the server's CA was not verified; use the full token (SK10...) from the server", "component", "join", "server", serverURL)
 	}
+}
+
+// JoinWithCA is Run after FetchCA: password, request, files.
+func JoinWithCA(ctx context.Context, r Request, l node.Layout, caPEM []byte) (*join.Response, error) {
 	password, err := NodePassword(filepath.Join(l.AgentDir(), "node-password"))
 	if err != nil {
 		return nil, err

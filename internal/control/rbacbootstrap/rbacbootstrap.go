@@ -19,9 +19,6 @@ import (
 	"github.com/skiffkube/skiff/internal/join"
 )
 
-// FlannelUser is the identity in the flannel client certificate agents get.
-const FlannelUser = join.FlannelUser
-
 const flannelRole = "skiff:flannel"
 
 // Bootstrap is the component: it applies the objects once at start.
@@ -82,7 +79,7 @@ func Apply(ctx context.Context, c kubernetes.Interface) error {
 	binding := &rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: flannelRole, Labels: labels},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: flannelRole},
-		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: FlannelUser}},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: join.FlannelUser}},
 	}
 	roles := c.RbacV1().ClusterRoles()
 	if cur, err := roles.Get(ctx, role.Name, metav1.GetOptions{}); apierrors.IsNotFound(err) {

@@ -6,6 +6,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/skiffkube/skiff/internal/join"
 )
 
 func TestApplyIsIdempotentAndNarrow(t *testing.T) {
@@ -28,7 +30,7 @@ func TestApplyIsIdempotentAndNarrow(t *testing.T) {
 		}
 	}
 	b, err := c.RbacV1().ClusterRoleBindings().Get(ctx, flannelRole, metav1.GetOptions{})
-	if err != nil || len(b.Subjects) != 1 || b.Subjects[0].Name != FlannelUser {
+	if err != nil || len(b.Subjects) != 1 || b.Subjects[0].Name != join.FlannelUser {
 		t.Fatalf("binding %+v %v", b, err)
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -246,6 +245,3 @@ func readSubnetVar(path, key string) ip.IP4Net {
 	}
 	return ip.IP4Net{}
 }
-
-// SubnetFileDir is where flannel's state lives under a run directory.
-func SubnetFileDir(runDir string) string { return filepath.Join(runDir, "flannel") }
