@@ -142,7 +142,7 @@ func baselinePlan(dataDir string, etcdURL string, apiPort, cmPort, schedPort int
 	if err := controlplane.WriteComponentKubeconfigs(plan.Layout, plan.LoopbackURL(), res.ServerCAPEM); err != nil {
 		return plan, err
 	}
-	return plan, controlplane.WriteAuthenticationConfig(plan.Layout)
+	return plan, controlplane.WriteAPIServerConfigs(plan.Layout)
 }
 
 // runBaseline starts the four processes the way a careful init system

@@ -21,6 +21,7 @@ import (
 	"github.com/skiffkube/skiff/internal/node"
 	"github.com/skiffkube/skiff/internal/noderun"
 	"github.com/skiffkube/skiff/internal/token"
+	"github.com/skiffkube/skiff/internal/tunnel"
 )
 
 // StopTimeout bounds a graceful stop.
@@ -80,6 +81,8 @@ func Run(ctx context.Context, cfg *config.Agent, log *slog.Logger) error {
 		Node:              nodeCfg,
 		FlannelKubeconfig: layout.FlannelKubeconfig(),
 		ReadyKubeconfig:   layout.KubeletKubeconfig(),
+		// The server reaches the kubelet through the tunnel only.
+		KubeletAddress: "127.0.0.1",
 	}, log)
 	if err != nil {
 		return err
@@ -101,8 +104,21 @@ func Run(ctx context.Context, cfg *config.Agent, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	podCIDRs, err := parseCIDRs(resp.Cluster.ClusterCIDR)
+	if err != nil {
+		return fmt.Errorf("cluster CIDR from the server: %w", err)
+	}
+	tun := tunnel.NewClient(tunnel.ClientConfig{
+		Servers:     lb.Servers,
+		CAPEM:       caPEM,
+		CertFile:    layout.ClientKubelet().Cert,
+		KeyFile:     layout.ClientKubelet().Key,
+		NodeIPs:     []string{nodeIP},
+		KubeletPort: plan.KubeletPort(),
+		PodCIDRs:    podCIDRs,
+	}, log)
 	phases := append([]component.Phase{{Name: "loadbalancer", Components: []component.Component{
-		lb, &follower{lb: lb, kubeconfig: layout.KubeletKubeconfig(), seed: seed},
+		lb, &follower{lb: lb, kubeconfig: layout.KubeletKubeconfig(), seed: seed}, tun,
 	}}}, nodePhases...)
 	mgr := component.NewManager(log, phases...)
 	if err := mgr.Start(ctx); err != nil {
@@ -111,6 +127,22 @@ func Run(ctx context.Context, cfg *config.Agent, log *slog.Logger) error {
 	log.Info(fmt.Sprintf("skiff agent ready in %s", component.FormatDuration(time.Since(begin))), "node", name, "server", cfg.Server)
 
 	return mgr.Serve(ctx, StopTimeout)
+}
+
+// parseCIDRs reads a comma-separated CIDR list.
+func parseCIDRs(list string) ([]*net.IPNet, error) {
+	var out []*net.IPNet
+	for _, s := range strings.Split(list, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		_, n, err := net.ParseCIDR(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 // hostPort is the host:port of a server URL (port 6443 when it names none).

@@ -100,6 +100,9 @@ func (p Plan) APIServerArgs() []string {
 	if !args.Has(user, "anonymous-auth") && !args.Has(user, "authentication-config") {
 		g["authentication-config"] = l.AuthenticationConfig()
 	}
+	if !args.Has(user, "egress-selector-config-file") {
+		g["egress-selector-config-file"] = l.EgressSelectorConfig()
+	}
 	return args.Build(g, user)
 }
 
@@ -115,15 +118,38 @@ anonymous:
   - path: /readyz
 `
 
-// WriteAuthenticationConfig writes the file APIServerArgs points at.
-func WriteAuthenticationConfig(l Layout) error {
+// egressSelectorConfig sends the apiserver's connections into the cluster
+// (kubelets, pods, services, webhooks) through skiff's CONNECT proxy, which
+// uses an agent's tunnel for that agent's addresses; agents expose no port.
+func egressSelectorConfig(l Layout) string {
+	return `apiVersion: apiserver.k8s.io/v1beta1
+kind: EgressSelectorConfiguration
+egressSelections:
+- name: cluster
+  connection:
+    proxyProtocol: HTTPConnect
+    transport:
+      uds:
+        udsName: ` + l.EgressSocket() + "\n"
+}
+
+// WriteAPIServerConfigs writes the files APIServerArgs points at.
+func WriteAPIServerConfigs(l Layout) error {
 	if err := os.MkdirAll(l.EtcDir(), 0o700); err != nil {
 		return err
 	}
-	if cur, err := os.ReadFile(l.AuthenticationConfig()); err == nil && string(cur) == authenticationConfig {
-		return nil
+	for path, content := range map[string]string{
+		l.AuthenticationConfig(): authenticationConfig,
+		l.EgressSelectorConfig(): egressSelectorConfig(l),
+	} {
+		if cur, err := os.ReadFile(path); err == nil && string(cur) == content {
+			continue
+		}
+		if err := atomicfile.Write(path, []byte(content), 0o600, 0o700); err != nil {
+			return err
+		}
 	}
-	return atomicfile.Write(l.AuthenticationConfig(), []byte(authenticationConfig), 0o600, 0o700)
+	return nil
 }
 
 // ControllerManagerArgs is kube-controller-manager's command line.

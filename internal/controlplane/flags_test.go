@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/pflag"
 	apiserverv1 "k8s.io/apiserver/pkg/apis/apiserver/v1"
+	"k8s.io/apiserver/pkg/server/egressselector"
 	"sigs.k8s.io/yaml"
 
 	"github.com/skiffkube/skiff/internal/config"
@@ -115,6 +116,7 @@ func TestAPIServerArgsDefaults(t *testing.T) {
 		"bind-address":                     "127.0.0.1",
 		"secure-port":                      "6444",
 		"authentication-config":            l.AuthenticationConfig(),
+		"egress-selector-config-file":      l.EgressSelectorConfig(),
 		"advertise-address":                "192.0.2.10",
 		"etcd-servers":                     p.EtcdServers[0],
 		"service-cluster-ip-range":         "10.43.0.0/16",
@@ -198,9 +200,9 @@ func TestAPIServerArgsUserOverrides(t *testing.T) {
 	}
 }
 
-func TestWriteAuthenticationConfig(t *testing.T) {
+func TestWriteAPIServerConfigs(t *testing.T) {
 	l := Layout{DataDir: t.TempDir()}
-	if err := WriteAuthenticationConfig(l); err != nil {
+	if err := WriteAPIServerConfigs(l); err != nil {
 		t.Fatal(err)
 	}
 	path := l.AuthenticationConfig()
@@ -230,12 +232,28 @@ func TestWriteAuthenticationConfig(t *testing.T) {
 		t.Errorf("unexpected JWT authenticators: %+v", cfg.JWT)
 	}
 
+	// The apiserver's own loader and validation accept the egress selector,
+	// and it sends the cluster's traffic to skiff's socket.
+	egress, err := egressselector.ReadEgressSelectorConfiguration(l.EgressSelectorConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if errs := egressselector.ValidateEgressSelectorConfiguration(egress); len(errs) > 0 {
+		t.Fatalf("egress selector invalid: %v", errs.ToAggregate())
+	}
+	if len(egress.EgressSelections) != 1 || egress.EgressSelections[0].Name != "cluster" ||
+		egress.EgressSelections[0].Connection.ProxyProtocol != "HTTPConnect" ||
+		egress.EgressSelections[0].Connection.Transport == nil || egress.EgressSelections[0].Connection.Transport.UDS == nil ||
+		egress.EgressSelections[0].Connection.Transport.UDS.UDSName != l.EgressSocket() {
+		t.Fatalf("egress selections %+v, want cluster over HTTP CONNECT to %s", egress.EgressSelections, l.EgressSocket())
+	}
+
 	// Unchanged content is not rewritten.
 	old := time.Now().Add(-time.Hour).Truncate(time.Second)
 	if err := os.Chtimes(path, old, old); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteAuthenticationConfig(l); err != nil {
+	if err := WriteAPIServerConfigs(l); err != nil {
 		t.Fatal(err)
 	}
 	if fi, err := os.Stat(path); err != nil {
@@ -249,7 +267,7 @@ func TestWriteAuthenticationConfig(t *testing.T) {
 	if err := os.WriteFile(path, []byte("kind: Something\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteAuthenticationConfig(l); err != nil {
+	if err := WriteAPIServerConfigs(l); err != nil {
 		t.Fatal(err)
 	}
 	if got := readFileT(t, path); string(got) != string(want) {

@@ -51,3 +51,10 @@ func (l Layout) SchedulerKubeconfig() string {
 func (l Layout) AuthenticationConfig() string {
 	return filepath.Join(l.EtcDir(), "authentication-config.yaml")
 }
+func (l Layout) EgressSelectorConfig() string {
+	return filepath.Join(l.EtcDir(), "egress-selector-config.yaml")
+}
+
+// EgressSocket is where the apiserver reaches kubelets and pods (through
+// agents' tunnels).
+func (l Layout) EgressSocket() string { return filepath.Join(l.ServerDir(), "egress.sock") }

@@ -6,6 +6,7 @@
 package noderun
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -44,6 +46,9 @@ type Spec struct {
 	FlannelKubeconfig string
 	// ReadyKubeconfig may read this node and its lease.
 	ReadyKubeconfig string
+	// KubeletAddress is where the kubelet's API listens: all addresses on a
+	// server, loopback on an agent (the server reaches it through the tunnel).
+	KubeletAddress string
 }
 
 // Plan is what the node runs with, settled before start-up.
@@ -74,6 +79,17 @@ func (n *Plan) Identity() node.Identity { return n.identity }
 // SetCluster sets what the node needs of the cluster's configuration, for an
 // agent that learns it from the join only after the host is prepared.
 func (n *Plan) SetCluster(c join.Cluster) { n.spec.Cluster = c }
+
+// KubeletPort is the kubelet API's port (10250 unless --kubelet-arg=port
+// moves it).
+func (n *Plan) KubeletPort() int {
+	if v, ok := args.Value(n.spec.Node.KubeletArgs, "port"); ok {
+		if p, err := strconv.Atoi(v); err == nil {
+			return p
+		}
+	}
+	return 10250
+}
 
 // Release drops the host's node lock.
 func (n *Plan) Release() { n.release() }
@@ -273,7 +289,7 @@ func (n *Plan) Phases(log *slog.Logger) ([]component.Phase, error) {
 		ClusterDNS:    strings.Split(cluster.ClusterDNS, ","),
 		ClusterDomain: cluster.ClusterDomain,
 		ResolvConf:    node.ResolvConf(),
-		Address:       "0.0.0.0",
+		Address:       cmp.Or(n.spec.KubeletAddress, "0.0.0.0"),
 		ExtraArgs:     cfg.KubeletArgs,
 	}
 	kc, err := node.KubeletConfig(kplan)

@@ -65,7 +65,7 @@ func (c *certificates) Start(context.Context) error {
 	if err := controlplane.WriteComponentKubeconfigs(c.layout, c.loopbackURL, res.ServerCAPEM); err != nil {
 		return err
 	}
-	if err := controlplane.WriteAuthenticationConfig(c.layout); err != nil {
+	if err := controlplane.WriteAPIServerConfigs(c.layout); err != nil {
 		return fmt.Errorf("writing authentication config: %w", err)
 	}
 	if c.node != nil {

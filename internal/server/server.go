@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/skiffkube/skiff/internal/join"
 	"github.com/skiffkube/skiff/internal/noderun"
 	"github.com/skiffkube/skiff/internal/pki"
+	"github.com/skiffkube/skiff/internal/tunnel"
 )
 
 // StopTimeout bounds a graceful stop; past it the process exits anyway.
@@ -47,8 +49,10 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := socketPathOK(datastore.SocketPath(cfg.DataDir)); err != nil {
-		return err
+	for _, sock := range []string{datastore.SocketPath(cfg.DataDir), l.EgressSocket()} {
+		if err := socketPathOK(sock); err != nil {
+			return err
+		}
 	}
 	advertiseIP, err := controlplane.DetectAdvertiseIP(cfg)
 	if err != nil {
@@ -96,6 +100,16 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		ClientCertFile: l.ClientAdmin().Cert,
 		ClientKeyFile:  l.ClientAdmin().Key,
 	}, log)
+	localNode := ""
+	if nd != nil {
+		localNode = nd.Identity().NodeName
+	}
+	tun := tunnel.NewServer(tunnel.ServerConfig{
+		ClientCAFile: l.ClientCA().Cert,
+		SocketPath:   l.EgressSocket(),
+		Kubeconfig:   l.AdminKubeconfig(),
+		LocalNode:    localNode,
+	}, log)
 	sup := supervisor.New(supervisor.Config{
 		Listener:     ln,
 		CertFile:     l.ServingAPIServer().Cert,
@@ -103,8 +117,10 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		ServerCAFile: l.ServerCA().Cert,
 		ClientCAFile: l.ClientCA().Cert,
 		APIServer:    api.Handler,
-		Join:         newJoinServer(cfg, l, log),
-		JoinPath:     join.Path,
+		Routes: map[string]http.Handler{
+			"POST " + join.Path:  newJoinServer(cfg, l, log),
+			"GET " + tunnel.Path: tun,
+		},
 	}, log)
 	controllers := []component.Component{sup, rbacbootstrap.New(l.AdminKubeconfig(), nil, log), nodepassword.New(l.AdminKubeconfig(), nil, log), kubeendpoints.New(kubeendpoints.Config{
 		Kubeconfig:  l.AdminKubeconfig(),
@@ -121,7 +137,8 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	phases := []component.Phase{
 		{Name: "datastore", Components: []component.Component{datastore.New(datastore.Config{DataDir: cfg.DataDir, Endpoint: cfg.DatastoreEndpoint}, log)}},
 		{Name: "certificates", Components: []component.Component{certs}},
-		{Name: "apiserver", Components: []component.Component{api}},
+		// The egress socket is up before the apiserver dials a kubelet.
+		{Name: "apiserver", Components: []component.Component{tun, api}},
 		{Name: "controllers", Components: controllers},
 	}
 	if nd != nil {

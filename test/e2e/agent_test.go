@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -57,6 +59,16 @@ func (a *agentProc) waitFor(t *testing.T, text string, timeout time.Duration) {
 }
 
 // TestAgentJoins joins an agent to a control-plane-only server on the same host:
+// internalIP is a node's InternalIP.
+func internalIP(n *corev1.Node) string {
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			return a.Address
+		}
+	}
+	return ""
+}
+
 // the agent checks the CA pin, joins with the cluster token, runs the node, and
 // a pod runs on it with logs and exec through the API. A token pinning another CA
 // is refused with both hashes shown.
@@ -107,6 +119,16 @@ func TestAgentJoins(t *testing.T) {
 	nodes, err := c.CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
 	if err != nil || len(nodes.Items) != 1 || !nodeReady(&nodes.Items[0]) {
 		t.Fatalf("nodes after the agent joined: %v %v", nodes, err)
+	}
+	// The agent's kubelet listens on loopback only: the apiserver reaches it
+	// through the agent's tunnel.
+	nodeIP := internalIP(&nodes.Items[0])
+	if conn, err := net.DialTimeout("tcp", net.JoinHostPort(nodeIP, "10250"), 2*time.Second); err == nil {
+		conn.Close()
+		t.Errorf("the agent's kubelet answers on %s:10250; want loopback only", nodeIP)
+	}
+	if !strings.Contains(a.out.String(), "tunnel connected") || !strings.Contains(s.Output(), "agent tunnel connected") {
+		t.Errorf("no tunnel logged; agent:\n%s\nserver:\n%s", a.out.String(), s.Output())
 	}
 	pods := deployWeb(t, c, 1)
 	if out, err := s.kubectl("logs", pods[0].Name); err != nil || !strings.Contains(out, "listening on :8080") {

@@ -53,12 +53,19 @@ func Split(entry string) (key, value string) {
 
 // Has reports whether the user's passthrough entries set key.
 func Has(user []string, key string) bool {
+	_, ok := Value(user, key)
+	return ok
+}
+
+// Value is the value the user's passthrough entries give key; the last
+// entry wins, as it does on the component's command line.
+func Value(user []string, key string) (value string, ok bool) {
 	for _, u := range user {
-		if k, _ := Split(u); k == key {
-			return true
+		if k, v := Split(u); k == key {
+			value, ok = v, true
 		}
 	}
-	return false
+	return value, ok
 }
 
 // Parse parses args into the component's named flag sets. flagName is the

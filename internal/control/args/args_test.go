@@ -23,6 +23,16 @@ func TestHas(t *testing.T) {
 	}
 }
 
+func TestValueLastEntryWins(t *testing.T) {
+	user := []string{"port=1", "--address=127.0.0.1", "--port=2"}
+	if v, ok := Value(user, "port"); !ok || v != "2" {
+		t.Fatalf("Value(port) = %q, %v; want the last entry, 2", v, ok)
+	}
+	if v, ok := Value(user, "healthz-port"); ok || v != "" {
+		t.Fatalf("Value(unset key) = %q, %v", v, ok)
+	}
+}
+
 func TestParseNamesThePassthroughFlag(t *testing.T) {
 	var fss cliflag.NamedFlagSets
 	port := fss.FlagSet("serving").Int("secure-port", 0, "")

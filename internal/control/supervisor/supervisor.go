@@ -40,9 +40,9 @@ type Config struct {
 	ClientCAFile string
 	// APIServer returns the apiserver handler, nil while it is not built.
 	APIServer func() http.Handler
-	// Join, when set, serves agents joining at JoinPath (POST).
-	Join     http.Handler
-	JoinPath string
+	// Routes are the supervisor's own endpoints by ServeMux pattern (agents'
+	// join and tunnel); they take precedence over the apiserver.
+	Routes map[string]http.Handler
 }
 
 // Supervisor is the public port component.
@@ -113,8 +113,8 @@ func (s *Supervisor) Handler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain")
 		_, _ = io.WriteString(w, "pong")
 	})
-	if s.cfg.Join != nil {
-		mux.Handle("POST "+s.cfg.JoinPath, s.cfg.Join)
+	for pattern, h := range s.cfg.Routes {
+		mux.Handle(pattern, h)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		h := s.cfg.APIServer()

@@ -1,0 +1,263 @@
+package tunnel
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/hashicorp/yamux"
+
+	"github.com/skiffkube/skiff/internal/component"
+)
+
+// ClientConfig is what the agent side needs.
+type ClientConfig struct {
+	// Servers lists the servers' host:port; the client keeps one tunnel to
+	// each, since each server's apiserver dials the kubelet.
+	Servers func() []string
+	// CAPEM verifies the servers.
+	CAPEM []byte
+	// CertFile and KeyFile are the kubelet client certificate, which names
+	// the node to the server. Read at each connect, so a renewed one is used.
+	CertFile, KeyFile string
+	// NodeIPs and KubeletPort: a connection to one of them reaches the
+	// kubelet on loopback.
+	NodeIPs     []string
+	KubeletPort int
+	// PodCIDRs may be dialled directly (pods on this node).
+	PodCIDRs []*net.IPNet
+}
+
+// Client keeps the agent's tunnels up.
+type Client struct {
+	cfg       ClientConfig
+	log       *slog.Logger
+	pool      *x509.CertPool
+	connected atomic.Int32
+	component.Runner
+}
+
+// NewClient returns the agent side of the tunnel as a component.
+func NewClient(cfg ClientConfig, log *slog.Logger) *Client {
+	return &Client{cfg: cfg, log: log.With("component", "tunnel")}
+}
+
+func (c *Client) Name() string { return "tunnel" }
+
+func (c *Client) Init(context.Context) error {
+	c.pool = x509.NewCertPool()
+	if !c.pool.AppendCertsFromPEM(c.cfg.CAPEM) {
+		return errors.New("server CA holds no certificate")
+	}
+	if c.cfg.KubeletPort == 0 {
+		return errors.New("no kubelet port")
+	}
+	return nil
+}
+
+func (c *Client) Start(context.Context) error {
+	c.Go(c.follow)
+	return nil
+}
+
+// Ready once one tunnel is up: before that the apiserver cannot reach the
+// kubelet (logs, exec).
+func (c *Client) Ready() error {
+	if c.connected.Load() == 0 {
+		return errors.New("no tunnel to a server yet")
+	}
+	return nil
+}
+
+func (c *Client) Stop() error { return c.Runner.Stop(5 * time.Second) }
+
+// follow keeps one tunnel per server in the current list.
+func (c *Client) follow(ctx context.Context) error {
+	running := map[string]context.CancelFunc{}
+	var wg sync.WaitGroup
+	defer func() {
+		for _, cancel := range running {
+			cancel()
+		}
+		wg.Wait()
+	}()
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		want := map[string]bool{}
+		for _, s := range c.cfg.Servers() {
+			want[s] = true
+			if running[s] == nil {
+				sctx, cancel := context.WithCancel(ctx)
+				running[s] = cancel
+				wg.Add(1)
+				go func() { defer wg.Done(); c.keep(sctx, s) }()
+			}
+		}
+		for s, cancel := range running {
+			if !want[s] {
+				cancel()
+				delete(running, s)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// keep reconnects to one server with backoff until ctx ends.
+func (c *Client) keep(ctx context.Context, server string) {
+	const first, most = time.Second, 15 * time.Second
+	backoff := first
+	for ctx.Err() == nil {
+		began := time.Now()
+		err := c.connect(ctx, server)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(began) > 30*time.Second {
+			backoff = first
+		}
+		c.log.Warn("tunnel down, reconnecting", "server", server, "in", backoff, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, most)
+	}
+}
+
+// connect runs one tunnel until it breaks or ctx ends.
+func (c *Client) connect(ctx context.Context, server string) error {
+	cert, err := tls.LoadX509KeyPair(c.cfg.CertFile, c.cfg.KeyFile)
+	if err != nil {
+		return fmt.Errorf("loading the kubelet client certificate: %w", err)
+	}
+	d := websocket.Dialer{
+		TLSClientConfig: &tls.Config{
+			MinVersion:   tls.VersionTLS12,
+			RootCAs:      c.pool,
+			Certificates: []tls.Certificate{cert},
+		},
+		HandshakeTimeout: 10 * time.Second,
+	}
+	ws, resp, err := d.DialContext(ctx, "wss://"+server+Path, nil)
+	if err != nil {
+		if resp != nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+			resp.Body.Close()
+			return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+		}
+		return err
+	}
+	sess, err := yamux.Server(newWSConn(ws), yamuxConfig(c.log))
+	if err != nil {
+		ws.Close()
+		return err
+	}
+	defer sess.Close()
+	c.connected.Add(1)
+	defer c.connected.Add(-1)
+	c.log.Info("tunnel connected", "server", server)
+	go func() {
+		select {
+		case <-ctx.Done():
+			sess.Close()
+		case <-sess.CloseChan():
+		}
+	}()
+	for {
+		stream, err := sess.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("session closed: %w", err)
+		}
+		go c.serveStream(ctx, stream)
+	}
+}
+
+// serveStream dials what the server asked for, if this node allows it.
+func (c *Client) serveStream(ctx context.Context, stream net.Conn) {
+	_ = stream.SetDeadline(time.Now().Add(15 * time.Second))
+	addr, err := readLine(stream)
+	if err != nil {
+		stream.Close()
+		return
+	}
+	target, err := c.dial(ctx, addr)
+	if err != nil {
+		c.log.Debug("tunnel dial refused", "addr", addr, "err", err)
+		_, _ = io.WriteString(stream, "error: "+strings.ReplaceAll(err.Error(), "\n", " ")+"\n")
+		stream.Close()
+		return
+	}
+	if _, err := io.WriteString(stream, "ok\n"); err != nil {
+		stream.Close()
+		target.Close()
+		return
+	}
+	_ = stream.SetDeadline(time.Time{})
+	splice(stream, target)
+}
+
+// dial allows the kubelet's port on this node's addresses (reached on
+// loopback) and addresses in the pod CIDRs; nothing else, so a server cannot
+// use an agent to reach the agent's network.
+func (c *Client) dial(ctx context.Context, addr string) (net.Conn, error) {
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("address %q: %w", addr, err)
+	}
+	ip := net.ParseIP(host)
+	port, _ := strconv.Atoi(portStr)
+	target := ""
+	switch {
+	case ip == nil:
+		return nil, fmt.Errorf("address %q is not an IP", addr)
+	case port == c.cfg.KubeletPort && (ip.IsLoopback() || c.isNodeIP(ip)):
+		target = net.JoinHostPort("127.0.0.1", portStr)
+	case c.inPodCIDR(ip):
+		target = addr
+	default:
+		return nil, fmt.Errorf("%s is neither this node's kubelet nor a pod address", addr)
+	}
+	var d net.Dialer
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return d.DialContext(dctx, "tcp", target)
+}
+
+func (c *Client) isNodeIP(ip net.IP) bool {
+	for _, s := range c.cfg.NodeIPs {
+		if ip.Equal(net.ParseIP(s)) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Client) inPodCIDR(ip net.IP) bool {
+	for _, n := range c.cfg.PodCIDRs {
+		if n.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,94 @@
+// Package tunnel carries the apiserver's connections to agents' kubelets over
+// one outbound websocket per agent and server.
+//
+// The agent dials wss://<server>/v1-skiff/connect with its kubelet client
+// certificate and serves a yamux session over it; the server opens one yamux
+// stream per connection the apiserver makes through its egress selector (an
+// HTTP CONNECT proxy on a unix socket). Each stream starts with the target
+// address on one line; the agent answers "ok" or an error on one line, then
+// the stream carries the bytes. The agent only dials what it allows: its own
+// kubelet port (on loopback, where agents bind it) and pod addresses.
+package tunnel
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// Path is the supervisor path agents connect to.
+const Path = "/v1-skiff/connect"
+
+// maxLine bounds the header lines of a stream.
+const maxLine = 512
+
+func yamuxConfig(log *slog.Logger) *yamux.Config {
+	c := yamux.DefaultConfig()
+	// A server that went away without closing the TCP connection is noticed
+	// within seconds, so the agent reconnects to the next one promptly.
+	c.KeepAliveInterval = 10 * time.Second
+	c.ConnectionWriteTimeout = 10 * time.Second
+	c.LogOutput = nil
+	c.Logger = debugLogger{log}
+	return c
+}
+
+// debugLogger routes yamux's messages to debug level.
+type debugLogger struct{ log *slog.Logger }
+
+func (d debugLogger) Print(v ...interface{}) { d.log.Debug(strings.TrimSpace(fmt.Sprint(v...))) }
+func (d debugLogger) Printf(format string, v ...interface{}) {
+	d.log.Debug(strings.TrimSpace(fmt.Sprintf(format, v...)))
+}
+func (d debugLogger) Println(v ...interface{}) { d.log.Debug(strings.TrimSpace(fmt.Sprint(v...))) }
+
+// readLine reads one header line without reading past it: the bytes after it
+// belong to the proxied connection.
+func readLine(r io.Reader) (string, error) {
+	var b strings.Builder
+	one := make([]byte, 1)
+	for b.Len() < maxLine {
+		if _, err := io.ReadFull(r, one); err != nil {
+			return "", err
+		}
+		if one[0] == '\n' {
+			return b.String(), nil
+		}
+		b.WriteByte(one[0])
+	}
+	return "", errors.New("header line too long")
+}
+
+// dialStream asks the agent at the other end of stream to dial addr.
+func dialStream(stream net.Conn, addr string) error {
+	_ = stream.SetDeadline(time.Now().Add(15 * time.Second))
+	if _, err := io.WriteString(stream, addr+"\n"); err != nil {
+		return err
+	}
+	reply, err := readLine(stream)
+	if err != nil {
+		return fmt.Errorf("reading the agent's reply: %w", err)
+	}
+	if reply != "ok" {
+		return errors.New(strings.TrimPrefix(reply, "error: "))
+	}
+	return stream.SetDeadline(time.Time{})
+}
+
+// splice copies both ways until either side ends, then closes both.
+func splice(a, b net.Conn) {
+	var once sync.Once
+	closeBoth := func() { a.Close(); b.Close() }
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _, _ = io.Copy(a, b); once.Do(closeBoth) }()
+	go func() { defer wg.Done(); _, _ = io.Copy(b, a); once.Do(closeBoth) }()
+	wg.Wait()
+}
