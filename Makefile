@@ -54,7 +54,7 @@ PAYLOAD_TOOLS := \
   github.com/containernetworking/plugins/plugins/meta/portmap \
   sigs.k8s.io/cri-tools/cmd/crictl
 
-.PHONY: all build payload size test test-short e2e bench clean
+.PHONY: all build payload size test test-short e2e e2e-multinode bench clean
 all: build size
 
 payload:
@@ -82,6 +82,11 @@ test-short:
 test: build
 	# -count=1: the end-to-end tests exercise bin/skiff, which go test cannot see change.
 	SKIFF_BIN=$(CURDIR)/bin/skiff $(GO) test -count=1 -trimpath -tags "$(TAGS)" -timeout 30m ./...
+
+# A server and two agents on this host, each agent in its own network and
+# mount namespace (test/e2e/multinode); Ctrl-C stops and removes them.
+e2e-multinode: build
+	$(GO) run -trimpath ./test/e2e/multinode/cluster -skiff $(CURDIR)/bin/skiff
 
 bench: build
 	$(GO) run ./bench/startup -skiff $(CURDIR)/bin/skiff

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"time"
 )
 
@@ -15,7 +16,8 @@ import (
 //
 // A directory with a mount still under it is left alone: removing it
 // recursively would delete the mounted filesystem's contents (a pod's
-// host-path volume, say) instead of the mount.
+// host-path volume, say) instead of the mount. A directory that is itself a
+// mount point (its own disk, a bind mount) is emptied and kept.
 func (r *runner) removeStateDirs(_ context.Context, rep *Report) error {
 	start := time.Now()
 	mounts, err := r.readMounts()
@@ -25,7 +27,15 @@ func (r *runner) removeStateDirs(_ context.Context, rep *Report) error {
 	var errs []error
 	for _, dir := range r.stateDirs {
 		if m, ok := firstMountUnder(mounts, aliases(dir)); ok {
-			errs = append(errs, fmt.Errorf("not removing %s: %s is still mounted", dir, m))
+			if m, deeper := mountBelow(mounts, aliases(dir)); deeper {
+				errs = append(errs, fmt.Errorf("not removing %s: %s is still mounted", dir, m))
+				continue
+			}
+			if err := r.emptyDir(dir); err != nil {
+				errs = append(errs, fmt.Errorf("emptying %s (a mount point, %s): %w", dir, m, err))
+				continue
+			}
+			rep.DirsRemoved++
 			continue
 		}
 		if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
@@ -39,6 +49,34 @@ func (r *runner) removeStateDirs(_ context.Context, rep *Report) error {
 		r.log.Debug("removed", "path", dir)
 	}
 	r.log.Info("removed state dirs", "dirs", rep.DirsRemoved, "took", time.Since(start).Round(time.Millisecond))
+	return errors.Join(errs...)
+}
+
+// mountBelow finds a mount strictly inside one of dirs.
+func mountBelow(mounts []Mount, dirs []string) (string, bool) {
+	for _, m := range mounts {
+		for _, d := range dirs {
+			if m.MountPoint != d && under(m.MountPoint, d) {
+				return m.MountPoint, true
+			}
+		}
+	}
+	return "", false
+}
+
+// emptyDir removes what is inside dir, not dir.
+func (r *runner) emptyDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		if err := r.sys.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	r.log.Debug("emptied mount point", "path", dir)
 	return errors.Join(errs...)
 }
 

@@ -290,6 +290,30 @@ func TestRunKeepsGoingAndKeepsMountedDirs(t *testing.T) {
 	}
 }
 
+func TestRunEmptiesAStateDirThatIsAMountPoint(t *testing.T) {
+	h := newFakeHost(t)
+	h.addProc(99, 1, "/usr/local/bin/skiff", "skiff", "killall")
+	cni := h.stateDirs[0]
+	if err := os.MkdirAll(filepath.Join(cni, "networks", "cbr0"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cni, "networks", "cbr0", "10.42.0.5"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Its own disk or a bind mount: the mount stays, the leases go.
+	h.setMounts(cni)
+	if _, err := h.runner(t, 99).run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(cni)
+	if err != nil {
+		t.Fatalf("the mount point itself was removed: %v", err)
+	}
+	if len(entries) != 0 {
+		t.Errorf("%s still holds %v", cni, entries)
+	}
+}
+
 func TestRunCancelled(t *testing.T) {
 	h := newFakeHost(t)
 	h.addProc(99, 1, "/usr/local/bin/skiff", "skiff", "killall")

@@ -224,8 +224,15 @@ func nodeReady(n *corev1.Node) bool {
 }
 
 // deployWeb creates the web Deployment and waits until all replicas run.
-func deployWeb(t *testing.T, c kubernetes.Interface, replicas int32) []corev1.Pod {
+func deployWeb(t *testing.T, c kubernetes.Interface, replicas int32, opts ...func(*corev1.PodSpec)) []corev1.Pod {
 	t.Helper()
+	spec := corev1.PodSpec{Containers: []corev1.Container{{
+		Name: "web", Image: webImage, ImagePullPolicy: corev1.PullNever,
+		Ports: []corev1.ContainerPort{{ContainerPort: 8080}},
+	}}}
+	for _, o := range opts {
+		o(&spec)
+	}
 	ctx := context.Background()
 	labels := map[string]string{"app": "web"}
 	_, err := c.AppsV1().Deployments("default").Create(ctx, &appsv1.Deployment{
@@ -235,10 +242,7 @@ func deployWeb(t *testing.T, c kubernetes.Interface, replicas int32) []corev1.Po
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{
-					Name: "web", Image: webImage, ImagePullPolicy: corev1.PullNever,
-					Ports: []corev1.ContainerPort{{ContainerPort: 8080}},
-				}}},
+				Spec:       spec,
 			},
 		},
 	}, metav1.CreateOptions{})
