@@ -242,6 +242,13 @@ func TestMultiNode(t *testing.T) {
 			if !strings.Contains(out, "hello from "+p.Name) {
 				t.Errorf("kubectl exec into %s on %s: %q", p.Name, a.node.Name, out)
 			}
+			if out := portForward(t, s, p.Name); !strings.Contains(out, "hello from "+p.Name) {
+				t.Errorf("kubectl port-forward to %s on %s: %q", p.Name, a.node.Name, out)
+			}
+			out, err := s.kubectl("get", "--raw", "/api/v1/nodes/"+a.node.Name+"/proxy/metrics/resource")
+			if err != nil || !strings.Contains(out, "node_cpu_usage_seconds_total") {
+				t.Errorf("kubelet resource metrics of %s through the API: %v %.300q", a.node.Name, err, out)
+			}
 		}
 	}
 
@@ -290,6 +297,34 @@ func TestMultiNode(t *testing.T) {
 			t.Errorf("pods changed across the server restart:\nbefore %v\nafter  %v", before, after)
 		}
 	})
+}
+
+// portForward forwards a local port to the pod's 8080 with kubectl and
+// fetches / through it.
+func portForward(t *testing.T, s *server, pod string) string {
+	t.Helper()
+	cmd := exec.Command(s.bin, "kubectl", "--kubeconfig", s.Kubeconfig, "port-forward", "pod/"+pod, ":8080")
+	cmd.Env = cleanEnv()
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		// "Forwarding from 127.0.0.1:40123 -> 8080"
+		if _, rest, ok := strings.Cut(out.String(), "Forwarding from 127.0.0.1:"); ok {
+			port, _, _ := strings.Cut(rest, " ")
+			body, err := httpGet("http://127.0.0.1:" + port + "/")
+			if err != nil {
+				return err.Error()
+			}
+			return body
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return "no forwarding after 30s: " + out.String()
 }
 
 func podNodes(pods []corev1.Pod) []string {
