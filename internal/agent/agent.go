@@ -104,7 +104,7 @@ func Run(ctx context.Context, cfg *config.Agent, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	podCIDRs, err := parseCIDRs(resp.Cluster.ClusterCIDR)
+	podCIDRs, err := config.ParseCIDRs(resp.Cluster.ClusterCIDR)
 	if err != nil {
 		return fmt.Errorf("cluster CIDR from the server: %w", err)
 	}
@@ -127,22 +127,6 @@ func Run(ctx context.Context, cfg *config.Agent, log *slog.Logger) error {
 	log.Info(fmt.Sprintf("skiff agent ready in %s", component.FormatDuration(time.Since(begin))), "node", name, "server", cfg.Server)
 
 	return mgr.Serve(ctx, StopTimeout)
-}
-
-// parseCIDRs reads a comma-separated CIDR list.
-func parseCIDRs(list string) ([]*net.IPNet, error) {
-	var out []*net.IPNet
-	for _, s := range strings.Split(list, ",") {
-		if s = strings.TrimSpace(s); s == "" {
-			continue
-		}
-		_, n, err := net.ParseCIDR(s)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, n)
-	}
-	return out, nil
 }
 
 // hostPort is the host:port of a server URL (port 6443 when it names none).

@@ -129,11 +129,11 @@ func (s *Server) Validate() []error {
 		}
 	}
 
-	clusterNets, err := parseCIDRs(s.ClusterCIDR)
+	clusterNets, err := ParseCIDRs(s.ClusterCIDR)
 	if err != nil {
 		add(fieldError("cluster-cidr", "%v", err))
 	}
-	serviceNets, err := parseCIDRs(s.ServiceCIDR)
+	serviceNets, err := ParseCIDRs(s.ServiceCIDR)
 	if err != nil {
 		add(fieldError("service-cidr", "%v", err))
 	}
@@ -312,9 +312,9 @@ func validateSAN(san string) error {
 	return nil
 }
 
-// parseCIDRs parses a single-stack CIDR or a dual-stack "IPv4,IPv6" pair.
+// ParseCIDRs parses a single-stack CIDR or a dual-stack "IPv4,IPv6" pair.
 // The prefixes come back masked so that overlap checks compare networks.
-func parseCIDRs(s string) ([]netip.Prefix, error) {
+func ParseCIDRs(s string) ([]netip.Prefix, error) {
 	if s == "" {
 		return nil, fmt.Errorf("must not be empty")
 	}

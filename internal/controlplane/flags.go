@@ -130,7 +130,7 @@ egressSelections:
     proxyProtocol: HTTPConnect
     transport:
       uds:
-        udsName: ` + l.EgressSocket() + "\n"
+        udsName: ` + strconv.Quote(l.EgressSocket()) + "\n"
 }
 
 // WriteAPIServerConfigs writes the files APIServerArgs points at.

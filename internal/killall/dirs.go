@@ -35,7 +35,7 @@ func (r *runner) removeStateDirs(_ context.Context, rep *Report) error {
 				errs = append(errs, fmt.Errorf("emptying %s (a mount point, %s): %w", dir, m, err))
 				continue
 			}
-			rep.DirsRemoved++
+			rep.DirsEmptied++
 			continue
 		}
 		if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
@@ -48,7 +48,7 @@ func (r *runner) removeStateDirs(_ context.Context, rep *Report) error {
 		rep.DirsRemoved++
 		r.log.Debug("removed", "path", dir)
 	}
-	r.log.Info("removed state dirs", "dirs", rep.DirsRemoved, "took", time.Since(start).Round(time.Millisecond))
+	r.log.Info("removed state dirs", "dirs", rep.DirsRemoved, "emptied", rep.DirsEmptied, "took", time.Since(start).Round(time.Millisecond))
 	return errors.Join(errs...)
 }
 

@@ -70,12 +70,18 @@ type Report struct {
 	ChainsRemoved    int // iptables and ip6tables chains
 	NftTablesDeleted int
 	DirsRemoved      int
+	// DirsEmptied are state dirs that are mount points: emptied, kept.
+	DirsEmptied int
 }
 
 // String is the one-line summary `skiff killall` prints.
 func (r Report) String() string {
-	return fmt.Sprintf("killed %d processes, unmounted %d mounts, deleted %d links, removed %d firewall rules (%d chains, %d nftables tables), removed %d state dirs",
-		r.ProcessesKilled, r.MountsUnmounted, r.LinksDeleted, r.RulesRemoved, r.ChainsRemoved, r.NftTablesDeleted, r.DirsRemoved)
+	emptied := ""
+	if r.DirsEmptied > 0 {
+		emptied = fmt.Sprintf(", emptied %d (mount points)", r.DirsEmptied)
+	}
+	return fmt.Sprintf("killed %d processes, unmounted %d mounts, deleted %d links, removed %d firewall rules (%d chains, %d nftables tables), removed %d state dirs%s",
+		r.ProcessesKilled, r.MountsUnmounted, r.LinksDeleted, r.RulesRemoved, r.ChainsRemoved, r.NftTablesDeleted, r.DirsRemoved, emptied)
 }
 
 // Run stops skiff's processes and undoes its host state, in the order that

@@ -302,8 +302,12 @@ func TestRunEmptiesAStateDirThatIsAMountPoint(t *testing.T) {
 	}
 	// Its own disk or a bind mount: the mount stays, the leases go.
 	h.setMounts(cni)
-	if _, err := h.runner(t, 99).run(context.Background()); err != nil {
+	rep, err := h.runner(t, 99).run(context.Background())
+	if err != nil {
 		t.Fatal(err)
+	}
+	if rep.DirsEmptied != 1 || !strings.Contains(rep.String(), "emptied 1 (mount points)") {
+		t.Errorf("report %+v / %q: want the mount point counted as emptied", rep, rep)
 	}
 	entries, err := os.ReadDir(cni)
 	if err != nil {

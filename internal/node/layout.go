@@ -12,6 +12,10 @@ import "path/filepath"
 // namespaces.
 const DefaultRunDir = "/run/skiff"
 
+// DefaultKubeletPort is the kubelet API's port unless --kubelet-arg=port
+// moves it.
+const DefaultKubeletPort = 10250
+
 // Layout names the files of a node.
 type Layout struct {
 	DataDir string

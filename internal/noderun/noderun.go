@@ -80,15 +80,15 @@ func (n *Plan) Identity() node.Identity { return n.identity }
 // agent that learns it from the join only after the host is prepared.
 func (n *Plan) SetCluster(c join.Cluster) { n.spec.Cluster = c }
 
-// KubeletPort is the kubelet API's port (10250 unless --kubelet-arg=port
-// moves it).
+// KubeletPort is the kubelet API's port. A --kubelet-arg=port that is not a
+// number leaves the default here; the kubelet itself refuses it at start.
 func (n *Plan) KubeletPort() int {
 	if v, ok := args.Value(n.spec.Node.KubeletArgs, "port"); ok {
 		if p, err := strconv.Atoi(v); err == nil {
 			return p
 		}
 	}
-	return 10250
+	return node.DefaultKubeletPort
 }
 
 // Release drops the host's node lock.
@@ -231,7 +231,7 @@ func checkNodePorts(cfg config.Node) error {
 		key      string
 		flag     string
 	}{
-		{10250, "kubelet API", cfg.KubeletArgs, "port", "--kubelet-arg=port=N"},
+		{node.DefaultKubeletPort, "kubelet API", cfg.KubeletArgs, "port", "--kubelet-arg=port=N"},
 		{10248, "kubelet health", cfg.KubeletArgs, "healthz-port", "--kubelet-arg=healthz-port=N"},
 		{10256, "kube-proxy health", cfg.KubeProxyArgs, "healthz-bind-address", "--kube-proxy-arg=healthz-bind-address=127.0.0.1:N"},
 		{10249, "kube-proxy metrics", cfg.KubeProxyArgs, "metrics-bind-address", "--kube-proxy-arg=metrics-bind-address=127.0.0.1:N"},

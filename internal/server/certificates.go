@@ -66,7 +66,7 @@ func (c *certificates) Start(context.Context) error {
 		return err
 	}
 	if err := controlplane.WriteAPIServerConfigs(c.layout); err != nil {
-		return fmt.Errorf("writing authentication config: %w", err)
+		return fmt.Errorf("writing the apiserver's config files: %w", err)
 	}
 	if c.node != nil {
 		issued, err := nodeCertificates(c.node, c.layout, supervisorLocalURL(c.cfg))

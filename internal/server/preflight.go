@@ -67,11 +67,12 @@ func unwrapSyscall(err error) error {
 }
 
 // socketPathOK rejects data dirs whose unix socket path would exceed the
-// kernel's limit, which otherwise fails deep inside the datastore.
+// kernel's limit, which otherwise fails deep inside the datastore or the
+// egress proxy.
 func socketPathOK(path string) error {
 	const max = 107 // sizeof(sockaddr_un.sun_path) - 1
 	if len(path) > max {
-		return fmt.Errorf("data-dir is too long: the datastore socket %s would be %d bytes, over the limit of %d", filepath.Base(path), len(path), max)
+		return fmt.Errorf("data-dir is too long: the unix socket %s would be %d bytes, over the limit of %d", filepath.Base(path), len(path), max)
 	}
 	return nil
 }

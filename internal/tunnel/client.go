@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +21,7 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/skiffkube/skiff/internal/component"
+	"github.com/skiffkube/skiff/internal/netutil"
 )
 
 // ClientConfig is what the agent side needs.
@@ -35,8 +38,8 @@ type ClientConfig struct {
 	// kubelet on loopback.
 	NodeIPs     []string
 	KubeletPort int
-	// PodCIDRs may be dialled directly (pods on this node).
-	PodCIDRs []*net.IPNet
+	// PodCIDRs may be dialled directly: the cluster's pod network.
+	PodCIDRs []netip.Prefix
 }
 
 // Client keeps the agent's tunnels up.
@@ -82,33 +85,39 @@ func (c *Client) Ready() error {
 
 func (c *Client) Stop() error { return c.Runner.Stop(5 * time.Second) }
 
-// follow keeps one tunnel per server in the current list.
+// follow keeps one tunnel per server in the current list. A server that
+// leaves the list keeps its live tunnel (the list can flap while servers
+// publish their endpoints) but is not redialled once it breaks.
 func (c *Client) follow(ctx context.Context) error {
-	running := map[string]context.CancelFunc{}
+	type keeper struct {
+		wanted atomic.Bool
+		done   chan struct{}
+	}
+	running := map[string]*keeper{}
 	var wg sync.WaitGroup
-	defer func() {
-		for _, cancel := range running {
-			cancel()
-		}
-		wg.Wait()
-	}()
+	defer wg.Wait()
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
 	for {
 		want := map[string]bool{}
 		for _, s := range c.cfg.Servers() {
 			want[s] = true
-			if running[s] == nil {
-				sctx, cancel := context.WithCancel(ctx)
-				running[s] = cancel
-				wg.Add(1)
-				go func() { defer wg.Done(); c.keep(sctx, s) }()
+		}
+		for s, k := range running {
+			select {
+			case <-k.done:
+				delete(running, s)
+			default:
+				k.wanted.Store(want[s])
 			}
 		}
-		for s, cancel := range running {
-			if !want[s] {
-				cancel()
-				delete(running, s)
+		for s := range want {
+			if running[s] == nil {
+				k := &keeper{done: make(chan struct{})}
+				k.wanted.Store(true)
+				running[s] = k
+				wg.Add(1)
+				go func() { defer wg.Done(); defer close(k.done); c.keep(ctx, s, k.wanted.Load) }()
 			}
 		}
 		select {
@@ -119,34 +128,37 @@ func (c *Client) follow(ctx context.Context) error {
 	}
 }
 
-// keep reconnects to one server with backoff until ctx ends.
-func (c *Client) keep(ctx context.Context, server string) {
+// keep reconnects to one server with backoff while it is wanted and ctx
+// lasts. The delay restarts at a second after a tunnel that was up, and is
+// jittered so that agents do not all redial a restarted server at once.
+func (c *Client) keep(ctx context.Context, server string, wanted func() bool) {
 	const first, most = time.Second, 15 * time.Second
 	backoff := first
-	for ctx.Err() == nil {
-		began := time.Now()
-		err := c.connect(ctx, server)
+	for ctx.Err() == nil && wanted() {
+		up, err := c.connect(ctx, server)
 		if ctx.Err() != nil {
 			return
 		}
-		if time.Since(began) > 30*time.Second {
+		if up {
 			backoff = first
 		}
-		c.log.Warn("tunnel down, reconnecting", "server", server, "in", backoff, "err", err)
+		wait := backoff + time.Duration(rand.Int64N(int64(backoff/2))) - backoff/4
+		c.log.Warn("tunnel down, reconnecting", "server", server, "in", wait.Round(10*time.Millisecond), "err", err)
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
 		backoff = min(2*backoff, most)
 	}
 }
 
-// connect runs one tunnel until it breaks or ctx ends.
-func (c *Client) connect(ctx context.Context, server string) error {
+// connect runs one tunnel until it breaks or ctx ends; up says whether it
+// was established.
+func (c *Client) connect(ctx context.Context, server string) (up bool, err error) {
 	cert, err := tls.LoadX509KeyPair(c.cfg.CertFile, c.cfg.KeyFile)
 	if err != nil {
-		return fmt.Errorf("loading the kubelet client certificate: %w", err)
+		return false, fmt.Errorf("loading the kubelet client certificate: %w", err)
 	}
 	d := websocket.Dialer{
 		TLSClientConfig: &tls.Config{
@@ -161,14 +173,14 @@ func (c *Client) connect(ctx context.Context, server string) error {
 		if resp != nil {
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 			resp.Body.Close()
-			return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+			return false, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
 		}
-		return err
+		return false, err
 	}
 	sess, err := yamux.Server(newWSConn(ws), yamuxConfig(c.log))
 	if err != nil {
 		ws.Close()
-		return err
+		return false, err
 	}
 	defer sess.Close()
 	c.connected.Add(1)
@@ -185,9 +197,9 @@ func (c *Client) connect(ctx context.Context, server string) error {
 		stream, err := sess.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return true, ctx.Err()
 			}
-			return fmt.Errorf("session closed: %w", err)
+			return true, fmt.Errorf("session closed: %w", err)
 		}
 		go c.serveStream(ctx, stream)
 	}
@@ -195,7 +207,7 @@ func (c *Client) connect(ctx context.Context, server string) error {
 
 // serveStream dials what the server asked for, if this node allows it.
 func (c *Client) serveStream(ctx context.Context, stream net.Conn) {
-	_ = stream.SetDeadline(time.Now().Add(15 * time.Second))
+	_ = stream.SetDeadline(time.Now().Add(handshakeTimeout))
 	addr, err := readLine(stream)
 	if err != nil {
 		stream.Close()
@@ -203,8 +215,8 @@ func (c *Client) serveStream(ctx context.Context, stream net.Conn) {
 	}
 	target, err := c.dial(ctx, addr)
 	if err != nil {
-		c.log.Debug("tunnel dial refused", "addr", addr, "err", err)
-		_, _ = io.WriteString(stream, "error: "+strings.ReplaceAll(err.Error(), "\n", " ")+"\n")
+		c.log.Info("server's connection refused or failed", "addr", addr, "err", err)
+		_, _ = io.WriteString(stream, "error: "+oneLine(err)+"\n")
 		stream.Close()
 		return
 	}
@@ -214,7 +226,7 @@ func (c *Client) serveStream(ctx context.Context, stream net.Conn) {
 		return
 	}
 	_ = stream.SetDeadline(time.Time{})
-	splice(stream, target)
+	netutil.Splice(ctx, halfCloser{stream}, target)
 }
 
 // dial allows the kubelet's port on this node's addresses (reached on
@@ -239,7 +251,7 @@ func (c *Client) dial(ctx context.Context, addr string) (net.Conn, error) {
 		return nil, fmt.Errorf("%s is neither this node's kubelet nor a pod address", addr)
 	}
 	var d net.Dialer
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	return d.DialContext(dctx, "tcp", target)
 }
@@ -254,8 +266,13 @@ func (c *Client) isNodeIP(ip net.IP) bool {
 }
 
 func (c *Client) inPodCIDR(ip net.IP) bool {
-	for _, n := range c.cfg.PodCIDRs {
-		if n.Contains(ip) {
+	addr, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return false
+	}
+	addr = addr.Unmap()
+	for _, p := range c.cfg.PodCIDRs {
+		if p.Contains(addr) {
 			return true
 		}
 	}

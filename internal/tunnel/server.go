@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/skiffkube/skiff/internal/component"
+	"github.com/skiffkube/skiff/internal/netutil"
 )
 
 // nodeUserPrefix and nodesGroup are the identity a kubelet client
@@ -58,15 +59,21 @@ type Server struct {
 	ln       net.Listener
 	upgrader websocket.Upgrader
 
-	mu       sync.Mutex
-	sessions map[string]*yamux.Session
+	mu sync.Mutex
+	// sessions holds each node's tunnels, newest last: an agent may reach
+	// this server under two addresses (its --server and an endpoint), and a
+	// reconnect may overlap the session it replaces.
+	sessions map[string][]*yamux.Session
+	started  bool
+	stopped  bool
+	synced   func() bool
 	component.Runner
 }
 
 // NewServer returns the server side of the tunnel as a component; it is also
 // the http.Handler for Path.
 func NewServer(cfg ServerConfig, log *slog.Logger) *Server {
-	return &Server{cfg: cfg, log: log.With("component", "tunnel"), sessions: map[string]*yamux.Session{}}
+	return &Server{cfg: cfg, log: log.With("component", "tunnel"), sessions: map[string][]*yamux.Session{}}
 }
 
 func (s *Server) Name() string { return "tunnel" }
@@ -97,6 +104,7 @@ func (s *Server) Init(context.Context) error {
 }
 
 func (s *Server) Start(context.Context) error {
+	var factory informers.SharedInformerFactory
 	if s.cfg.Nodes == nil {
 		rc, err := clientcmd.BuildConfigFromFlags("", s.cfg.Kubeconfig)
 		if err != nil {
@@ -106,20 +114,23 @@ func (s *Server) Start(context.Context) error {
 		if err != nil {
 			return err
 		}
-		f := informers.NewSharedInformerFactory(cs, 10*time.Minute)
-		lister := f.Core().V1().Nodes().Lister()
-		s.Go(func(ctx context.Context) error {
-			f.Start(ctx.Done())
-			<-ctx.Done()
-			f.Shutdown()
-			return nil
-		})
+		factory = informers.NewSharedInformerFactory(cs, 10*time.Minute)
+		nodes := factory.Core().V1().Nodes()
+		lister, synced := nodes.Lister(), nodes.Informer().HasSynced
 		s.cfg.Nodes = func() []*corev1.Node {
-			nodes, _ := lister.List(labels.Everything())
-			return nodes
+			list, _ := lister.List(labels.Everything())
+			return list
 		}
+		s.synced = synced
 	}
+	s.mu.Lock()
+	s.started = true
+	s.mu.Unlock()
 	s.Go(func(ctx context.Context) error {
+		if factory != nil {
+			factory.Start(ctx.Done())
+			defer factory.Shutdown()
+		}
 		go func() { <-ctx.Done(); s.ln.Close() }()
 		for {
 			c, err := s.ln.Accept()
@@ -138,13 +149,22 @@ func (s *Server) Start(context.Context) error {
 func (s *Server) Ready() error { return nil }
 
 func (s *Server) Stop() error {
-	err := s.Runner.Stop(5 * time.Second)
 	s.mu.Lock()
-	for name, sess := range s.sessions {
-		sess.Close()
+	s.stopped = true
+	started := s.started
+	for name, list := range s.sessions {
+		for _, sess := range list {
+			sess.Close()
+		}
 		delete(s.sessions, name)
 	}
 	s.mu.Unlock()
+	var err error
+	if started {
+		err = s.Runner.Stop(5 * time.Second)
+	} else if s.ln != nil {
+		s.ln.Close()
+	}
 	_ = os.Remove(s.cfg.SocketPath)
 	return err
 }
@@ -154,8 +174,10 @@ func (s *Server) Connected() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	names := make([]string, 0, len(s.sessions))
-	for n := range s.sessions {
-		names = append(names, n)
+	for n, list := range s.sessions {
+		if len(list) > 0 {
+			names = append(names, n)
+		}
 	}
 	slices.Sort(names)
 	return names
@@ -164,6 +186,13 @@ func (s *Server) Connected() []string {
 // ServeHTTP takes an agent's tunnel: its client certificate must be a
 // kubelet's, signed by the cluster's client CA.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	stopped := s.stopped
+	s.mu.Unlock()
+	if stopped {
+		http.Error(w, "server stopping", http.StatusServiceUnavailable)
+		return
+	}
 	node, err := s.authenticate(r)
 	if err != nil {
 		s.log.Warn("tunnel refused", "remote", r.RemoteAddr, "err", err)
@@ -181,22 +210,39 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mu.Lock()
-	if old := s.sessions[node]; old != nil {
-		// A reconnecting agent replaces its half-dead predecessor.
-		old.Close()
+	if s.stopped {
+		s.mu.Unlock()
+		sess.Close()
+		return
 	}
-	s.sessions[node] = sess
+	s.sessions[node] = append(s.sessions[node], sess)
 	s.mu.Unlock()
 	s.log.Info("agent tunnel connected", "node", node, "remote", r.RemoteAddr)
 	go func() {
 		<-sess.CloseChan()
 		s.mu.Lock()
-		if s.sessions[node] == sess {
+		list := slices.DeleteFunc(s.sessions[node], func(x *yamux.Session) bool { return x == sess })
+		if len(list) == 0 {
 			delete(s.sessions, node)
-			s.log.Info("agent tunnel closed", "node", node)
+		} else {
+			s.sessions[node] = list
 		}
 		s.mu.Unlock()
+		s.log.Info("agent tunnel closed", "node", node, "remote", r.RemoteAddr)
 	}()
+}
+
+// session is the node's newest open tunnel, nil when it has none.
+func (s *Server) session(node string) *yamux.Session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	list := s.sessions[node]
+	for i := len(list) - 1; i >= 0; i-- {
+		if !list[i].IsClosed() {
+			return list[i]
+		}
+	}
+	return nil
 }
 
 func (s *Server) authenticate(r *http.Request) (string, error) {
@@ -224,7 +270,7 @@ func (s *Server) authenticate(r *http.Request) (string, error) {
 
 // serveEgress answers one HTTP CONNECT from the apiserver.
 func (s *Server) serveEgress(ctx context.Context, c net.Conn) {
-	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(handshakeTimeout + dialTimeout))
 	br := bufio.NewReader(c)
 	req, err := http.ReadRequest(br)
 	if err != nil {
@@ -239,8 +285,8 @@ func (s *Server) serveEgress(ctx context.Context, c net.Conn) {
 	addr := req.URL.Host
 	target, err := s.Dial(ctx, addr)
 	if err != nil {
-		s.log.Debug("egress dial failed", "addr", addr, "err", err)
-		fmt.Fprintf(c, "HTTP/1.1 502 %s\r\nContent-Length: 0\r\n\r\n", strings.ReplaceAll(err.Error(), "\r\n", " "))
+		s.log.Info("apiserver connection failed", "addr", addr, "err", err)
+		fmt.Fprintf(c, "HTTP/1.1 502 %s\r\nContent-Length: 0\r\n\r\n", oneLine(err))
 		c.Close()
 		return
 	}
@@ -250,57 +296,94 @@ func (s *Server) serveEgress(ctx context.Context, c net.Conn) {
 		return
 	}
 	_ = c.SetDeadline(time.Time{})
-	splice(&bufferedConn{Conn: c, r: br}, target)
+	netutil.Splice(ctx, &bufferedConn{Conn: c, r: br}, target)
 }
 
 // Dial connects to addr: through the tunnel of the node that owns the address
-// (a node address or an address in its pod CIDR), else directly.
+// (its pod CIDR or its node address), else directly. A node without a
+// tunnel (a server's own node, an agent from before tunnels) is dialled
+// directly too.
 func (s *Server) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("address %q: %w", addr, err)
 	}
-	if node := s.nodeFor(net.ParseIP(host)); node != "" && node != s.cfg.LocalNode {
-		s.mu.Lock()
-		sess := s.sessions[node]
-		s.mu.Unlock()
-		if sess == nil {
-			return nil, fmt.Errorf("node %s has no tunnel connected", node)
+	s.waitSynced(ctx)
+	node, err := s.nodeFor(net.ParseIP(host))
+	if err != nil {
+		return nil, err
+	}
+	if node != "" && node != s.cfg.LocalNode {
+		if sess := s.session(node); sess != nil {
+			stream, err := sess.Open()
+			if err != nil {
+				return nil, fmt.Errorf("tunnel to node %s: %w", node, err)
+			}
+			if err := dialStream(stream, addr); err != nil {
+				stream.Close()
+				return nil, fmt.Errorf("node %s dialling %s: %w", node, addr, err)
+			}
+			return halfCloser{stream}, nil
 		}
-		stream, err := sess.Open()
-		if err != nil {
-			return nil, fmt.Errorf("tunnel to node %s: %w", node, err)
-		}
-		if err := dialStream(stream, addr); err != nil {
-			stream.Close()
-			return nil, fmt.Errorf("node %s dialling %s: %w", node, addr, err)
-		}
-		return stream, nil
 	}
 	var d net.Dialer
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
-	return d.DialContext(dctx, "tcp", addr)
+	conn, err := d.DialContext(dctx, "tcp", addr)
+	if err != nil && node != "" && node != s.cfg.LocalNode {
+		return nil, fmt.Errorf("node %s has no tunnel connected, and dialling it directly failed: %w", node, err)
+	}
+	return conn, err
 }
 
-// nodeFor names the node whose address or pod CIDR holds ip.
-func (s *Server) nodeFor(ip net.IP) string {
-	if ip == nil || s.cfg.Nodes == nil {
-		return ""
+// waitSynced holds a dial until the Node informer has synced (bounded): with
+// an empty cache an agent's address would be dialled directly.
+func (s *Server) waitSynced(ctx context.Context) {
+	if s.synced == nil {
+		return
 	}
-	for _, n := range s.cfg.Nodes() {
-		for _, a := range n.Status.Addresses {
-			if (a.Type == corev1.NodeInternalIP || a.Type == corev1.NodeExternalIP) && ip.Equal(net.ParseIP(a.Address)) {
-				return n.Name
-			}
-		}
+	deadline := time.Now().Add(dialTimeout)
+	for !s.synced() && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// nodeFor names the node that owns ip: the one whose pod CIDR holds it (the
+// controller-manager assigns those), else this server's own node or the one
+// node that reports ip as an address. Addresses come from node status, which
+// each kubelet writes for itself: an address two nodes claim is refused
+// rather than routed to either.
+func (s *Server) nodeFor(ip net.IP) (string, error) {
+	if ip == nil || s.cfg.Nodes == nil {
+		return "", nil
+	}
+	nodes := s.cfg.Nodes()
+	for _, n := range nodes {
 		for _, cidr := range n.Spec.PodCIDRs {
 			if _, nw, err := net.ParseCIDR(cidr); err == nil && nw.Contains(ip) {
-				return n.Name
+				return n.Name, nil
 			}
 		}
 	}
-	return ""
+	var owners []string
+	for _, n := range nodes {
+		for _, a := range n.Status.Addresses {
+			if (a.Type == corev1.NodeInternalIP || a.Type == corev1.NodeExternalIP) && ip.Equal(net.ParseIP(a.Address)) {
+				owners = append(owners, n.Name)
+				break
+			}
+		}
+	}
+	switch {
+	case len(owners) == 0:
+		return "", nil
+	case slices.Contains(owners, s.cfg.LocalNode):
+		return s.cfg.LocalNode, nil
+	case len(owners) > 1:
+		slices.Sort(owners)
+		return "", fmt.Errorf("address %s is claimed by several nodes (%s): not routing it", ip, strings.Join(owners, ", "))
+	}
+	return owners[0], nil
 }
 
 // bufferedConn reads what the CONNECT parser buffered before the socket.
@@ -310,3 +393,11 @@ type bufferedConn struct {
 }
 
 func (b *bufferedConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// CloseWrite half-closes the apiserver's connection (a unix socket).
+func (b *bufferedConn) CloseWrite() error {
+	if cw, ok := b.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return b.Conn.Close()
+}

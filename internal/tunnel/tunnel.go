@@ -17,7 +17,6 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -34,7 +33,7 @@ func yamuxConfig(log *slog.Logger) *yamux.Config {
 	// A server that went away without closing the TCP connection is noticed
 	// within seconds, so the agent reconnects to the next one promptly.
 	c.KeepAliveInterval = 10 * time.Second
-	c.ConnectionWriteTimeout = 10 * time.Second
+	// yamux refuses a config with both a writer and a logger.
 	c.LogOutput = nil
 	c.Logger = debugLogger{log}
 	return c
@@ -66,9 +65,16 @@ func readLine(r io.Reader) (string, error) {
 	return "", errors.New("header line too long")
 }
 
+// handshakeTimeout bounds a stream's header exchange: longer than the agent's
+// own dial timeout (dialTimeout), so its error arrives rather than ours.
+const (
+	handshakeTimeout = 15 * time.Second
+	dialTimeout      = 10 * time.Second
+)
+
 // dialStream asks the agent at the other end of stream to dial addr.
 func dialStream(stream net.Conn, addr string) error {
-	_ = stream.SetDeadline(time.Now().Add(15 * time.Second))
+	_ = stream.SetDeadline(time.Now().Add(handshakeTimeout))
 	if _, err := io.WriteString(stream, addr+"\n"); err != nil {
 		return err
 	}
@@ -82,13 +88,19 @@ func dialStream(stream net.Conn, addr string) error {
 	return stream.SetDeadline(time.Time{})
 }
 
-// splice copies both ways until either side ends, then closes both.
-func splice(a, b net.Conn) {
-	var once sync.Once
-	closeBoth := func() { a.Close(); b.Close() }
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _, _ = io.Copy(a, b); once.Do(closeBoth) }()
-	go func() { defer wg.Done(); _, _ = io.Copy(b, a); once.Do(closeBoth) }()
-	wg.Wait()
+// halfCloser makes a yamux stream's Close, which ends only the sending half
+// (the peer may still send until it closes too), what netutil.Splice uses
+// as CloseWrite.
+type halfCloser struct{ net.Conn }
+
+func (h halfCloser) CloseWrite() error { return h.Conn.Close() }
+
+// oneLine makes an error usable in a header line or HTTP status line.
+func oneLine(err error) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, err.Error())
 }

@@ -58,7 +58,6 @@ func (a *agentProc) waitFor(t *testing.T, text string, timeout time.Duration) {
 	}
 }
 
-// TestAgentJoins joins an agent to a control-plane-only server on the same host:
 // internalIP is a node's InternalIP.
 func internalIP(n *corev1.Node) string {
 	for _, a := range n.Status.Addresses {
@@ -69,6 +68,7 @@ func internalIP(n *corev1.Node) string {
 	return ""
 }
 
+// TestAgentJoins joins an agent to a control-plane-only server on the same host:
 // the agent checks the CA pin, joins with the cluster token, runs the node, and
 // a pod runs on it with logs and exec through the API. A token pinning another CA
 // is refused with both hashes shown.
@@ -129,6 +129,12 @@ func TestAgentJoins(t *testing.T) {
 	}
 	if !strings.Contains(a.out.String(), "tunnel connected") || !strings.Contains(s.Output(), "agent tunnel connected") {
 		t.Errorf("no tunnel logged; agent:\n%s\nserver:\n%s", a.out.String(), s.Output())
+	}
+	// --server (127.0.0.1) and the published endpoint (the host's address)
+	// are two ways to the same server: both tunnels stay up side by side.
+	time.Sleep(5 * time.Second)
+	if strings.Contains(a.out.String(), "tunnel down") || strings.Contains(s.Output(), "agent tunnel closed") {
+		t.Errorf("the agent's tunnels are flapping; agent:\n%s\nserver:\n%s", a.out.String(), s.Output())
 	}
 	pods := deployWeb(t, c, 1)
 	if out, err := s.kubectl("logs", pods[0].Name); err != nil || !strings.Contains(out, "listening on :8080") {

@@ -208,18 +208,27 @@ func TestMultiNode(t *testing.T) {
 				t.Errorf("agent1 -> pod on %s: %q", node, out)
 			}
 		}
+		// And back, from agent2 to agent1.
+		out := eventually(t, time.Minute, func() (string, error) {
+			return fetchFrom(byNode["agent2"], "http://"+net.JoinHostPort(from.Status.PodIP, "8080")+"/")
+		})
+		if !strings.Contains(out, "hello from "+from.Name) {
+			t.Errorf("agent2 -> pod on agent1: %q", out)
+		}
 		// ClusterIP: every backend answers, whichever node it is on.
 		seen := map[string]bool{}
+		var lastErr error
 		for i := 0; i < 60 && len(seen) < 3; i++ {
 			out, err := fetchFrom(from, "http://"+svc.Spec.ClusterIP+"/")
 			if err != nil {
+				lastErr = err
 				continue
 			}
 			seen[strings.TrimSpace(strings.TrimPrefix(out, "hello from "))] = true
 		}
 		for _, p := range pods {
 			if !seen[p.Name] {
-				t.Errorf("ClusterIP from agent1 never reached %s on %s (saw %v)", p.Name, p.Spec.NodeName, seen)
+				t.Errorf("ClusterIP from agent1 never reached %s on %s (saw %v; last error %v)", p.Name, p.Spec.NodeName, seen, lastErr)
 			}
 		}
 	}
@@ -245,9 +254,11 @@ func TestMultiNode(t *testing.T) {
 			if out := portForward(t, s, p.Name); !strings.Contains(out, "hello from "+p.Name) {
 				t.Errorf("kubectl port-forward to %s on %s: %q", p.Name, a.node.Name, out)
 			}
-			out, err := s.kubectl("get", "--raw", "/api/v1/nodes/"+a.node.Name+"/proxy/metrics/resource")
-			if err != nil || !strings.Contains(out, "node_cpu_usage_seconds_total") {
-				t.Errorf("kubelet resource metrics of %s through the API: %v %.300q", a.node.Name, err, out)
+			out = eventually(t, time.Minute, func() (string, error) {
+				return s.kubectl("get", "--raw", "/api/v1/nodes/"+a.node.Name+"/proxy/metrics/resource")
+			})
+			if !strings.Contains(out, "node_cpu_usage_seconds_total") {
+				t.Errorf("kubelet resource metrics of %s through the API: %.300q", a.node.Name, out)
 			}
 		}
 	}

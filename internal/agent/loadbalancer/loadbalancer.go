@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/skiffkube/skiff/internal/component"
+	"github.com/skiffkube/skiff/internal/netutil"
 )
 
 // dialTimeout bounds how long a server that does not answer holds a connection up.
@@ -152,26 +152,11 @@ func (l *LB) dial(ctx context.Context) (net.Conn, error) {
 }
 
 func (l *LB) serve(ctx context.Context, client net.Conn) {
-	defer client.Close()
 	upstream, err := l.dial(ctx)
 	if err != nil {
+		client.Close()
 		l.log.Debug("dropping connection", "err", err)
 		return
 	}
-	defer upstream.Close()
-	done := make(chan struct{}, 2)
-	pipe := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
-		if tc, ok := dst.(*net.TCPConn); ok {
-			_ = tc.CloseWrite()
-		}
-		done <- struct{}{}
-	}
-	go pipe(upstream, client)
-	go pipe(client, upstream)
-	select {
-	case <-done:
-		<-done
-	case <-ctx.Done():
-	}
+	netutil.Splice(ctx, client, upstream)
 }

@@ -87,7 +87,9 @@ func NewNetwork(prefix, gatewayCIDR string) (*Network, error) {
 	// Bridged and routed traffic of the nodes is accepted whatever the
 	// host's FORWARD policy is.
 	for _, dir := range []string{"-i", "-o"} {
-		rule := []string{"FORWARD", dir, br, "-j", "ACCEPT", "-m", "comment", "--comment", "skiff multinode " + prefix}
+		// The comment must not name skiff: the host's `skiff killall` removes
+		// rules whose comment does.
+		rule := []string{"FORWARD", dir, br, "-j", "ACCEPT", "-m", "comment", "--comment", "e2e-multinode " + prefix}
 		if err := run("iptables", append([]string{"-I"}, rule...)...); err != nil {
 			n.Cleanup()
 			return nil, err
@@ -168,13 +170,21 @@ mount --rbind /run/.cgroup /sys/fs/cgroup
 umount -l /run/.cgroup
 rmdir /run/.cgroup
 `)
+	// The bind mounts' sources and targets come as arguments, never inside
+	// the script: a path is not shell-quoted by Go's %q.
+	var binds []string
 	for _, d := range privateDirs {
-		fmt.Fprintf(&script, "mount --bind %q %q\n", nd.hostDir(d), d)
+		binds = append(binds, nd.hostDir(d), d)
 	}
-	script.WriteString(`exec "$@"` + "\n")
+	script.WriteString(`n=$1; shift
+while [ "$n" -gt 0 ]; do mount --bind "$1" "$2"; shift 2; n=$((n-1)); done
+exec "$@"
+`)
 	full := []string{"--net=/run/netns/" + nd.netns, "--", "unshare", "--mount", "--propagation", "private", "--",
-		"/bin/sh", "-c", script.String(), "sh", skiff, subcommand,
-		"--data-dir", nd.DataDir(), "--node-ip", nd.IP.String(), "--node-name", nd.Name}
+		"/bin/sh", "-c", script.String(), "sh", strconv.Itoa(len(privateDirs))}
+	full = append(full, binds...)
+	full = append(full, skiff, subcommand,
+		"--data-dir", nd.DataDir(), "--node-ip", nd.IP.String(), "--node-name", nd.Name)
 	full = append(full, nd.KubeletArgs()...)
 	return exec.Command("nsenter", append(full, args...)...)
 }
@@ -205,10 +215,23 @@ func (nd *Node) Stop(skiff string, pid int) string {
 			fmt.Fprintf(&report, "killall in node %s: %v\n", nd.Name, err)
 		}
 	}
-	for _, p := range nd.leftovers() {
-		_ = syscall.Kill(p, syscall.SIGKILL)
-	}
+	nd.killLeftovers()
 	return report.String()
+}
+
+// killLeftovers kills what is left in the node's cgroups and network
+// namespace, rescanning for processes forked meanwhile.
+func (nd *Node) killLeftovers() {
+	for round := 0; round < 5; round++ {
+		left := nd.leftovers()
+		if len(left) == 0 {
+			return
+		}
+		for _, p := range left {
+			_ = syscall.Kill(p, syscall.SIGKILL)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
 }
 
 // leftovers are the processes in the node's cgroups or network namespace.
@@ -242,17 +265,18 @@ func (n *Network) Cleanup() {
 			ns, _, _ := strings.Cut(strings.TrimSpace(line), " ")
 			if name, ok := strings.CutPrefix(ns, "skiff-"+n.Prefix+"-"); ok {
 				nd := &Node{Name: name, netns: ns, cgroupRoot: "/skiff-" + n.Prefix + "-" + name}
-				for round := 0; round < 3; round++ {
-					left := nd.leftovers()
-					if len(left) == 0 {
-						break
-					}
-					for _, p := range left {
-						_ = syscall.Kill(p, syscall.SIGKILL)
-					}
-					time.Sleep(500 * time.Millisecond)
-				}
+				nd.killLeftovers()
 				_ = run("ip", "netns", "delete", ns)
+			}
+		}
+	}
+	// Cgroup roots are found on their own: one may outlive its namespace.
+	for _, dir := range cgroupDirs("") {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if name, ok := strings.CutPrefix(e.Name(), "skiff-"+n.Prefix+"-"); ok && e.IsDir() {
+				nd := &Node{Name: name, netns: "skiff-" + n.Prefix + "-" + name, cgroupRoot: "/" + e.Name()}
+				nd.killLeftovers()
 				removeCgroup(nd.cgroupRoot)
 			}
 		}
@@ -265,7 +289,7 @@ func (n *Network) Cleanup() {
 	// Rules of an earlier run that this value did not create.
 	if out, err := exec.Command("iptables", "-S", "FORWARD").Output(); err == nil {
 		for _, line := range strings.Split(string(out), "\n") {
-			if strings.Contains(line, `"skiff multinode `+n.Prefix+`"`) {
+			if strings.Contains(line, `"e2e-multinode `+n.Prefix+`"`) {
 				_ = run("iptables", splitQuoted(strings.Replace(line, "-A", "-D", 1))...)
 			}
 		}

@@ -99,6 +99,8 @@ func run() error {
 	}
 	fmt.Printf("cluster ready; try:\n  %s kubectl --kubeconfig %s get nodes -o wide\nCtrl-C stops and removes it.\n", bin, kubeconfig)
 	<-ctx.Done()
+	// A second Ctrl-C during a stuck cleanup ends the program.
+	stop()
 	fmt.Println("stopping")
 	return nil
 }
