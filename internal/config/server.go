@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -36,6 +37,7 @@ type Server struct {
 	DisableAgent              bool     `json:"disable-agent"`
 	DisableScheduler          bool     `json:"disable-scheduler"`
 	DisableControllerManager  bool     `json:"disable-controller-manager"`
+	Disable                   []string `json:"disable"`
 	KubeAPIServerArgs         []string `json:"kube-apiserver-arg"`
 	KubeControllerManagerArgs []string `json:"kube-controller-manager-arg"`
 	KubeSchedulerArgs         []string `json:"kube-scheduler-arg"`
@@ -44,6 +46,12 @@ type Server struct {
 
 	Node
 }
+
+// Addons are the bundled add-ons that --disable names.
+var Addons = []string{"servicelb"}
+
+// Disabled reports whether --disable names the add-on.
+func (s *Server) Disabled(addon string) bool { return slices.Contains(s.Disable, addon) }
 
 // AddFlags registers every Server option on fs with its default. The defaults
 // live here and nowhere else.
@@ -68,6 +76,7 @@ func (s *Server) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&s.DisableAgent, "disable-agent", false, "do not run an agent (kubelet, container runtime) on this node")
 	fs.BoolVar(&s.DisableScheduler, "disable-scheduler", false, "do not run the scheduler")
 	fs.BoolVar(&s.DisableControllerManager, "disable-controller-manager", false, "do not run the controller manager")
+	fs.StringSliceVar(&s.Disable, "disable", []string{}, "bundled add-on not to run, and to remove what it deployed: "+strings.Join(Addons, ", ")+" (repeatable)")
 	// StringArray, not StringSlice: component flags often carry commas
 	// themselves (--admission-plugins=A,B) and must not be split.
 	fs.StringArrayVar(&s.KubeAPIServerArgs, "kube-apiserver-arg", []string{}, "extra kube-apiserver flag, key=value (repeatable)")
@@ -126,6 +135,12 @@ func (s *Server) Validate() []error {
 	for _, san := range s.TLSSANs {
 		if err := validateSAN(san); err != nil {
 			add(fieldError("tls-san", "%v", err))
+		}
+	}
+
+	for _, name := range s.Disable {
+		if !slices.Contains(Addons, name) {
+			add(fieldError("disable", "unknown add-on %q (the add-ons are %s)", name, strings.Join(Addons, ", ")))
 		}
 	}
 

@@ -55,6 +55,9 @@ func (l Layout) EgressSelectorConfig() string {
 	return filepath.Join(l.EtcDir(), "egress-selector-config.yaml")
 }
 
+// ManifestsDir holds the manifests the server applies (auto-deploy).
+func (l Layout) ManifestsDir() string { return filepath.Join(l.ServerDir(), "manifests") }
+
 // EgressSocket is where the apiserver reaches kubelets and pods (through
 // agents' tunnels).
 func (l Layout) EgressSocket() string { return filepath.Join(l.ServerDir(), "egress.sock") }

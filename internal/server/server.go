@@ -13,19 +13,24 @@ import (
 	"strconv"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/skiffkube/skiff/internal/component"
 	"github.com/skiffkube/skiff/internal/config"
 	"github.com/skiffkube/skiff/internal/control/apiserver"
 	"github.com/skiffkube/skiff/internal/control/controllermanager"
 	"github.com/skiffkube/skiff/internal/control/kubeendpoints"
+	"github.com/skiffkube/skiff/internal/control/manifests"
 	"github.com/skiffkube/skiff/internal/control/nodepassword"
 	"github.com/skiffkube/skiff/internal/control/rbacbootstrap"
 	"github.com/skiffkube/skiff/internal/control/scheduler"
+	"github.com/skiffkube/skiff/internal/control/servicelb"
 	"github.com/skiffkube/skiff/internal/control/supervisor"
 	"github.com/skiffkube/skiff/internal/controlplane"
 	"github.com/skiffkube/skiff/internal/datastore"
 	"github.com/skiffkube/skiff/internal/host"
 	"github.com/skiffkube/skiff/internal/join"
+	"github.com/skiffkube/skiff/internal/node"
 	"github.com/skiffkube/skiff/internal/noderun"
 	"github.com/skiffkube/skiff/internal/pki"
 	"github.com/skiffkube/skiff/internal/tunnel"
@@ -127,6 +132,16 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		AdvertiseIP: advertiseIP,
 		Port:        cfg.HTTPSListenPort,
 	}, log)}
+	controllers = append(controllers, manifests.New(manifests.Config{
+		Dir:        l.ManifestsDir(),
+		Kubeconfig: l.AdminKubeconfig(),
+	}, log))
+	lbConfig := servicelb.Config{Kubeconfig: l.AdminKubeconfig(), Reserved: reservedPorts(cfg)}
+	if cfg.Disabled("servicelb") {
+		controllers = append(controllers, servicelb.NewCleanup(lbConfig, log))
+	} else {
+		controllers = append(controllers, servicelb.New(lbConfig, log))
+	}
 	if !cfg.DisableControllerManager {
 		controllers = append(controllers, controllermanager.New(controllermanager.Config{Args: plan.ControllerManagerArgs()}, log))
 	}
@@ -137,8 +152,10 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	phases := []component.Phase{
 		{Name: "datastore", Components: []component.Component{datastore.New(datastore.Config{DataDir: cfg.DataDir, Endpoint: cfg.DatastoreEndpoint}, log)}},
 		{Name: "certificates", Components: []component.Component{certs}},
-		// The egress socket is up before the apiserver dials a kubelet.
-		{Name: "apiserver", Components: []component.Component{tun, api}},
+		// After the apiserver in the list, so stopped before it: the apiserver's
+		// shutdown waits for the tunnel's Node watch to end. The egress
+		// socket listens from Init on, before the apiserver dials a kubelet.
+		{Name: "apiserver", Components: []component.Component{api, tun}},
 		{Name: "controllers", Components: controllers},
 	}
 	if nd != nil {
@@ -161,6 +178,16 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		"kubeconfig", cfg.WriteKubeconfig, "url", "https://"+net.JoinHostPort(advertiseIP.String(), strconv.Itoa(cfg.HTTPSListenPort)))
 
 	return mgr.Serve(ctx, StopTimeout)
+}
+
+// reservedPorts are the ports skiff serves on every node's address, which no
+// LoadBalancer Service may take (kube-proxy would redirect them).
+func reservedPorts(cfg *config.Server) []servicelb.Reserved {
+	return []servicelb.Reserved{
+		{Port: int32(cfg.HTTPSListenPort), Protocol: corev1.ProtocolTCP, What: "supervisor (API and join)"},
+		{Port: node.DefaultKubeletPort, Protocol: corev1.ProtocolTCP, What: "kubelet API"},
+		{Port: 8472, Protocol: corev1.ProtocolUDP, What: "flannel VXLAN"},
+	}
 }
 
 // writeAdminKubeconfig writes the kubeconfig users and tools use: it points

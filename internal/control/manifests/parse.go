@@ -1,0 +1,117 @@
+package manifests
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+)
+
+// extensions are the files the controller manages.
+var extensions = []string{".yaml", ".yml", ".json"}
+
+// SkipSuffix next to a manifest's name stops skiff from managing it.
+const SkipSuffix = ".skip"
+
+// isManifest reports whether name is a file the controller applies.
+func isManifest(name string) bool {
+	return slices.Contains(extensions, strings.ToLower(filepath.Ext(name))) && !strings.HasPrefix(name, ".")
+}
+
+var invalidName = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// AddonName is the Addon object of a manifest file: its name without the
+// extension, as a Kubernetes name.
+func AddonName(file string) string {
+	base := strings.ToLower(strings.TrimSuffix(filepath.Base(file), filepath.Ext(file)))
+	name := strings.Trim(invalidName.ReplaceAllString(base, "-"), "-")
+	if name == "" {
+		name = "manifest"
+	}
+	if len(name) > 63 {
+		name = strings.TrimRight(name[:63], "-")
+	}
+	return name
+}
+
+// checksum is the hex SHA-256 of a file's content.
+func checksum(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+// parse reads every object of a YAML (multi-document) or JSON file. A List
+// is flattened into its items; empty documents are skipped.
+func parse(data []byte) ([]*unstructured.Unstructured, error) {
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	var out []*unstructured.Unstructured
+	for doc := 1; ; doc++ {
+		var raw map[string]interface{}
+		if err := dec.Decode(&raw); err != nil {
+			if errors.Is(err, io.EOF) {
+				return out, nil
+			}
+			return nil, fmt.Errorf("document %d: %w", doc, err)
+		}
+		if len(raw) == 0 {
+			continue
+		}
+		u := &unstructured.Unstructured{Object: raw}
+		if u.IsList() {
+			list, err := u.ToList()
+			if err != nil {
+				return nil, fmt.Errorf("document %d: %w", doc, err)
+			}
+			for i := range list.Items {
+				item := list.Items[i]
+				if err := checkObject(&item); err != nil {
+					return nil, fmt.Errorf("document %d, item %d: %w", doc, i+1, err)
+				}
+				out = append(out, &item)
+			}
+			continue
+		}
+		if err := checkObject(u); err != nil {
+			return nil, fmt.Errorf("document %d: %w", doc, err)
+		}
+		out = append(out, u)
+	}
+}
+
+func checkObject(u *unstructured.Unstructured) error {
+	switch {
+	case u.GetAPIVersion() == "":
+		return errors.New("no apiVersion")
+	case u.GetKind() == "":
+		return errors.New("no kind")
+	case u.GetName() == "":
+		return fmt.Errorf("%s has no metadata.name", u.GetKind())
+	}
+	return nil
+}
+
+// applyOrder puts what other objects depend on first (namespaces, CRDs),
+// keeping the file's order otherwise.
+func applyOrder(objs []*unstructured.Unstructured) []*unstructured.Unstructured {
+	rank := func(u *unstructured.Unstructured) int {
+		switch u.GetKind() {
+		case "Namespace":
+			return 0
+		case "CustomResourceDefinition":
+			return 1
+		}
+		return 2
+	}
+	out := slices.Clone(objs)
+	slices.SortStableFunc(out, func(a, b *unstructured.Unstructured) int { return rank(a) - rank(b) })
+	return out
+}

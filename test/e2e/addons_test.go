@@ -1,0 +1,258 @@
+package e2e
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+)
+
+// TestAddons covers the add-ons of a server with its node: manifests in
+// server/manifests are applied, put back, pruned and skipped; LoadBalancer
+// Services get the node's address and answer on it; --disable servicelb
+// takes the addresses away again.
+func TestAddons(t *testing.T) {
+	bin := skiffBin(t)
+	requireRoot(t)
+	s := newServerWith(t)
+	buildWebImage(t, filepath.Join(s.DataDir, "agent", "images", "web.tar"))
+	t.Cleanup(func() {
+		s.kill()
+		if out, err := exec.Command(bin, "killall", "--data-dir", s.DataDir).CombinedOutput(); err != nil {
+			t.Logf("killall: %v\n%s", err, out)
+		}
+	})
+	s.Start()
+	c := s.Client()
+	ctx := context.Background()
+	dir := filepath.Join(s.DataDir, "server", "manifests")
+	write := func(name, content string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	configMap := func(ns, name string) (*corev1.ConfigMap, error) {
+		return c.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+	}
+	gone := func(err error) bool { return apierrors.IsNotFound(err) }
+
+	t.Run("manifests", func(t *testing.T) {
+		app := `apiVersion: v1
+kind: ConfigMap
+metadata: {name: mf-one}
+data: {greeting: hello}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: mf-two, namespace: mf-test}
+data: {n: "2"}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: mf-test}
+`
+		write("app.yaml", app)
+		eventually(t, 30*time.Second, func() (string, error) {
+			if _, err := configMap("mf-test", "mf-two"); err != nil {
+				return "", err
+			}
+			_, err := configMap("default", "mf-one")
+			return "", err
+		})
+		cm, _ := configMap("default", "mf-one")
+		managed := false
+		for _, f := range cm.ManagedFields {
+			managed = managed || (f.Manager == "skiff" && f.Operation == metav1.ManagedFieldsOperationApply)
+		}
+		if !managed {
+			t.Errorf("mf-one is not server-side applied by skiff: %+v", cm.ManagedFields)
+		}
+		sum := sha256.Sum256([]byte(app))
+		out := eventually(t, 10*time.Second, func() (string, error) {
+			return s.kubectl("get", "addon", "-n", "kube-system", "app", "-o", "jsonpath={.spec.checksum} {.spec.objects[*].name}")
+		})
+		if want := hex.EncodeToString(sum[:]); !strings.HasPrefix(out, want) || !strings.Contains(out, "mf-one") || !strings.Contains(out, "mf-test") {
+			t.Errorf("Addon app = %q, want checksum %s and the three objects", out, want)
+		}
+
+		// A hand edit is put back on the next sync; a JSON file applies too.
+		if _, err := s.kubectl("patch", "configmap", "mf-one", "--type=merge", "-p", `{"data":{"greeting":"by hand"}}`); err != nil {
+			t.Fatal(err)
+		}
+		write("other.json", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"mf-json"},"data":{"from":"json"}}`)
+		eventually(t, 30*time.Second, func() (string, error) {
+			cm, err := configMap("default", "mf-one")
+			if err != nil || cm.Data["greeting"] != "hello" {
+				return "mf-one not restored", errNotYet
+			}
+			_, err = configMap("default", "mf-json")
+			return "", err
+		})
+
+		// An object removed from the file is pruned; a changed one updated.
+		write("app.yaml", strings.Replace(strings.Replace(app, "greeting: hello", "greeting: changed", 1),
+			"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: mf-two, namespace: mf-test}\ndata: {n: \"2\"}\n---\n", "", 1))
+		eventually(t, 30*time.Second, func() (string, error) {
+			if _, err := configMap("mf-test", "mf-two"); !gone(err) {
+				return "mf-two still there", errNotYet
+			}
+			if cm, err := configMap("default", "mf-one"); err != nil || cm.Data["greeting"] != "changed" {
+				return "mf-one not updated", errNotYet
+			}
+			return "", nil
+		})
+
+		// A file that does not parse changes nothing and is named in the log.
+		write("broken.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: [\n")
+		eventually(t, 30*time.Second, func() (string, error) {
+			if !strings.Contains(s.Output(), "broken.yaml") {
+				return "", errNotYet
+			}
+			return "", nil
+		})
+		if err := os.Remove(filepath.Join(dir, "broken.yaml")); err != nil {
+			t.Fatal(err)
+		}
+
+		// Skipped: edits and removal of the file leave the objects alone.
+		write("app.yaml.skip", "")
+		write("app.yaml", strings.Replace(app, "greeting: hello", "greeting: skipped", 1))
+		time.Sleep(3 * time.Second)
+		if cm, err := configMap("default", "mf-one"); err != nil || cm.Data["greeting"] != "changed" {
+			t.Errorf("a skipped file was applied: %v %v", cm.Data, err)
+		}
+		if err := os.Remove(filepath.Join(dir, "app.yaml")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3 * time.Second)
+		if _, err := configMap("default", "mf-one"); err != nil {
+			t.Errorf("removing a skipped file pruned its objects: %v", err)
+		}
+
+		// Managed again and removed: everything it created goes, its Addon too.
+		if err := os.Remove(filepath.Join(dir, "app.yaml.skip")); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 60*time.Second, func() (string, error) {
+			if _, err := configMap("default", "mf-one"); !gone(err) {
+				return "mf-one still there", errNotYet
+			}
+			if _, err := c.CoreV1().Namespaces().Get(ctx, "mf-test", metav1.GetOptions{}); !gone(err) {
+				return "namespace mf-test still there", errNotYet
+			}
+			if out, err := s.kubectl("get", "addon", "-n", "kube-system", "app"); err == nil {
+				return out, errNotYet
+			}
+			return "", nil
+		})
+	})
+
+	t.Run("servicelb", func(t *testing.T) {
+		deployWeb(t, c, 1)
+		nodes, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil || len(nodes.Items) != 1 {
+			t.Fatalf("nodes: %v %v", nodes, err)
+		}
+		nodeIP := internalIP(&nodes.Items[0])
+		lb := createLB(t, c, "web-lb", 8088)
+		ingress := eventually(t, 30*time.Second, func() (string, error) { return lbIngress(c, lb) })
+		if ingress != nodeIP {
+			t.Fatalf("web-lb ingress %q, want the node's address %s", ingress, nodeIP)
+		}
+		out := eventually(t, 30*time.Second, func() (string, error) {
+			return httpGet("http://" + net.JoinHostPort(nodeIP, "8088") + "/")
+		})
+		if !strings.Contains(out, "hello from web-") {
+			t.Errorf("web-lb on %s:8088 answered %q", nodeIP, out)
+		}
+
+		// The same port again: refused with an event, until the port is free.
+		second := createLB(t, c, "web-lb2", 8088)
+		eventually(t, 30*time.Second, func() (string, error) { return warning(c, second, "PortInUse", "default/web-lb") })
+		if ip, _ := lbIngress(c, second); ip != "" {
+			t.Errorf("web-lb2 got %q for a port web-lb holds", ip)
+		}
+		// skiff's own port is never given away.
+		api := createLB(t, c, "web-api", int32(s.Port))
+		eventually(t, 30*time.Second, func() (string, error) { return warning(c, api, "PortInUse", "supervisor") })
+		if err := c.CoreV1().Services("default").Delete(ctx, "web-lb", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, func() (string, error) { return lbIngress(c, second) })
+	})
+
+	t.Run("disable servicelb", func(t *testing.T) {
+		s.Stop()
+		s.Start("--disable", "servicelb")
+		if ip, err := lbIngress(c, "web-lb2"); ip != "" || err == nil {
+			t.Errorf("web-lb2 keeps address %q with servicelb disabled", ip)
+		}
+		createLB(t, c, "web-lb3", 8089)
+		time.Sleep(5 * time.Second)
+		if ip, _ := lbIngress(c, "web-lb3"); ip != "" {
+			t.Errorf("web-lb3 got %q with servicelb disabled", ip)
+		}
+	})
+}
+
+func createLB(t *testing.T, c kubernetes.Interface, name string, port int32) string {
+	t.Helper()
+	_, err := c.CoreV1().Services("default").Create(context.Background(), &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.ServiceSpec{
+			Type:     corev1.ServiceTypeLoadBalancer,
+			Selector: map[string]string{"app": "web"},
+			Ports:    []corev1.ServicePort{{Port: port, TargetPort: intstr.FromInt32(8080)}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+// lbIngress is a Service's load balancer addresses, an error while it has none.
+func lbIngress(c kubernetes.Interface, name string) (string, error) {
+	svc, err := c.CoreV1().Services("default").Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		return "", err
+	}
+	var ips []string
+	for _, in := range svc.Status.LoadBalancer.Ingress {
+		ips = append(ips, in.IP)
+	}
+	if len(ips) == 0 {
+		return "", errNotYet
+	}
+	return strings.Join(ips, ","), nil
+}
+
+// warning finds a Warning event with reason on the Service whose message
+// contains text.
+func warning(c kubernetes.Interface, service, reason, text string) (string, error) {
+	events, err := c.CoreV1().Events("default").List(context.Background(), metav1.ListOptions{FieldSelector: "involvedObject.name=" + service})
+	if err != nil {
+		return "", err
+	}
+	var seen []string
+	for _, e := range events.Items {
+		if e.Type == corev1.EventTypeWarning && e.Reason == reason && strings.Contains(e.Message, text) {
+			return e.Message, nil
+		}
+		seen = append(seen, e.Reason+": "+e.Message)
+	}
+	return strings.Join(seen, "\n"), errNotYet
+}
