@@ -10,6 +10,10 @@
 // one PID namespace, orphaned processes are re-parented to it, so it must reap
 // them or they linger as zombies.
 //
+// It has one more use, so that no other image is needed: the local-path
+// storage's cleanup pod runs `pause remove-dir DIR` to delete a released
+// volume's directory on its node.
+//
 // It uses only os/signal and syscall, not fmt or log, to keep the static binary
 // around a megabyte: one copy runs per pod.
 package main
@@ -23,6 +27,13 @@ import (
 func main() {
 	if len(os.Args) > 1 && (os.Args[1] == "-v" || os.Args[1] == "--version") {
 		os.Stdout.WriteString("pause (skiff)\n")
+		return
+	}
+	if len(os.Args) == 3 && os.Args[1] == "remove-dir" {
+		if err := os.RemoveAll(os.Args[2]); err != nil {
+			os.Stderr.WriteString("pause: " + err.Error() + "\n")
+			os.Exit(1)
+		}
 		return
 	}
 	if os.Getpid() != 1 {

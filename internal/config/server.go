@@ -38,6 +38,7 @@ type Server struct {
 	DisableScheduler          bool     `json:"disable-scheduler"`
 	DisableControllerManager  bool     `json:"disable-controller-manager"`
 	Disable                   []string `json:"disable"`
+	DefaultLocalStoragePath   string   `json:"default-local-storage-path"`
 	KubeAPIServerArgs         []string `json:"kube-apiserver-arg"`
 	KubeControllerManagerArgs []string `json:"kube-controller-manager-arg"`
 	KubeSchedulerArgs         []string `json:"kube-scheduler-arg"`
@@ -48,7 +49,15 @@ type Server struct {
 }
 
 // Addons are the bundled add-ons that --disable names.
-var Addons = []string{"servicelb"}
+var Addons = []string{"local-storage", "servicelb"}
+
+// LocalStoragePath is where local-path volumes go on every node.
+func (s *Server) LocalStoragePath() string {
+	if s.DefaultLocalStoragePath != "" {
+		return s.DefaultLocalStoragePath
+	}
+	return filepath.Join(s.DataDir, "storage")
+}
 
 // Disabled reports whether --disable names the add-on.
 func (s *Server) Disabled(addon string) bool { return slices.Contains(s.Disable, addon) }
@@ -76,6 +85,7 @@ func (s *Server) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&s.DisableAgent, "disable-agent", false, "do not run an agent (kubelet, container runtime) on this node")
 	fs.BoolVar(&s.DisableScheduler, "disable-scheduler", false, "do not run the scheduler")
 	fs.BoolVar(&s.DisableControllerManager, "disable-controller-manager", false, "do not run the controller manager")
+	fs.StringVar(&s.DefaultLocalStoragePath, "default-local-storage-path", "", "directory on each node for local-path volumes (default: <data-dir>/storage)")
 	fs.StringSliceVar(&s.Disable, "disable", []string{}, "bundled add-on not to run, and to remove what it deployed: "+strings.Join(Addons, ", ")+" (repeatable)")
 	// StringArray, not StringSlice: component flags often carry commas
 	// themselves (--admission-plugins=A,B) and must not be split.
@@ -138,6 +148,9 @@ func (s *Server) Validate() []error {
 		}
 	}
 
+	if p := s.DefaultLocalStoragePath; p != "" && !filepath.IsAbs(p) {
+		add(fieldError("default-local-storage-path", "must be an absolute path, got %q", p))
+	}
 	for _, name := range s.Disable {
 		if !slices.Contains(Addons, name) {
 			add(fieldError("disable", "unknown add-on %q (the add-ons are %s)", name, strings.Join(Addons, ", ")))

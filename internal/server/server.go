@@ -20,6 +20,7 @@ import (
 	"github.com/skiffkube/skiff/internal/control/apiserver"
 	"github.com/skiffkube/skiff/internal/control/controllermanager"
 	"github.com/skiffkube/skiff/internal/control/kubeendpoints"
+	"github.com/skiffkube/skiff/internal/control/localstorage"
 	"github.com/skiffkube/skiff/internal/control/manifests"
 	"github.com/skiffkube/skiff/internal/control/nodepassword"
 	"github.com/skiffkube/skiff/internal/control/rbacbootstrap"
@@ -132,9 +133,22 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		AdvertiseIP: advertiseIP,
 		Port:        cfg.HTTPSListenPort,
 	}, log)}
+	addonFiles, removed := map[string][]byte{}, []string{}
+	if cfg.Disabled("local-storage") {
+		removed = append(removed, localstorage.ManifestFile)
+	} else {
+		addonFiles[localstorage.ManifestFile] = localstorage.Manifest()
+		controllers = append(controllers, localstorage.New(localstorage.Config{
+			Kubeconfig:  l.AdminKubeconfig(),
+			StoragePath: cfg.LocalStoragePath(),
+			HelperImage: node.DefaultPauseImage,
+		}, log))
+	}
 	controllers = append(controllers, manifests.New(manifests.Config{
 		Dir:        l.ManifestsDir(),
 		Kubeconfig: l.AdminKubeconfig(),
+		Files:      addonFiles,
+		Removed:    removed,
 	}, log))
 	lbConfig := servicelb.Config{Kubeconfig: l.AdminKubeconfig(), Reserved: reservedPorts(cfg)}
 	if cfg.Disabled("servicelb") {

@@ -14,6 +14,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
@@ -21,8 +22,9 @@ import (
 
 // TestAddons covers the add-ons of a server with its node: manifests in
 // server/manifests are applied, put back, pruned and skipped; LoadBalancer
-// Services get the node's address and answer on it; --disable servicelb
-// takes the addresses away again.
+// Services get the node's address and answer on it; a claim gets a local
+// volume that outlives its pod and goes with the claim; --disable removes
+// what the add-ons had deployed.
 func TestAddons(t *testing.T) {
 	bin := skiffBin(t)
 	requireRoot(t)
@@ -194,9 +196,77 @@ metadata: {name: mf-test}
 		eventually(t, 30*time.Second, func() (string, error) { return lbIngress(c, second) })
 	})
 
-	t.Run("disable servicelb", func(t *testing.T) {
+	t.Run("local storage", func(t *testing.T) {
+		sc, err := c.StorageV1().StorageClasses().Get(ctx, "local-path", metav1.GetOptions{})
+		if err != nil || sc.Annotations["storageclass.kubernetes.io/is-default-class"] != "true" {
+			t.Fatalf("default StorageClass local-path: %v %v", sc, err)
+		}
+		// No class named: the default one provisions it.
+		_, err = c.CoreV1().PersistentVolumeClaims("default").Create(ctx, &corev1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: "data"},
+			Spec: corev1.PersistentVolumeClaimSpec{
+				AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("64Mi")}},
+			},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runVolumePod(t, c, "vol")
+		if _, err := s.kubectl("exec", "vol", "--", "/web", "write", "/data/f", "persisted"); err != nil {
+			t.Fatal(err)
+		}
+		pvc, err := c.CoreV1().PersistentVolumeClaims("default").Get(ctx, "data", metav1.GetOptions{})
+		if err != nil || pvc.Status.Phase != corev1.ClaimBound {
+			t.Fatalf("claim: %v %v", pvc, err)
+		}
+		dir := filepath.Join(s.DataDir, "storage", pvc.Spec.VolumeName+"_default_data")
+		if data, err := os.ReadFile(filepath.Join(dir, "f")); err != nil || string(data) != "persisted" {
+			t.Errorf("the volume's file on the node: %q %v", data, err)
+		}
+		// A new pod on the claim sees the data.
+		if err := c.CoreV1().Pods("default").Delete(ctx, "vol", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, time.Minute, func() (string, error) {
+			if _, err := c.CoreV1().Pods("default").Get(ctx, "vol", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				return "", errNotYet
+			}
+			return "", nil
+		})
+		runVolumePod(t, c, "vol")
+		if out, err := s.kubectl("exec", "vol", "--", "/web", "cat", "/data/f"); err != nil || out != "persisted" {
+			t.Errorf("after the pod was replaced: %q %v", out, err)
+		}
+		// Deleting the claim deletes the volume and its directory.
+		zero := int64(0)
+		if err := c.CoreV1().Pods("default").Delete(ctx, "vol", metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.CoreV1().PersistentVolumeClaims("default").Delete(ctx, "data", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 2*time.Minute, func() (string, error) {
+			if _, err := c.CoreV1().PersistentVolumes().Get(ctx, pvc.Spec.VolumeName, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				return "volume still there", errNotYet
+			}
+			if _, err := os.Stat(dir); !os.IsNotExist(err) {
+				return "directory still there", errNotYet
+			}
+			return "", nil
+		})
+	})
+
+	t.Run("disable", func(t *testing.T) {
 		s.Stop()
-		s.Start("--disable", "servicelb")
+		s.Start("--disable", "servicelb", "--disable", "local-storage")
+		// The StorageClass the add-on deployed is pruned.
+		eventually(t, 30*time.Second, func() (string, error) {
+			if _, err := c.StorageV1().StorageClasses().Get(ctx, "local-path", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				return "", errNotYet
+			}
+			return "", nil
+		})
 		if ip, err := lbIngress(c, "web-lb2"); ip != "" || err == nil {
 			t.Errorf("web-lb2 keeps address %q with servicelb disabled", ip)
 		}
@@ -205,6 +275,37 @@ metadata: {name: mf-test}
 		if ip, _ := lbIngress(c, "web-lb3"); ip != "" {
 			t.Errorf("web-lb3 got %q with servicelb disabled", ip)
 		}
+	})
+}
+
+// runVolumePod runs the web image with the claim "data" at /data.
+func runVolumePod(t *testing.T, c kubernetes.Interface, name string) {
+	t.Helper()
+	ctx := context.Background()
+	_, err := c.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{
+				Name: "web", Image: webImage, ImagePullPolicy: corev1.PullNever,
+				VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data"}},
+			}},
+			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
+				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "data"},
+			}}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Minute, func() (string, error) {
+		p, err := c.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return "", err
+		}
+		if p.Status.Phase != corev1.PodRunning {
+			return string(p.Status.Phase), errNotYet
+		}
+		return "", nil
 	})
 }
 

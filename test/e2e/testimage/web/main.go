@@ -16,6 +16,23 @@ func main() {
 	if len(os.Args) == 3 && os.Args[1] == "fetch" {
 		os.Exit(fetch(os.Args[2]))
 	}
+	// write and cat let a test check a volume's content from inside a pod.
+	if len(os.Args) == 4 && os.Args[1] == "write" {
+		if err := os.WriteFile(os.Args[2], []byte(os.Args[3]), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) == 3 && os.Args[1] == "cat" {
+		data, err := os.ReadFile(os.Args[2])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Stdout.Write(data)
+		return
+	}
 	name, _ := os.Hostname()
 	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		log.Printf("request %s %s from %s", r.Method, r.URL.Path, r.RemoteAddr)
