@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -19,6 +20,7 @@ import (
 	"github.com/skiffkube/skiff/internal/config"
 	"github.com/skiffkube/skiff/internal/control/apiserver"
 	"github.com/skiffkube/skiff/internal/control/controllermanager"
+	"github.com/skiffkube/skiff/internal/control/coredns"
 	"github.com/skiffkube/skiff/internal/control/kubeendpoints"
 	"github.com/skiffkube/skiff/internal/control/localstorage"
 	"github.com/skiffkube/skiff/internal/control/manifests"
@@ -134,6 +136,18 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		Port:        cfg.HTTPSListenPort,
 	}, log)}
 	addonFiles, removed := map[string][]byte{}, []string{}
+	dnsConfig := coredns.Config{
+		Kubeconfig: l.AdminKubeconfig(),
+		Domain:     cfg.ClusterDomain,
+		ListenIP:   advertiseIP,
+		ServiceIP:  strings.Split(cfg.ClusterDNS, ",")[0],
+	}
+	if cfg.Disabled("coredns") {
+		removed = append(removed, coredns.ManifestFile)
+	} else {
+		addonFiles[coredns.ManifestFile] = coredns.Manifest(dnsConfig)
+		controllers = append(controllers, coredns.New(dnsConfig, log))
+	}
 	if cfg.Disabled("local-storage") {
 		removed = append(removed, localstorage.ManifestFile)
 	} else {

@@ -196,6 +196,46 @@ metadata: {name: mf-test}
 		eventually(t, 30*time.Second, func() (string, error) { return lbIngress(c, second) })
 	})
 
+	t.Run("dns", func(t *testing.T) {
+		for name, headless := range map[string]bool{"web": false, "web-headless": true} {
+			svc := &corev1.Service{
+				ObjectMeta: metav1.ObjectMeta{Name: name},
+				Spec: corev1.ServiceSpec{
+					Selector: map[string]string{"app": "web"},
+					Ports:    []corev1.ServicePort{{Port: 8080, TargetPort: intstr.FromInt32(8080)}},
+				},
+			}
+			if headless {
+				svc.Spec.ClusterIP = corev1.ClusterIPNone
+			}
+			if _, err := c.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		pods, err := c.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+		if err != nil || len(pods.Items) == 0 {
+			t.Fatalf("web pods: %v %v", pods, err)
+		}
+		pod := pods.Items[0].Name
+		for _, url := range []string{
+			"http://web:8080/",                                    // the search path
+			"http://web.default.svc.cluster.local:8080/",          // a Service's name
+			"http://web-headless.default.svc.cluster.local:8080/", // a headless Service: the pod itself
+		} {
+			out := eventually(t, time.Minute, func() (string, error) { return s.kubectl("exec", pod, "--", "/web", "fetch", url) })
+			if !strings.Contains(out, "hello from "+pod) {
+				t.Errorf("%s from a pod: %q", url, out)
+			}
+		}
+		// Offline, an outside name fails with a DNS error, not a hang.
+		begin := time.Now()
+		out, err := s.kubectl("exec", pod, "--", "/web", "fetch", "http://skiff-e2e.invalid/")
+		if err == nil || !strings.Contains(out, "lookup skiff-e2e.invalid") {
+			t.Errorf("an outside name: %v %q, want a lookup error", err, out)
+		}
+		t.Logf("outside name failed in %s", time.Since(begin).Round(time.Millisecond))
+	})
+
 	t.Run("local storage", func(t *testing.T) {
 		sc, err := c.StorageV1().StorageClasses().Get(ctx, "local-path", metav1.GetOptions{})
 		if err != nil || sc.Annotations["storageclass.kubernetes.io/is-default-class"] != "true" {
@@ -259,11 +299,15 @@ metadata: {name: mf-test}
 
 	t.Run("disable", func(t *testing.T) {
 		s.Stop()
-		s.Start("--disable", "servicelb", "--disable", "local-storage")
-		// The StorageClass the add-on deployed is pruned.
+		s.Start("--disable", "servicelb", "--disable", "local-storage", "--disable", "coredns")
+		// What the add-ons deployed is pruned: the StorageClass, the kube-dns
+		// Service.
 		eventually(t, 30*time.Second, func() (string, error) {
 			if _, err := c.StorageV1().StorageClasses().Get(ctx, "local-path", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-				return "", errNotYet
+				return "local-path still there", errNotYet
+			}
+			if _, err := c.CoreV1().Services("kube-system").Get(ctx, "kube-dns", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				return "kube-dns still there", errNotYet
 			}
 			return "", nil
 		})

@@ -208,8 +208,13 @@ func TestMultiNode(t *testing.T) {
 				t.Errorf("agent1 -> pod on %s: %q", node, out)
 			}
 		}
+		// Cluster DNS (served by the server process) from a pod on an agent.
+		out := eventually(t, time.Minute, func() (string, error) { return fetchFrom(from, "http://web.default.svc.cluster.local/") })
+		if !strings.Contains(out, "hello from web-") {
+			t.Errorf("agent1 -> web by name: %q", out)
+		}
 		// And back, from agent2 to agent1.
-		out := eventually(t, time.Minute, func() (string, error) {
+		out = eventually(t, time.Minute, func() (string, error) {
 			return fetchFrom(byNode["agent2"], "http://"+net.JoinHostPort(from.Status.PodIP, "8080")+"/")
 		})
 		if !strings.Contains(out, "hello from "+from.Name) {

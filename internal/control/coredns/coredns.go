@@ -1,0 +1,202 @@
+// Package coredns serves the cluster's DNS from the server process: CoreDNS,
+// embedded as a library with only the plugins a cluster DNS needs, answers
+// for the cluster domain from the API (Services, headless Services, pods) and
+// forwards other names to the host's resolvers.
+//
+// Pods reach it through the usual kube-dns Service at --cluster-dns. That
+// Service has no selector: its EndpointSlice (in the add-on's manifest)
+// points at the server's address and Port, where this component listens, so
+// no pod and no image are involved, and a host DNS server on port 53 is left
+// alone.
+package coredns
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coredns/caddy"
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/miekg/dns"
+
+	// The plugins the Corefile below uses, and nothing else.
+	_ "github.com/coredns/coredns/plugin/bind"
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/forward"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/loadbalance"
+)
+
+// DefaultPort is where CoreDNS listens on the server's address.
+const DefaultPort = 10053
+
+// ManifestFile is the add-on's file in the manifests dir.
+const ManifestFile = "coredns.yaml"
+
+// directives is the plugins' execution order, as CoreDNS's plugin.cfg has it.
+var directives = []string{"bind", "errors", "cache", "loadbalance", "kubernetes", "forward"}
+
+// Config is what the DNS server needs.
+type Config struct {
+	Kubeconfig string
+	// Domain is the cluster domain.
+	Domain string
+	// ListenIP and Port are where CoreDNS listens: the address the kube-dns
+	// EndpointSlice names.
+	ListenIP net.IP
+	Port     int
+	// ServiceIP is the kube-dns Service's cluster IP (--cluster-dns).
+	ServiceIP string
+	// ResolvConf names the upstream resolvers; /etc/resolv.conf by default.
+	ResolvConf string
+}
+
+// Server is the DNS component.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	corefile string
+	inst     *caddy.Instance
+}
+
+// New returns the DNS component.
+func New(cfg Config, log *slog.Logger) *Server {
+	if cfg.Port == 0 {
+		cfg.Port = DefaultPort
+	}
+	if cfg.ResolvConf == "" {
+		cfg.ResolvConf = "/etc/resolv.conf"
+	}
+	return &Server{cfg: cfg, log: log.With("component", "coredns")}
+}
+
+func (s *Server) Name() string { return "coredns" }
+
+func (s *Server) Init(context.Context) error {
+	upstream := hasNameserver(s.cfg.ResolvConf)
+	if !upstream {
+		s.log.Warn("no nameserver in the host's resolver config: only cluster names resolve", "file", s.cfg.ResolvConf)
+	}
+	s.corefile = Corefile(s.cfg, upstream)
+	return dnsserver.SetDirectives(directives)
+}
+
+// Corefile is CoreDNS's configuration.
+func Corefile(cfg Config, upstream bool) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, ".:%d {\n", cfg.Port)
+	fmt.Fprintf(&b, "    bind %s\n", cfg.ListenIP)
+	b.WriteString("    errors\n")
+	fmt.Fprintf(&b, "    kubernetes %s in-addr.arpa ip6.arpa {\n", cfg.Domain)
+	fmt.Fprintf(&b, "        kubeconfig %q\n", cfg.Kubeconfig)
+	b.WriteString("        pods insecure\n        fallthrough in-addr.arpa ip6.arpa\n        ttl 30\n    }\n")
+	if upstream {
+		fmt.Fprintf(&b, "    forward . %q\n", cfg.ResolvConf)
+	}
+	b.WriteString("    cache 30\n    loadbalance\n}\n")
+	return b.String()
+}
+
+// hasNameserver reports whether a resolv.conf names a nameserver.
+func hasNameserver(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if fields := strings.Fields(sc.Text()); len(fields) >= 2 && fields[0] == "nameserver" {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) Start(context.Context) error {
+	caddy.Quiet, dnsserver.Quiet = true, true
+	inst, err := caddy.Start(caddy.CaddyfileInput{Contents: []byte(s.corefile), Filepath: "Corefile", ServerTypeName: "dns"})
+	if err != nil {
+		return fmt.Errorf("starting CoreDNS on %s: %w", net.JoinHostPort(s.cfg.ListenIP.String(), strconv.Itoa(s.cfg.Port)), err)
+	}
+	s.inst = inst
+	return nil
+}
+
+// Ready once the cluster domain answers from the API.
+func (s *Server) Ready() error {
+	c := dns.Client{Timeout: time.Second}
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn("kubernetes.default.svc."+s.cfg.Domain), dns.TypeA)
+	r, _, err := c.Exchange(m, net.JoinHostPort(s.cfg.ListenIP.String(), strconv.Itoa(s.cfg.Port)))
+	if err != nil {
+		return err
+	}
+	if r.Rcode != dns.RcodeSuccess || len(r.Answer) == 0 {
+		return errors.New("kubernetes.default not resolved yet: " + dns.RcodeToString[r.Rcode])
+	}
+	return nil
+}
+
+func (s *Server) Stop() error {
+	if s.inst == nil {
+		return nil
+	}
+	return s.inst.Stop()
+}
+
+// Manifest is the kube-dns Service and its EndpointSlice, applied through
+// the manifests controller so that `--disable coredns` prunes them.
+func Manifest(cfg Config) []byte {
+	port := strconv.Itoa(cmpPort(cfg.Port))
+	family := "IPv4"
+	if cfg.ListenIP.To4() == nil {
+		family = "IPv6"
+	}
+	return []byte(`# Written by skiff at every start; create coredns.yaml.skip to manage it yourself.
+apiVersion: v1
+kind: Service
+metadata:
+  name: kube-dns
+  namespace: kube-system
+  labels:
+    k8s-app: kube-dns
+    kubernetes.io/name: CoreDNS
+spec:
+  clusterIP: ` + cfg.ServiceIP + `
+  ports:
+  - {name: dns, port: 53, protocol: UDP}
+  - {name: dns-tcp, port: 53, protocol: TCP}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: kube-dns-skiff
+  namespace: kube-system
+  labels:
+    kubernetes.io/service-name: kube-dns
+    endpointslice.kubernetes.io/managed-by: skiff.io
+addressType: ` + family + `
+endpoints:
+- addresses: ["` + cfg.ListenIP.String() + `"]
+  conditions: {ready: true}
+ports:
+- {name: dns, port: ` + port + `, protocol: UDP}
+- {name: dns-tcp, port: ` + port + `, protocol: TCP}
+`)
+}
+
+func cmpPort(p int) int {
+	if p == 0 {
+		return DefaultPort
+	}
+	return p
+}
