@@ -56,9 +56,10 @@ func run() error {
 	nodeRuns := flag.Int("node-runs", 3, "starts of a full server with its node (needs root; 0 skips)")
 	nodeSettle := flag.Duration("node-settle", 60*time.Second, "idle time between Node Ready and measuring the node's RSS")
 	agentRuns := flag.Int("agent-runs", 3, "joins of an agent to a control-plane-only server (needs root; 0 skips them)")
+	addonRuns := flag.Int("addon-runs", 0, "starts of a server node with its add-ons on and with all off, alternating (needs root; 0 skips them)")
 	flag.Parse()
-	if *runs < 0 || *nodeRuns < 0 || *agentRuns < 0 || *runs+*nodeRuns+*agentRuns == 0 {
-		return fmt.Errorf("-runs, -node-runs and -agent-runs must be 0 or more, and not all 0")
+	if *runs < 0 || *nodeRuns < 0 || *agentRuns < 0 || *addonRuns < 0 || *runs+*nodeRuns+*agentRuns+*addonRuns == 0 {
+		return fmt.Errorf("-runs, -node-runs, -agent-runs and -addon-runs must be 0 or more, and not all 0")
 	}
 
 	// Ctrl-C or SIGTERM cancels ctx; every wait returns and the deferred
@@ -102,6 +103,32 @@ func run() error {
 			nodes = append(nodes, s)
 		}
 		printNodeReport(nodes, *nodeSettle)
+	}
+	if *addonRuns > 0 && os.Geteuid() == 0 {
+		var on, off []nodeSample
+		for i := range *addonRuns {
+			for _, side := range []string{"on", "off"} {
+				fmt.Fprintf(os.Stderr, "add-on run %d/%d, add-ons %s ... ", i+1, *addonRuns, side)
+				var extra []string
+				if side == "off" {
+					extra = []string{allAddons}
+				}
+				runCtx, cancel := context.WithTimeoutCause(ctx, *timeout+*nodeSettle+2*time.Minute, errors.New("add-on run took too long"))
+				s, err := runSkiffNode(runCtx, bin, *nodeSettle, extra...)
+				cancel()
+				if err != nil {
+					fmt.Fprintln(os.Stderr, "failed")
+					return fmt.Errorf("add-on run %d (%s): %w", i+1, side, err)
+				}
+				fmt.Fprintf(os.Stderr, "ready %s, PSS %s\n", secs(s.nodeReady), mib(s.mem.PSS))
+				if side == "on" {
+					on = append(on, s)
+				} else {
+					off = append(off, s)
+				}
+			}
+		}
+		printAddonReport(on, off, *nodeSettle)
 	}
 	if *agentRuns > 0 && os.Geteuid() == 0 {
 		var agents []agentSample

@@ -37,7 +37,7 @@ const pauseImage = "skiff.local/skiff/pause:1.0"
 // runSkiffNode starts a full `skiff server` (control plane and node), waits for
 // "ready" (Node Ready), lets it idle, reads the RSS of the whole tree including the
 // shims containerd daemonized, then times a Deployment of nodeReplicas pods.
-func runSkiffNode(ctx context.Context, bin string, settle time.Duration) (s nodeSample, err error) {
+func runSkiffNode(ctx context.Context, bin string, settle time.Duration, extra ...string) (s nodeSample, err error) {
 	dir, err := os.MkdirTemp("", "skiff-bench-node-")
 	if err != nil {
 		return s, err
@@ -56,14 +56,15 @@ func runSkiffNode(ctx context.Context, bin string, settle time.Duration) (s node
 	defer killall(bin, dataDir)
 
 	begin := time.Now()
-	p, err := startProc(dir, "skiff", bin, "server",
+	args := []string{"server",
 		"--config", noConfig,
 		"--data-dir", dataDir,
 		"--write-kubeconfig", kubeconfig,
 		"--https-listen-port", strconv.Itoa(ports[0]),
-		"--kube-apiserver-arg=secure-port="+strconv.Itoa(ports[1]),
-		"--kube-controller-manager-arg=secure-port="+strconv.Itoa(ports[2]),
-		"--kube-scheduler-arg=secure-port="+strconv.Itoa(ports[3]))
+		"--kube-apiserver-arg=secure-port=" + strconv.Itoa(ports[1]),
+		"--kube-controller-manager-arg=secure-port=" + strconv.Itoa(ports[2]),
+		"--kube-scheduler-arg=secure-port=" + strconv.Itoa(ports[3])}
+	p, err := startProc(dir, "skiff", bin, append(args, extra...)...)
 	if err != nil {
 		return s, err
 	}
@@ -303,4 +304,25 @@ func printAgentReport(runs []agentSample, settle time.Duration) {
 	for i, r := range runs {
 		fmt.Printf("- run %d: %s / %s\n", i+1, secs(r.ready), mib(r.mem.PSS))
 	}
+}
+
+// allAddons turns off every bundled add-on: the baseline of the add-on runs.
+var allAddons = "--disable=coredns,local-storage,servicelb"
+
+// printAddonReport compares a server node with every add-on on and with all
+// off, started alternately in the same run.
+func printAddonReport(on, off []nodeSample, settle time.Duration) {
+	fmt.Printf("\n## A server with its node: bundled add-ons on vs. all off (%s)\n\n", allAddons)
+	fmt.Printf("- starts per side: %d, alternating; medians; memory read %s after ready, before any workload\n", len(on), settle)
+	fmt.Printf("- \"ready\" is `skiff server ready`: the Node is Ready and every add-on reports ready (DNS answers, manifests applied, caches synced)\n\n")
+	medOn := func(get func(nodeSample) float64) float64 { return median(on, get) }
+	medOff := func(get func(nodeSample) float64) float64 { return median(off, get) }
+	ready := func(r nodeSample) float64 { return r.nodeReady.Seconds() }
+	rss := func(r nodeSample) float64 { return float64(r.mem.RSS) }
+	pss := func(r nodeSample) float64 { return float64(r.mem.PSS) }
+	fmt.Println("| measure | add-ons on | all off | on / off |")
+	fmt.Println("| --- | ---: | ---: | ---: |")
+	fmt.Printf("| exec → ready | %.2f s | %.2f s | %s |\n", medOn(ready), medOff(ready), ratio(medOn(ready), medOff(ready)))
+	fmt.Printf("| PSS, whole node, idle | %s | %s | %s |\n", mib(int64(medOn(pss))), mib(int64(medOff(pss))), ratio(medOn(pss), medOff(pss)))
+	fmt.Printf("| RSS summed, the same | %s | %s | %s |\n", mib(int64(medOn(rss))), mib(int64(medOff(rss))), ratio(medOn(rss), medOff(rss)))
 }

@@ -10,8 +10,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/go-logr/logr"
@@ -41,6 +43,7 @@ func New(w io.Writer, opts Options) *slog.Logger {
 	log := slog.New(h)
 	routeKlog(h, opts.Verbosity)
 	routeLogrus(log.With("component", "kine"), level)
+	routeStdlib(log)
 	if level > slog.LevelDebug {
 		grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, io.Discard, io.Discard))
 	}
@@ -227,4 +230,32 @@ func routeLogrus(log *slog.Logger, level slog.Level) {
 		logrus.SetLevel(logrus.ErrorLevel)
 	}
 	logrus.AddHook(logrusHook{log: log})
+}
+
+// routeStdlib sends the standard library logger's lines (CoreDNS logs
+// through it, "[LEVEL] plugin/name: message") to debug, errors to warnings;
+// a failed upstream DNS query (plugin/errors) is routine offline, so it
+// stays at debug.
+func routeStdlib(log *slog.Logger) {
+	stdlog.SetFlags(0)
+	stdlog.SetOutput(stdlibWriter{log: log})
+}
+
+type stdlibWriter struct{ log *slog.Logger }
+
+func (w stdlibWriter) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	level := slog.LevelDebug
+	if lvl, rest, ok := strings.Cut(line, "] "); ok && strings.HasPrefix(lvl, "[") {
+		if (lvl == "[ERROR" || lvl == "[FATAL" || lvl == "[PANIC") && !strings.HasPrefix(rest, "plugin/errors:") {
+			level = slog.LevelWarn
+		}
+		line = rest
+	}
+	component := "stdlib"
+	if name, msg, ok := strings.Cut(line, ": "); ok && strings.HasPrefix(name, "plugin/") {
+		component, line = "coredns", strings.TrimPrefix(name, "plugin/")+": "+msg
+	}
+	w.log.Log(context.Background(), level, line, "component", component)
+	return len(p), nil
 }

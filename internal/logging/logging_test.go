@@ -2,6 +2,7 @@ package logging
 
 import (
 	"bytes"
+	stdlog "log"
 	"strings"
 	"testing"
 
@@ -46,5 +47,25 @@ func TestUpstreamLogsHiddenUnlessDebug(t *testing.T) {
 	}
 	if strings.Contains(buf.String(), "verbose three") {
 		t.Fatalf("-v 2 should hide V(3): %q", buf.String())
+	}
+}
+
+func TestStdlibLinesRouted(t *testing.T) {
+	var buf bytes.Buffer
+	_ = New(&buf, Options{})
+	stdlog.Print("[INFO] plugin/kubernetes: chatter")
+	stdlog.Print("[ERROR] plugin/errors: 2 example.org. A: i/o timeout")
+	if buf.Len() != 0 {
+		t.Fatalf("routine CoreDNS lines shown at the default level: %q", buf.String())
+	}
+	stdlog.Print("[ERROR] plugin/kubernetes: cannot list services")
+	if !strings.Contains(buf.String(), "WARN  coredns: kubernetes: cannot list services") {
+		t.Fatalf("a CoreDNS error should be a warning naming the plugin: %q", buf.String())
+	}
+	buf.Reset()
+	_ = New(&buf, Options{Debug: true})
+	stdlog.Print("[INFO] plugin/kubernetes: chatter")
+	if !strings.Contains(buf.String(), "DEBUG coredns: kubernetes: chatter") {
+		t.Fatalf("debug output lacks the CoreDNS line: %q", buf.String())
 	}
 }

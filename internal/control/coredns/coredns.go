@@ -25,6 +25,7 @@ import (
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/miekg/dns"
+	"k8s.io/klog/v2"
 
 	// The plugins the Corefile below uses, and nothing else.
 	_ "github.com/coredns/coredns/plugin/bind"
@@ -123,7 +124,12 @@ func hasNameserver(path string) bool {
 
 func (s *Server) Start(context.Context) error {
 	caddy.Quiet, dnsserver.Quiet = true, true
+	// The kubernetes plugin's setup points klog, process-wide, at CoreDNS's
+	// logger, which would print every upstream component's lines; skiff's
+	// routing is put back once CoreDNS has started.
+	skiffKlog := klog.Background()
 	inst, err := caddy.Start(caddy.CaddyfileInput{Contents: []byte(s.corefile), Filepath: "Corefile", ServerTypeName: "dns"})
+	klog.SetLoggerWithOptions(skiffKlog, klog.ContextualLogger(true))
 	if err != nil {
 		return fmt.Errorf("starting CoreDNS on %s: %w", net.JoinHostPort(s.cfg.ListenIP.String(), strconv.Itoa(s.cfg.Port)), err)
 	}
@@ -146,11 +152,14 @@ func (s *Server) Ready() error {
 	return nil
 }
 
+// Stop stops the listeners and then the plugins: the shutdown callbacks end
+// the kubernetes plugin's watches, which the apiserver's shutdown waits for.
 func (s *Server) Stop() error {
 	if s.inst == nil {
 		return nil
 	}
-	return s.inst.Stop()
+	err := s.inst.Stop()
+	return errors.Join(append([]error{err}, s.inst.ShutdownCallbacks()...)...)
 }
 
 // Manifest is the kube-dns Service and its EndpointSlice, applied through
