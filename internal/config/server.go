@@ -49,7 +49,7 @@ type Server struct {
 }
 
 // Addons are the bundled add-ons that --disable names.
-var Addons = []string{"coredns", "local-storage", "servicelb"}
+var Addons = []string{"coredns", "local-storage", "metrics-server", "servicelb"}
 
 // LocalStoragePath is where local-path volumes go on every node.
 func (s *Server) LocalStoragePath() string {

@@ -69,7 +69,10 @@ func (p Plan) APIServerArgs() []string {
 		"enable-admission-plugins": "NodeRestriction",
 		// The apiserver would publish its loopback port as the kubernetes
 		// Service's endpoint; kubeendpoints publishes the supervisor's.
-		"endpoint-reconciler-type":      "none",
+		"endpoint-reconciler-type": "none",
+		// Aggregated APIs (metrics-server) are dialled at their endpoints, not
+		// their Service IP: a server without a node has no kube-proxy.
+		"enable-aggregator-routing":     "true",
 		"etcd-servers":                  strings.Join(p.EtcdServers, ","),
 		"kubelet-certificate-authority": l.ServerCA().Cert,
 		"kubelet-client-certificate":    l.ClientKubeAPIServer().Cert,

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"github.com/skiffkube/skiff/internal/control/kubeendpoints"
 	"github.com/skiffkube/skiff/internal/control/localstorage"
 	"github.com/skiffkube/skiff/internal/control/manifests"
+	"github.com/skiffkube/skiff/internal/control/metricsserver"
 	"github.com/skiffkube/skiff/internal/control/nodepassword"
 	"github.com/skiffkube/skiff/internal/control/rbacbootstrap"
 	"github.com/skiffkube/skiff/internal/control/scheduler"
@@ -147,6 +149,18 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	} else {
 		addonFiles[coredns.ManifestFile] = coredns.Manifest(dnsConfig)
 		controllers = append(controllers, coredns.New(dnsConfig, log))
+	}
+	msConfig := metricsserver.Config{
+		Kubeconfig: l.AdminKubeconfig(),
+		ListenIP:   advertiseIP,
+		CertDir:    filepath.Join(l.TLSDir(), "metrics-server"),
+		Dial:       func(ctx context.Context, _, addr string) (net.Conn, error) { return tun.Dial(ctx, addr) },
+	}
+	if cfg.Disabled("metrics-server") {
+		removed = append(removed, metricsserver.ManifestFile)
+	} else {
+		addonFiles[metricsserver.ManifestFile] = metricsserver.Manifest(msConfig)
+		controllers = append(controllers, metricsserver.New(msConfig, log))
 	}
 	if cfg.Disabled("local-storage") {
 		removed = append(removed, localstorage.ManifestFile)

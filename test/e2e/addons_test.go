@@ -236,6 +236,27 @@ metadata: {name: mf-test}
 		t.Logf("outside name failed in %s", time.Since(begin).Round(time.Millisecond))
 	})
 
+	t.Run("metrics", func(t *testing.T) {
+		nodes, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil || len(nodes.Items) != 1 {
+			t.Fatalf("nodes: %v %v", nodes, err)
+		}
+		out := eventually(t, 2*time.Minute, func() (string, error) { return s.kubectl("top", "nodes") })
+		if !strings.Contains(out, nodes.Items[0].Name) || !strings.Contains(out, "CPU(cores)") {
+			t.Errorf("kubectl top nodes: %q", out)
+		}
+		out = eventually(t, 2*time.Minute, func() (string, error) {
+			out, err := s.kubectl("top", "pods")
+			if err == nil && !strings.Contains(out, "web-") {
+				return out, errNotYet
+			}
+			return out, err
+		})
+		if !strings.Contains(out, "MEMORY(bytes)") {
+			t.Errorf("kubectl top pods: %q", out)
+		}
+	})
+
 	t.Run("local storage", func(t *testing.T) {
 		sc, err := c.StorageV1().StorageClasses().Get(ctx, "local-path", metav1.GetOptions{})
 		if err != nil || sc.Annotations["storageclass.kubernetes.io/is-default-class"] != "true" {
@@ -299,7 +320,7 @@ metadata: {name: mf-test}
 
 	t.Run("disable", func(t *testing.T) {
 		s.Stop()
-		s.Start("--disable", "servicelb", "--disable", "local-storage", "--disable", "coredns")
+		s.Start("--disable", "servicelb", "--disable", "local-storage", "--disable", "coredns", "--disable", "metrics-server")
 		// What the add-ons deployed is pruned: the StorageClass, the kube-dns
 		// Service.
 		eventually(t, 30*time.Second, func() (string, error) {
@@ -308,6 +329,9 @@ metadata: {name: mf-test}
 			}
 			if _, err := c.CoreV1().Services("kube-system").Get(ctx, "kube-dns", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 				return "kube-dns still there", errNotYet
+			}
+			if out, err := s.kubectl("get", "apiservice", "v1beta1.metrics.k8s.io"); err == nil {
+				return out, errNotYet
 			}
 			return "", nil
 		})

@@ -268,6 +268,18 @@ func TestMultiNode(t *testing.T) {
 		}
 	}
 
+	t.Run("metrics of every node", func(t *testing.T) {
+		// The server's metrics-server scrapes the agents' kubelets through
+		// their tunnels.
+		out := eventually(t, 2*time.Minute, func() (string, error) {
+			out, err := s.kubectl("top", "nodes")
+			if err == nil && (!strings.Contains(out, "agent1") || !strings.Contains(out, "agent2") || !strings.Contains(out, "server")) {
+				return out, errNotYet
+			}
+			return out, err
+		})
+		t.Logf("kubectl top nodes:\n%s", out)
+	})
 	t.Run("cross-node traffic", crossNode)
 	t.Run("logs and exec through the tunnel", logsAndExec)
 
