@@ -307,7 +307,7 @@ func printAgentReport(runs []agentSample, settle time.Duration) {
 }
 
 // allAddons turns off every bundled add-on: the baseline of the add-on runs.
-var allAddons = "--disable=coredns,local-storage,servicelb"
+var allAddons = "--disable=coredns,local-storage,metrics-server,servicelb"
 
 // printAddonReport compares a server node with every add-on on and with all
 // off, started alternately in the same run.
