@@ -27,6 +27,8 @@ import (
 	"github.com/miekg/dns"
 	"k8s.io/klog/v2"
 
+	"github.com/skiffkube/skiff/internal/control/manifests"
+
 	// The plugins the Corefile below uses, and nothing else.
 	_ "github.com/coredns/coredns/plugin/bind"
 	_ "github.com/coredns/coredns/plugin/cache"
@@ -165,11 +167,7 @@ func (s *Server) Stop() error {
 // Manifest is the kube-dns Service and its EndpointSlice, applied through
 // the manifests controller so that `--disable coredns` prunes them.
 func Manifest(cfg Config) []byte {
-	port := strconv.Itoa(cmpPort(cfg.Port))
-	family := "IPv4"
-	if cfg.ListenIP.To4() == nil {
-		family = "IPv6"
-	}
+	port := cmpPort(cfg.Port)
 	return []byte(`# Written by skiff at every start; create coredns.yaml.skip to manage it yourself.
 apiVersion: v1
 kind: Service
@@ -185,22 +183,9 @@ spec:
   - {name: dns, port: 53, protocol: UDP}
   - {name: dns-tcp, port: 53, protocol: TCP}
 ---
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: kube-dns-skiff
-  namespace: kube-system
-  labels:
-    kubernetes.io/service-name: kube-dns
-    endpointslice.kubernetes.io/managed-by: skiff.io
-addressType: ` + family + `
-endpoints:
-- addresses: ["` + cfg.ListenIP.String() + `"]
-  conditions: {ready: true}
-ports:
-- {name: dns, port: ` + port + `, protocol: UDP}
-- {name: dns-tcp, port: ` + port + `, protocol: TCP}
-`)
+` + manifests.ServerEndpointSlice("kube-system", "kube-dns", cfg.ListenIP,
+		manifests.SlicePort{Name: "dns", Protocol: "UDP", Port: port},
+		manifests.SlicePort{Name: "dns-tcp", Protocol: "TCP", Port: port}))
 }
 
 func cmpPort(p int) int {

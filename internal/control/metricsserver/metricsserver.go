@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/metrics-server/cmd/metrics-server/app/options"
 
 	"github.com/skiffkube/skiff/internal/component"
+	"github.com/skiffkube/skiff/internal/control/manifests"
 )
 
 // DefaultPort is where the metrics API listens on the server's address.
@@ -115,10 +116,6 @@ func Manifest(cfg Config) []byte {
 	if port == 0 {
 		port = DefaultPort
 	}
-	family := "IPv4"
-	if cfg.ListenIP.To4() == nil {
-		family = "IPv6"
-	}
 	return []byte(`# Written by skiff at every start; create metrics-server.yaml.skip to manage it yourself.
 apiVersion: apiregistration.k8s.io/v1
 kind: APIService
@@ -143,19 +140,6 @@ spec:
   ports:
   - {name: https, port: 443, protocol: TCP}
 ---
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: metrics-server-skiff
-  namespace: kube-system
-  labels:
-    kubernetes.io/service-name: metrics-server
-    endpointslice.kubernetes.io/managed-by: skiff.io
-addressType: ` + family + `
-endpoints:
-- addresses: ["` + cfg.ListenIP.String() + `"]
-  conditions: {ready: true}
-ports:
-- {name: https, port: ` + strconv.Itoa(port) + `, protocol: TCP}
-`)
+` + manifests.ServerEndpointSlice("kube-system", "metrics-server", cfg.ListenIP,
+		manifests.SlicePort{Name: "https", Protocol: "TCP", Port: port}))
 }
