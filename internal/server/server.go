@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -142,7 +144,9 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		Kubeconfig: l.AdminKubeconfig(),
 		Domain:     cfg.ClusterDomain,
 		ListenIP:   advertiseIP,
+		Port:       coredns.DefaultPort,
 		ServiceIP:  strings.Split(cfg.ClusterDNS, ",")[0],
+		Clients:    dnsClients(cfg),
 	}
 	if cfg.Disabled("coredns") {
 		removed = append(removed, coredns.ManifestFile)
@@ -153,6 +157,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	msConfig := metricsserver.Config{
 		Kubeconfig: l.AdminKubeconfig(),
 		ListenIP:   advertiseIP,
+		Port:       metricsserver.DefaultPort,
 		CertDir:    filepath.Join(l.TLSDir(), "metrics-server"),
 		Dial:       func(ctx context.Context, _, addr string) (net.Conn, error) { return tun.Dial(ctx, addr) },
 	}
@@ -177,8 +182,9 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		Kubeconfig: l.AdminKubeconfig(),
 		Files:      addonFiles,
 		Removed:    removed,
+		Server:     serverName(localNode),
 	}, log))
-	lbConfig := servicelb.Config{Kubeconfig: l.AdminKubeconfig(), Reserved: reservedPorts(cfg)}
+	lbConfig := servicelb.Config{Kubeconfig: l.AdminKubeconfig(), Reserved: reservedPorts(cfg, dnsConfig.Port, msConfig.Port)}
 	if cfg.Disabled("servicelb") {
 		controllers = append(controllers, servicelb.NewCleanup(lbConfig, log))
 	} else {
@@ -222,14 +228,41 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	return mgr.Serve(ctx, StopTimeout)
 }
 
+// dnsClients are the networks besides the nodes that may query the cluster
+// DNS: pods and Services. Both were validated with the configuration.
+func dnsClients(cfg *config.Server) []netip.Prefix {
+	pods, _ := config.ParseCIDRs(cfg.ClusterCIDR)
+	services, _ := config.ParseCIDRs(cfg.ServiceCIDR)
+	return append(pods, services...)
+}
+
+// serverName names this server where servers must be told apart: its node
+// name, else (without an agent) the host name.
+func serverName(node string) string {
+	if node != "" {
+		return node
+	}
+	h, _ := os.Hostname()
+	return h
+}
+
 // reservedPorts are the ports skiff serves on every node's address, which no
 // LoadBalancer Service may take (kube-proxy would redirect them).
-func reservedPorts(cfg *config.Server) []servicelb.Reserved {
-	return []servicelb.Reserved{
+func reservedPorts(cfg *config.Server, dnsPort, metricsPort int) []servicelb.Reserved {
+	r := []servicelb.Reserved{
 		{Port: int32(cfg.HTTPSListenPort), Protocol: corev1.ProtocolTCP, What: "supervisor (API and join)"},
 		{Port: node.DefaultKubeletPort, Protocol: corev1.ProtocolTCP, What: "kubelet API"},
 		{Port: 8472, Protocol: corev1.ProtocolUDP, What: "flannel VXLAN"},
 	}
+	if !cfg.Disabled("coredns") {
+		r = append(r,
+			servicelb.Reserved{Port: int32(dnsPort), Protocol: corev1.ProtocolUDP, What: "cluster DNS"},
+			servicelb.Reserved{Port: int32(dnsPort), Protocol: corev1.ProtocolTCP, What: "cluster DNS"})
+	}
+	if !cfg.Disabled("metrics-server") {
+		r = append(r, servicelb.Reserved{Port: int32(metricsPort), Protocol: corev1.ProtocolTCP, What: "metrics API"})
+	}
+	return r
 }
 
 // writeAdminKubeconfig writes the kubeconfig users and tools use: it points

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -103,6 +104,51 @@ metadata: {name: mf-test}
 			_, err = configMap("default", "mf-json")
 			return "", err
 		})
+
+		out, _ = s.kubectl("get", "addon", "-n", "kube-system", "app", "-o", "jsonpath={.metadata.labels.skiff\\.io/server}")
+		if out == "" {
+			t.Errorf("Addon app names no server: %q", out)
+		}
+
+		// An object moved to another file survives its old file's removal.
+		before, err := configMap("default", "mf-json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		write("moved.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: mf-json}\ndata: {from: moved}\n")
+		if err := os.Remove(filepath.Join(dir, "other.json")); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, func() (string, error) {
+			if out, err := s.kubectl("get", "addon", "-n", "kube-system", "other"); err == nil {
+				return out, errNotYet
+			}
+			cm, err := configMap("default", "mf-json")
+			if err != nil || cm.Data["from"] != "moved" {
+				return fmt.Sprint(cm, err), errNotYet
+			}
+			if cm.UID != before.UID {
+				return "", fmt.Errorf("mf-json was deleted and made again while moving between files")
+			}
+			return "", nil
+		})
+		// Two files with one Addon name: neither applies, both are named.
+		write("app.json", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"mf-clash"}}`)
+		eventually(t, 30*time.Second, func() (string, error) {
+			if !strings.Contains(s.Output(), "these files share an Addon name") {
+				return "", errNotYet
+			}
+			return "", nil
+		})
+		if _, err := configMap("default", "mf-clash"); !gone(err) {
+			t.Errorf("app.json, whose Addon name app.yaml has, was applied: %v", err)
+		}
+		if _, err := configMap("default", "mf-one"); err != nil {
+			t.Errorf("app.yaml's objects went while app.json shared its name: %v", err)
+		}
+		if err := os.Remove(filepath.Join(dir, "app.json")); err != nil {
+			t.Fatal(err)
+		}
 
 		// An object removed from the file is pruned; a changed one updated.
 		write("app.yaml", strings.Replace(strings.Replace(app, "greeting: hello", "greeting: changed", 1),

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -25,6 +26,11 @@ import (
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/miekg/dns"
+	corev1 "k8s.io/api/core/v1"
+	coreinformers "k8s.io/client-go/informers/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/skiffkube/skiff/internal/control/manifests"
@@ -45,7 +51,7 @@ const DefaultPort = 10053
 const ManifestFile = "coredns.yaml"
 
 // directives is the plugins' execution order, as CoreDNS's plugin.cfg has it.
-var directives = []string{"bind", "errors", "cache", "loadbalance", "kubernetes", "forward"}
+var directives = []string{"bind", aclPlugin, "errors", "cache", "loadbalance", "kubernetes", "forward"}
 
 // Config is what the DNS server needs.
 type Config struct {
@@ -60,6 +66,9 @@ type Config struct {
 	ServiceIP string
 	// ResolvConf names the upstream resolvers; /etc/resolv.conf by default.
 	ResolvConf string
+	// Clients are the sources besides the nodes' addresses that may query:
+	// the cluster's pod and Service CIDRs. Loopback and ListenIP always may.
+	Clients []netip.Prefix
 }
 
 // Server is the DNS component.
@@ -68,6 +77,9 @@ type Server struct {
 	log      *slog.Logger
 	corefile string
 	inst     *caddy.Instance
+	acl      *sourceACL
+	nodes    cache.SharedIndexInformer
+	stop     context.CancelFunc
 }
 
 // New returns the DNS component.
@@ -89,6 +101,11 @@ func (s *Server) Init(context.Context) error {
 		s.log.Warn("no nameserver in the host's resolver config: only cluster names resolve", "file", s.cfg.ResolvConf)
 	}
 	s.corefile = Corefile(s.cfg, upstream)
+	fixed := append([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}, s.cfg.Clients...)
+	if ip, ok := netip.AddrFromSlice(s.cfg.ListenIP); ok {
+		fixed = append(fixed, netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen()))
+	}
+	s.acl = newSourceACL(fixed)
 	return dnsserver.SetDirectives(directives)
 }
 
@@ -97,6 +114,7 @@ func Corefile(cfg Config, upstream bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, ".:%d {\n", cfg.Port)
 	fmt.Fprintf(&b, "    bind %s\n", cfg.ListenIP)
+	b.WriteString("    " + aclPlugin + "\n")
 	b.WriteString("    errors\n")
 	fmt.Fprintf(&b, "    kubernetes %s in-addr.arpa ip6.arpa {\n", cfg.Domain)
 	fmt.Fprintf(&b, "        kubeconfig %q\n", cfg.Kubeconfig)
@@ -125,6 +143,10 @@ func hasNameserver(path string) bool {
 }
 
 func (s *Server) Start(context.Context) error {
+	if err := s.watchNodes(); err != nil {
+		return err
+	}
+	activeACL.Store(s.acl)
 	caddy.Quiet, dnsserver.Quiet = true, true
 	// The kubernetes plugin's setup points klog, process-wide, at CoreDNS's
 	// logger, which would print every upstream component's lines; skiff's
@@ -133,14 +155,60 @@ func (s *Server) Start(context.Context) error {
 	inst, err := caddy.Start(caddy.CaddyfileInput{Contents: []byte(s.corefile), Filepath: "Corefile", ServerTypeName: "dns"})
 	klog.SetLoggerWithOptions(skiffKlog, klog.ContextualLogger(true))
 	if err != nil {
+		s.stop()
 		return fmt.Errorf("starting CoreDNS on %s: %w", net.JoinHostPort(s.cfg.ListenIP.String(), strconv.Itoa(s.cfg.Port)), err)
 	}
 	s.inst = inst
 	return nil
 }
 
-// Ready once the cluster domain answers from the API.
+// watchNodes keeps the source filter's node addresses from the API.
+func (s *Server) watchNodes() error {
+	rc, err := clientcmd.BuildConfigFromFlags("", s.cfg.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	s.nodes = coreinformers.NewNodeInformer(client, 10*time.Minute, cache.Indexers{})
+	set := func(obj interface{}) {
+		if n, ok := obj.(*corev1.Node); ok {
+			s.acl.setNode(n.Name, n)
+		}
+	}
+	_, err = s.nodes.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    set,
+		UpdateFunc: func(_, obj interface{}) { set(obj) },
+		DeleteFunc: func(obj interface{}) {
+			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = d.Obj
+			}
+			if n, ok := obj.(*corev1.Node); ok {
+				s.acl.setNode(n.Name, nil)
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.nodes.RunWithContext(ctx)
+	}()
+	s.stop = func() { cancel(); <-done }
+	return nil
+}
+
+// Ready once the cluster domain answers from the API and the nodes allowed
+// to ask are known.
 func (s *Server) Ready() error {
+	if !s.nodes.HasSynced() {
+		return errors.New("nodes not listed yet")
+	}
 	c := dns.Client{Timeout: time.Second}
 	m := new(dns.Msg)
 	m.SetQuestion(dns.Fqdn("kubernetes.default.svc."+s.cfg.Domain), dns.TypeA)
@@ -161,7 +229,9 @@ func (s *Server) Stop() error {
 		return nil
 	}
 	err := s.inst.Stop()
-	return errors.Join(append([]error{err}, s.inst.ShutdownCallbacks()...)...)
+	errs := append([]error{err}, s.inst.ShutdownCallbacks()...)
+	s.stop()
+	return errors.Join(errs...)
 }
 
 // Manifest is the kube-dns Service and its EndpointSlice, applied through

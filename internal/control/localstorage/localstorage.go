@@ -286,7 +286,7 @@ func (c *Controller) reclaim(ctx context.Context, pv *corev1.PersistentVolume) e
 	podName := cleanupPodName(pv.Name)
 	pod, err := c.pods.Pods(cleanupNamespace).Get(podName)
 	if apierrors.IsNotFound(err) {
-		spec, err := CleanupPod(pv, c.cfg.HelperImage)
+		spec, err := CleanupPod(pv, c.cfg.HelperImage, c.cfg.StoragePath)
 		if err != nil {
 			return err
 		}
@@ -321,8 +321,11 @@ func cleanupPodName(pv string) string {
 	return name
 }
 
-// CleanupPod removes a volume's directory on the volume's node.
-func CleanupPod(pv *corev1.PersistentVolume, image string) (*corev1.Pod, error) {
+// CleanupPod removes a volume's directory on the volume's node. Only a
+// directory this provisioner makes is removed: one directly in the storage
+// path, named after the volume (and so the claim's UID). Anyone who may
+// edit a PersistentVolume could otherwise have any host directory deleted.
+func CleanupPod(pv *corev1.PersistentVolume, image, storagePath string) (*corev1.Pod, error) {
 	node := volumeNode(pv)
 	if node == "" {
 		return nil, fmt.Errorf("volume %s names no node", pv.Name)
@@ -331,6 +334,12 @@ func CleanupPod(pv *corev1.PersistentVolume, image string) (*corev1.Pod, error) 
 	parent := filepath.Dir(dir)
 	if parent == "/" || dir == parent {
 		return nil, fmt.Errorf("volume %s: refusing to remove %s", pv.Name, dir)
+	}
+	if parent != filepath.Clean(storagePath) {
+		return nil, fmt.Errorf("volume %s: refusing to remove %s: not in the storage path %s (moved with --default-local-storage-path? remove it by hand and delete the volume)", pv.Name, dir, storagePath)
+	}
+	if pv.Spec.ClaimRef == nil || pv.Name != "pvc-"+string(pv.Spec.ClaimRef.UID) || !strings.HasPrefix(filepath.Base(dir), pv.Name+"_") {
+		return nil, fmt.Errorf("volume %s: refusing to remove %s: not the directory made for its claim", pv.Name, dir)
 	}
 	dirType := corev1.HostPathDirectoryOrCreate
 	return &corev1.Pod{

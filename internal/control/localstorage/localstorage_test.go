@@ -51,7 +51,7 @@ func TestVolumeIsPinnedToTheNode(t *testing.T) {
 func TestCleanupPodRemovesOnlyTheVolumeDir(t *testing.T) {
 	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1"}}
 	pv, _ := Volume(claim(), nil, n, "/var/lib/skiff/storage")
-	pod, err := CleanupPod(pv, "skiff.local/skiff/pause:1.0")
+	pod, err := CleanupPod(pv, "skiff.local/skiff/pause:1.0", "/var/lib/skiff/storage/")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,9 +62,23 @@ func TestCleanupPodRemovesOnlyTheVolumeDir(t *testing.T) {
 	if pod.Spec.Volumes[0].HostPath.Path != "/var/lib/skiff/storage" || pod.Spec.Affinity.NodeAffinity == nil {
 		t.Errorf("volumes %+v affinity %+v", pod.Spec.Volumes, pod.Spec.Affinity)
 	}
-	pv.Spec.HostPath.Path = "/"
-	if _, err := CleanupPod(pv, "x"); err == nil {
-		t.Error("a volume at / would have its parent removed")
+	for path, want := range map[string]string{
+		"/":                                   "refusing to remove /",
+		"/srv/data":                           "not in the storage path",
+		"/var/lib/skiff/storage/../../../etc": "not in the storage path",
+		"/var/lib/skiff/storage/important":    "not the directory made for its claim",
+		"/var/lib/skiff/storage/pvc-9999_x_y": "not the directory made for its claim",
+	} {
+		bad := pv.DeepCopy()
+		bad.Spec.HostPath.Path = path
+		if _, err := CleanupPod(bad, "x", "/var/lib/skiff/storage"); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("volume at %s: %v, want an error containing %q", path, err, want)
+		}
+	}
+	renamed := pv.DeepCopy()
+	renamed.Name = "pvc-other"
+	if _, err := CleanupPod(renamed, "x", "/var/lib/skiff/storage"); err == nil {
+		t.Error("a volume not named after its claim's UID had its directory removed")
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/yaml"
 )
 
@@ -17,6 +18,49 @@ type ObjectRef struct {
 	Namespace  string `json:"namespace,omitempty"`
 	Name       string `json:"name"`
 }
+
+// key identifies the object whatever version of its kind names it: a file
+// that moves an object to another apiVersion still holds it.
+func (r ObjectRef) key() ObjectRef {
+	group := r.APIVersion
+	if gv, err := schema.ParseGroupVersion(r.APIVersion); err == nil {
+		group = gv.Group
+	}
+	return ObjectRef{APIVersion: group, Kind: r.Kind, Namespace: r.Namespace, Name: r.Name}
+}
+
+func containsRef(refs []ObjectRef, r ObjectRef) bool {
+	k := r.key()
+	for _, o := range refs {
+		if o.key() == k {
+			return true
+		}
+	}
+	return false
+}
+
+// claims are objects some file holds, by key.
+type claims map[ObjectRef]bool
+
+func (c claims) add(r ObjectRef) { c[r.key()] = true }
+
+// addObject claims an object of a file. One without a namespace lands in
+// the default namespace if its kind is namespaced, so both are claimed.
+func (c claims) addObject(o *unstructured.Unstructured) {
+	r := ObjectRef{APIVersion: o.GetAPIVersion(), Kind: o.GetKind(), Namespace: o.GetNamespace(), Name: o.GetName()}
+	c.add(r)
+	if r.Namespace == "" {
+		r.Namespace = DefaultNamespace
+		c.add(r)
+	} else {
+		// A cluster-scoped object is applied without the namespace a file
+		// may give it.
+		r.Namespace = ""
+		c.add(r)
+	}
+}
+
+func (c claims) has(r ObjectRef) bool { return c[r.key()] }
 
 func (r ObjectRef) String() string {
 	if r.Namespace == "" {
@@ -130,8 +174,9 @@ func (c *Controller) writeAddon(ctx context.Context, name, source, sum string, o
 	a := &unstructured.Unstructured{Object: map[string]interface{}{
 		"apiVersion": "skiff.io/v1",
 		"kind":       "Addon",
-		"metadata":   map[string]interface{}{"name": name, "namespace": AddonNamespace},
-		"spec":       map[string]interface{}{"source": source, "checksum": sum, "objects": items},
+		"metadata": map[string]interface{}{"name": name, "namespace": AddonNamespace,
+			"labels": map[string]interface{}{ServerLabel: c.cfg.Server}},
+		"spec": map[string]interface{}{"source": source, "checksum": sum, "objects": items},
 	}}
 	_, err := c.dyn.Resource(addonGVR).Namespace(AddonNamespace).Apply(ctx, name, a, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
 	return err

@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -25,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
@@ -37,6 +37,9 @@ import (
 
 // FieldManager owns the fields skiff applies.
 const FieldManager = "skiff"
+
+// ServerLabel on an Addon names the server whose file it records.
+const ServerLabel = "skiff.io/server"
 
 // AddonNamespace holds the Addon objects.
 const AddonNamespace = "kube-system"
@@ -61,6 +64,9 @@ type Config struct {
 	// Removed are files of disabled add-ons: deleted from Dir at start, so
 	// that their objects are pruned.
 	Removed []string
+	// Server names this server in the Addons it writes (label
+	// skiff.io/server): it prunes only its own.
+	Server string
 }
 
 // Controller is the manifests component.
@@ -77,6 +83,9 @@ type Controller struct {
 func New(cfg Config, log *slog.Logger) *Controller {
 	if cfg.Resync == 0 {
 		cfg.Resync = 30 * time.Second
+	}
+	if errs := validation.IsValidLabelValue(cfg.Server); len(errs) > 0 {
+		cfg.Server = "h-" + checksum([]byte(cfg.Server))[:16]
 	}
 	return &Controller{cfg: cfg, log: log.With("component", "manifests")}
 }
@@ -188,8 +197,18 @@ func (c *Controller) run(ctx context.Context, watcher *fsnotify.Watcher) error {
 	}
 }
 
-// syncAll applies every managed file and prunes the Addons whose file is
-// gone.
+// manifest is one managed file of the directory, read and parsed.
+type manifest struct {
+	path  string
+	addon string
+	data  []byte
+	objs  []*unstructured.Unstructured
+	err   error // it does not parse: nothing of it is applied or pruned
+}
+
+// syncAll applies every managed file, then prunes the Addons of this
+// server whose file is gone. An object that any file still holds is never
+// pruned, so one moved from a file to another survives the move.
 func (c *Controller) syncAll(ctx context.Context) {
 	entries, err := os.ReadDir(c.cfg.Dir)
 	if err != nil {
@@ -197,6 +216,8 @@ func (c *Controller) syncAll(ctx context.Context) {
 		return
 	}
 	present := map[string]bool{} // Addon names with a file or a .skip
+	paths := map[string][]string{} // Addon name -> the files that have it
+	var names []string
 	for _, e := range entries {
 		name := e.Name()
 		if e.IsDir() {
@@ -209,57 +230,99 @@ func (c *Controller) syncAll(ctx context.Context) {
 		if !isManifest(name) {
 			continue
 		}
-		path := filepath.Join(c.cfg.Dir, name)
-		present[AddonName(name)] = true
+		addon := AddonName(name)
+		present[addon] = true
+		if paths[addon] == nil {
+			names = append(names, addon)
+		}
+		paths[addon] = append(paths[addon], filepath.Join(c.cfg.Dir, name))
+	}
+	var files []*manifest
+	for _, addon := range names {
+		if len(paths[addon]) > 1 {
+			// Neither is applied: picking one would prune what the other
+			// applied before.
+			c.log.Warn("manifests not applied: these files share an Addon name; rename one of them", "files", paths[addon], "addon", addon)
+			continue
+		}
+		path := paths[addon][0]
 		if skipped(path) {
 			continue
 		}
-		c.syncFile(ctx, path)
+		m := &manifest{path: path, addon: addon}
+		if m.data, m.err = os.ReadFile(path); m.err == nil {
+			m.objs, m.err = parse(m.data)
+		}
+		files = append(files, m)
 	}
 	list, err := c.dyn.Resource(addonGVR).Namespace(AddonNamespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		c.log.Warn("listing Addons", "err", err)
 		return
 	}
+	addons := map[string]*unstructured.Unstructured{}
 	for i := range list.Items {
-		a := &list.Items[i]
-		if present[a.GetName()] {
+		addons[list.Items[i].GetName()] = &list.Items[i]
+	}
+
+	// What stays: every object a file holds now, and what the Addons this
+	// pass leaves alone recorded (skipped or unparsable files, other servers').
+	held := claims{}
+	synced := map[string]bool{}
+	for _, m := range files {
+		if m.err != nil {
 			continue
 		}
-		c.removeAddon(ctx, a)
+		synced[m.addon] = true
+		for _, o := range m.objs {
+			held.addObject(o)
+		}
+	}
+	for name, a := range addons {
+		if synced[name] || (!present[name] && c.owns(a)) {
+			continue
+		}
+		for _, r := range addonObjects(a) {
+			held.add(r)
+		}
+	}
+
+	for _, m := range files {
+		if m.err != nil {
+			c.log.Warn("manifest not applied: it does not parse", "file", m.path, "err", m.err)
+			continue
+		}
+		c.syncFile(ctx, m, addons[m.addon], held)
+	}
+	for name, a := range addons {
+		if present[name] || !c.owns(a) {
+			continue
+		}
+		c.removeAddon(ctx, a, held)
 	}
 }
 
-// syncFile applies one file and prunes what it no longer holds. A file that
-// does not parse changes nothing: its earlier objects stay as they are.
-func (c *Controller) syncFile(ctx context.Context, path string) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		c.log.Warn("reading manifest", "file", path, "err", err)
-		return
-	}
-	objs, err := parse(data)
-	if err != nil {
-		c.log.Warn("manifest not applied: it does not parse", "file", path, "err", err)
-		return
-	}
-	name := AddonName(path)
-	sum := checksum(data)
-	prev, err := c.dyn.Resource(addonGVR).Namespace(AddonNamespace).Get(ctx, name, metav1.GetOptions{})
-	if err != nil && !apierrors.IsNotFound(err) {
-		c.log.Warn("reading Addon", "addon", name, "err", err)
-		return
-	}
+// owns reports whether this server manages an Addon. With several servers,
+// each prunes only what its own files applied: a file one server has and
+// another has not is not a removal.
+func (c *Controller) owns(a *unstructured.Unstructured) bool {
+	s := a.GetLabels()[ServerLabel]
+	return s == "" || s == c.cfg.Server
+}
+
+// syncFile applies one file and prunes what it no longer holds.
+func (c *Controller) syncFile(ctx context.Context, m *manifest, prev *unstructured.Unstructured, held claims) {
+	sum := checksum(m.data)
 	var before []ObjectRef
 	prevSum := ""
-	if prev != nil && err == nil {
+	if prev != nil {
 		before = addonObjects(prev)
 		prevSum, _, _ = unstructured.NestedString(prev.Object, "spec", "checksum")
 	}
 
 	var applied []ObjectRef
 	var failed []error
-	for _, o := range applyOrder(objs) {
+	for _, o := range applyOrder(m.objs) {
 		ref, err := c.apply(ctx, o)
 		if err != nil {
 			failed = append(failed, fmt.Errorf("%s %s: %w", o.GetKind(), o.GetName(), err))
@@ -273,39 +336,46 @@ func (c *Controller) syncFile(ctx context.Context, path string) {
 		// An object that failed may be one that was there before: nothing is
 		// pruned until the whole file applies.
 		for _, r := range before {
-			if !slices.Contains(keep, r) {
+			if !containsRef(keep, r) {
 				keep = append(keep, r)
 			}
 		}
-		c.log.Warn("manifest partly applied", "file", path, "applied", len(applied), "err", errors.Join(failed...))
+		c.log.Warn("manifest partly applied", "file", m.path, "applied", len(applied), "err", errors.Join(failed...))
 	} else {
 		for _, r := range before {
-			if slices.Contains(applied, r) {
+			if containsRef(applied, r) || held.has(r) {
 				continue
 			}
 			if err := c.delete(ctx, r); err != nil {
-				c.log.Warn("pruning", "file", path, "object", r.String(), "err", err)
+				c.log.Warn("pruning", "file", m.path, "object", r.String(), "err", err)
 				keep = append(keep, r)
 				continue
 			}
 			pruned++
 		}
 	}
-	if err := c.writeAddon(ctx, name, path, sum, keep); err != nil {
-		c.log.Warn("writing Addon", "addon", name, "err", err)
+	if err := c.writeAddon(ctx, m.addon, m.path, sum, keep); err != nil {
+		c.log.Warn("writing Addon", "addon", m.addon, "err", err)
 	}
 	if sum != prevSum || pruned > 0 {
-		c.log.Info("manifest applied", "file", path, "objects", len(applied), "pruned", pruned)
+		c.log.Info("manifest applied", "file", m.path, "objects", len(applied), "pruned", pruned)
 	}
 }
 
-// removeAddon deletes what a removed file had created, then its Addon.
-func (c *Controller) removeAddon(ctx context.Context, a *unstructured.Unstructured) {
+// removeAddon deletes what a removed file had created, except what another
+// file holds now, then its Addon.
+func (c *Controller) removeAddon(ctx context.Context, a *unstructured.Unstructured, held claims) {
 	var failed []error
+	pruned := 0
 	for _, r := range addonObjects(a) {
+		if held.has(r) {
+			continue
+		}
 		if err := c.delete(ctx, r); err != nil {
 			failed = append(failed, fmt.Errorf("%s: %w", r, err))
+			continue
 		}
+		pruned++
 	}
 	if len(failed) > 0 {
 		c.log.Warn("pruning a removed manifest's objects", "addon", a.GetName(), "err", errors.Join(failed...))
@@ -316,7 +386,7 @@ func (c *Controller) removeAddon(ctx context.Context, a *unstructured.Unstructur
 		c.log.Warn("deleting Addon", "addon", a.GetName(), "err", err)
 		return
 	}
-	c.log.Info("manifest removed: objects pruned", "addon", a.GetName(), "objects", len(addonObjects(a)))
+	c.log.Info("manifest removed: objects pruned", "addon", a.GetName(), "objects", pruned)
 }
 
 // resource maps a kind to its resource, refreshing discovery once for a kind

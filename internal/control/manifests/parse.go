@@ -30,15 +30,17 @@ func isManifest(name string) bool {
 var invalidName = regexp.MustCompile(`[^a-z0-9-]+`)
 
 // AddonName is the Addon object of a manifest file: its name without the
-// extension, as a Kubernetes name.
+// extension, as a Kubernetes name. A name too long is cut and given a hash
+// of the whole, so that two long names stay apart; two files that still
+// share a name (a.yaml and a.json) are refused by the controller.
 func AddonName(file string) string {
-	base := strings.ToLower(strings.TrimSuffix(filepath.Base(file), filepath.Ext(file)))
-	name := strings.Trim(invalidName.ReplaceAllString(base, "-"), "-")
+	base := strings.TrimSuffix(filepath.Base(file), filepath.Ext(file))
+	name := strings.Trim(invalidName.ReplaceAllString(strings.ToLower(base), "-"), "-")
 	if name == "" {
 		name = "manifest"
 	}
 	if len(name) > 63 {
-		name = strings.TrimRight(name[:63], "-")
+		name = strings.TrimRight(name[:54], "-") + "-" + checksum([]byte(base))[:8]
 	}
 	return name
 }

@@ -71,3 +71,51 @@ func TestAddonName(t *testing.T) {
 		t.Error("isManifest picks the wrong files")
 	}
 }
+
+func TestLongAddonNamesStayApart(t *testing.T) {
+	long := strings.Repeat("a", 70)
+	a, b := AddonName(long+"-one.yaml"), AddonName(long+"-two.yaml")
+	if a == b || len(a) > 63 || len(b) > 63 {
+		t.Errorf("AddonName of two long files: %q and %q, want two different names of at most 63 characters", a, b)
+	}
+	if a != AddonName(long+"-one.yaml") {
+		t.Error("AddonName is not stable")
+	}
+}
+
+func TestRefsMatchAcrossVersions(t *testing.T) {
+	v2 := ObjectRef{APIVersion: "autoscaling/v2", Kind: "HorizontalPodAutoscaler", Namespace: "default", Name: "web"}
+	v1 := v2
+	v1.APIVersion = "autoscaling/v1"
+	if !containsRef([]ObjectRef{v1}, v2) {
+		t.Error("an object applied under another version of its group is not recognised: it would be pruned")
+	}
+	other := v2
+	other.APIVersion = "example.com/v2"
+	if containsRef([]ObjectRef{other}, v2) {
+		t.Error("kinds of two groups are taken for one")
+	}
+}
+
+func TestClaimsDefaultTheNamespace(t *testing.T) {
+	objs, err := parse([]byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\n" +
+		"apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: r, namespace: x}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := claims{}
+	for _, o := range objs {
+		held.addObject(o)
+	}
+	for _, r := range []ObjectRef{
+		{APIVersion: "v1", Kind: "ConfigMap", Namespace: DefaultNamespace, Name: "a"},
+		{APIVersion: "rbac.authorization.k8s.io/v1beta1", Kind: "ClusterRole", Name: "r"},
+	} {
+		if !held.has(r) {
+			t.Errorf("%v is held by the file but not claimed", r)
+		}
+	}
+	if held.has(ObjectRef{APIVersion: "v1", Kind: "ConfigMap", Namespace: "other", Name: "a"}) {
+		t.Error("a ConfigMap of another namespace is claimed")
+	}
+}

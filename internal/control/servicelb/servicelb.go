@@ -23,6 +23,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -65,6 +66,9 @@ type Controller struct {
 	recorder record.EventRecorder
 	kick     chan struct{}
 	synced   atomic.Bool
+	// reported is the conflict last recorded as an event per Service, so
+	// that a conflict is reported once and not at every pass.
+	reported map[types.UID]string
 	component.Runner
 }
 
@@ -161,12 +165,19 @@ func (c *Controller) reconcile(ctx context.Context) {
 			lbs = append(lbs, s)
 		}
 	}
+	if c.reported == nil {
+		c.reported = map[types.UID]string{}
+	}
+	seen := map[types.UID]bool{}
 	for svc, conflict := range Assign(lbs, c.cfg.Reserved) {
+		seen[svc.UID] = true
 		var ingress []corev1.LoadBalancerIngress
 		if conflict == "" {
 			ingress = ingressFor(svc, addrs)
-		} else {
+			delete(c.reported, svc.UID)
+		} else if c.reported[svc.UID] != conflict {
 			c.recorder.Event(svc, corev1.EventTypeWarning, "PortInUse", conflict)
+			c.reported[svc.UID] = conflict
 		}
 		if equalIngress(svc.Status.LoadBalancer.Ingress, ingress) {
 			continue
@@ -178,6 +189,11 @@ func (c *Controller) reconcile(ctx context.Context) {
 			continue
 		}
 		c.log.Info("load balancer addresses", "service", svc.Namespace+"/"+svc.Name, "ingress", ingressIPs(ingress), "conflict", conflict)
+	}
+	for uid := range c.reported {
+		if !seen[uid] {
+			delete(c.reported, uid)
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package servicelb
 
 import (
 	"context"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
@@ -11,6 +12,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+	listerscorev1 "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 )
 
 func lbService(name string, age time.Duration, ports ...corev1.ServicePort) *corev1.Service {
@@ -97,5 +101,49 @@ func TestRemoveNodeAddressesKeepsOthers(t *testing.T) {
 	got, _ = client.CoreV1().Services("default").Get(ctx, "metallb", metav1.GetOptions{})
 	if ips := ingressIPs(got.Status.LoadBalancer.Ingress); !slices.Equal(ips, []string{"198.51.100.8"}) {
 		t.Errorf("another implementation's address changed: %v", ips)
+	}
+}
+
+func TestConflictReportedOnce(t *testing.T) {
+	holder := lbService("holder", time.Hour, corev1.ServicePort{Port: 80})
+	holder.UID = "holder"
+	late := lbService("late", time.Minute, corev1.ServicePort{Port: 80})
+	late.UID = "late"
+	svcs := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	nodes := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	for _, s := range []*corev1.Service{holder, late} {
+		if err := svcs.Add(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec := record.NewFakeRecorder(10)
+	c := &Controller{
+		log:      slog.New(slog.DiscardHandler),
+		client:   fake.NewClientset(holder, late),
+		services: listerscorev1.NewServiceLister(svcs),
+		nodes:    listerscorev1.NewNodeLister(nodes),
+		recorder: rec,
+	}
+	for range 3 {
+		c.reconcile(context.Background())
+	}
+	if n := len(rec.Events); n != 1 {
+		t.Fatalf("%d events for one conflict over three passes, want 1", n)
+	}
+	if ev := <-rec.Events; !strings.Contains(ev, "PortInUse") || !strings.Contains(ev, "default/holder") {
+		t.Errorf("event %q, want PortInUse naming default/holder", ev)
+	}
+	// Freed and taken again: a new conflict is a new event.
+	if err := svcs.Delete(holder); err != nil {
+		t.Fatal(err)
+	}
+	c.reconcile(context.Background())
+	if err := svcs.Add(holder); err != nil {
+		t.Fatal(err)
+	}
+	holder.CreationTimestamp = metav1.NewTime(time.Now().Add(-2 * time.Hour))
+	c.reconcile(context.Background())
+	if n := len(rec.Events); n != 1 {
+		t.Errorf("%d events after the conflict came back, want 1", n)
 	}
 }
