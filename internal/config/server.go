@@ -38,6 +38,7 @@ type Server struct {
 	DisableScheduler          bool     `json:"disable-scheduler"`
 	DisableControllerManager  bool     `json:"disable-controller-manager"`
 	Disable                   []string `json:"disable"`
+	DisableNetworkPolicy      bool     `json:"disable-network-policy"`
 	DefaultLocalStoragePath   string   `json:"default-local-storage-path"`
 	KubeAPIServerArgs         []string `json:"kube-apiserver-arg"`
 	KubeControllerManagerArgs []string `json:"kube-controller-manager-arg"`
@@ -86,6 +87,7 @@ func (s *Server) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&s.DisableScheduler, "disable-scheduler", false, "do not run the scheduler")
 	fs.BoolVar(&s.DisableControllerManager, "disable-controller-manager", false, "do not run the controller manager")
 	fs.StringVar(&s.DefaultLocalStoragePath, "default-local-storage-path", "", "directory on each node for local-path volumes (default: <data-dir>/storage)")
+	fs.BoolVar(&s.DisableNetworkPolicy, "disable-network-policy", false, "do not enforce NetworkPolicies on the nodes (and remove the rules)")
 	fs.StringSliceVar(&s.Disable, "disable", []string{}, "bundled add-on not to run, and to remove what it deployed: "+strings.Join(Addons, ", ")+" (repeatable)")
 	// StringArray, not StringSlice: component flags often carry commas
 	// themselves (--admission-plugins=A,B) and must not be split.

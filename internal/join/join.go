@@ -62,6 +62,9 @@ type Cluster struct {
 	ClusterDNS     string `json:"clusterDNS"`
 	ClusterDomain  string `json:"clusterDomain"`
 	FlannelBackend string `json:"flannelBackend"`
+	// DisableNetworkPolicy: nodes enforce NetworkPolicies unless the
+	// server's --disable-network-policy says not to.
+	DisableNetworkPolicy bool `json:"disableNetworkPolicy,omitempty"`
 }
 
 // Response carries the node's credentials, all PEM.

@@ -10,8 +10,9 @@ import (
 )
 
 // Chains created by kube-proxy and the kubelet (KUBE-), the CNI portmap and
-// bridge plugins (CNI-) and flannel (FLANNEL-).
-var ourChainPrefixes = []string{"KUBE-", "CNI-", "FLANNEL-"}
+// bridge plugins (CNI-), flannel (FLANNEL-) and skiff's network policy
+// queueing (SKIFF-NETPOL).
+var ourChainPrefixes = []string{"KUBE-", "CNI-", "FLANNEL-", "SKIFF-NETPOL"}
 
 // Words in a rule's comment that mark it as ours, for rules in built-in
 // chains such as flannel's `--comment "flanneld masq"`.
@@ -121,10 +122,12 @@ func splitRule(s string) []string {
 // NftTable is a table from `nft list tables`.
 type NftTable struct{ Family, Name string }
 
-// ourNftTables are kube-proxy's nftables mode and flannel's nftables mode.
+// ourNftTables are kube-proxy's nftables mode, flannel's nftables mode and
+// the network policy engine's (and skiff's probe of it, if a crash left it).
 var ourNftTables = []NftTable{
 	{"ip", "kube-proxy"}, {"ip6", "kube-proxy"},
 	{"ip", "flannel"}, {"ip6", "flannel"},
+	{"inet", "kube-network-policies"}, {"inet", "skiff-queue-probe"},
 }
 
 // SelectNftTables returns our tables among `nft list tables` output

@@ -201,7 +201,7 @@ func TestRun(t *testing.T) {
 	}
 	want := Report{
 		ProcessesKilled: 6, MountsUnmounted: 6, NetnsRemoved: 2, LinksDeleted: 4,
-		RulesRemoved: 22, ChainsRemoved: 16, NftTablesDeleted: 2, DirsRemoved: 3,
+		RulesRemoved: 25, ChainsRemoved: 17, NftTablesDeleted: 2, DirsRemoved: 3,
 	}
 	if rep != want {
 		t.Errorf("report = %+v\nwant       %+v", rep, want)

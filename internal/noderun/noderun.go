@@ -30,6 +30,7 @@ import (
 	"github.com/skiffkube/skiff/internal/node/flannel"
 	"github.com/skiffkube/skiff/internal/node/kubelet"
 	"github.com/skiffkube/skiff/internal/node/kubeproxy"
+	"github.com/skiffkube/skiff/internal/node/netpol"
 	"github.com/skiffkube/skiff/internal/node/nodeready"
 	"github.com/skiffkube/skiff/internal/node/runtime"
 	"github.com/skiffkube/skiff/internal/payload"
@@ -320,6 +321,20 @@ func (n *Plan) Phases(log *slog.Logger) ([]component.Phase, error) {
 			SubnetFile:  n.layout.FlannelSubnetFile(),
 			CNIConfDir:  n.layout.CNIConfDir(),
 		}, log))
+	}
+	if !cluster.DisableNetworkPolicy {
+		cidrs, err := config.ParseCIDRs(cluster.ClusterCIDR)
+		if err != nil {
+			return nil, fmt.Errorf("cluster CIDR: %w", err)
+		}
+		nodeComponents = append(nodeComponents, netpol.New(netpol.Config{
+			Kubeconfig:   n.spec.FlannelKubeconfig,
+			NodeName:     n.identity.NodeName,
+			ClusterCIDRs: cidrs,
+			ProxyMode:    n.proxyMode,
+		}, log))
+	} else {
+		netpol.RemoveLeftovers(log)
 	}
 	phases = append(phases,
 		component.Phase{Name: "kubelet", Components: nodeComponents},

@@ -32,11 +32,12 @@ func prepareNode(cfg *config.Server, l controlplane.Layout, advertiseIP net.IP, 
 // get it from the join API.
 func clusterConfig(cfg *config.Server) join.Cluster {
 	return join.Cluster{
-		ClusterCIDR:    cfg.ClusterCIDR,
-		ServiceCIDR:    cfg.ServiceCIDR,
-		ClusterDNS:     cfg.ClusterDNS,
-		ClusterDomain:  cfg.ClusterDomain,
-		FlannelBackend: cfg.FlannelBackend,
+		ClusterCIDR:          cfg.ClusterCIDR,
+		ServiceCIDR:          cfg.ServiceCIDR,
+		ClusterDNS:           cfg.ClusterDNS,
+		ClusterDomain:        cfg.ClusterDomain,
+		FlannelBackend:       cfg.FlannelBackend,
+		DisableNetworkPolicy: cfg.DisableNetworkPolicy,
 	}
 }
 

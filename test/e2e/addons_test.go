@@ -14,6 +14,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -282,6 +283,73 @@ metadata: {name: mf-test}
 		t.Logf("outside name failed in %s", time.Since(begin).Round(time.Millisecond))
 	})
 
+	t.Run("network policy", func(t *testing.T) {
+		webs, err := c.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+		if err != nil || len(webs.Items) == 0 || webs.Items[0].Status.PodIP == "" {
+			t.Fatalf("web pods: %v %v", webs, err)
+		}
+		url := "http://" + net.JoinHostPort(webs.Items[0].Status.PodIP, "8080") + "/"
+		client := runClientPod(t, c, "np-client", map[string]string{"role": "client"})
+		fetch := func() error {
+			out, err := s.kubectl("exec", client, "--", "/web", "fetch", url)
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			return nil
+		}
+		reaches := func(want bool, why string) {
+			t.Helper()
+			eventually(t, 30*time.Second, func() (string, error) {
+				if err := fetch(); (err == nil) != want {
+					return fmt.Sprintf("%s: fetch err = %v", why, err), errNotYet
+				}
+				return "", nil
+			})
+		}
+		reaches(true, "no policy")
+
+		// Ingress: the web pods accept nothing, then only the client on 8080.
+		policy := func(name string, spec networkingv1.NetworkPolicySpec) {
+			t.Helper()
+			np := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: spec}
+			if _, err := c.NetworkingV1().NetworkPolicies("default").Create(ctx, np, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		unpolicy := func(name string) {
+			t.Helper()
+			if err := c.NetworkingV1().NetworkPolicies("default").Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		web := metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}
+		clients := metav1.LabelSelector{MatchLabels: map[string]string{"role": "client"}}
+		policy("np-deny", networkingv1.NetworkPolicySpec{PodSelector: web, PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}})
+		reaches(false, "web denies all ingress")
+		// The host's own traffic (kubelet probes) is not subject to policy.
+		if _, err := httpGet(url); err != nil {
+			t.Errorf("the host cannot reach a pod under a deny-all policy: %v", err)
+		}
+		port := intstr.FromInt32(8080)
+		policy("np-allow", networkingv1.NetworkPolicySpec{
+			PodSelector: web, PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &clients}},
+				Ports: []networkingv1.NetworkPolicyPort{{Port: &port}},
+			}},
+		})
+		reaches(true, "web allows the client on 8080")
+
+		// Egress: the client may send nothing, whatever web allows.
+		policy("np-egress", networkingv1.NetworkPolicySpec{PodSelector: clients, PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress}})
+		reaches(false, "the client may send nothing")
+		unpolicy("np-egress")
+		reaches(true, "egress policy deleted")
+		for _, name := range []string{"np-deny", "np-allow"} {
+			unpolicy(name)
+		}
+	})
+
 	t.Run("metrics", func(t *testing.T) {
 		nodes, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 		if err != nil || len(nodes.Items) != 1 {
@@ -366,7 +434,14 @@ metadata: {name: mf-test}
 
 	t.Run("disable", func(t *testing.T) {
 		s.Stop()
-		s.Start("--disable", "servicelb", "--disable", "local-storage", "--disable", "coredns", "--disable", "metrics-server")
+		s.Start("--disable", "servicelb", "--disable", "local-storage", "--disable", "coredns", "--disable", "metrics-server", "--disable-network-policy")
+		// No queueing rules and no engine table are left on the host.
+		if out, _ := exec.Command("iptables-save", "-t", "mangle").CombinedOutput(); strings.Contains(string(out), "SKIFF-NETPOL") {
+			t.Errorf("network policy disabled, yet iptables keeps its rules:\n%s", out)
+		}
+		if out, _ := exec.Command("nft", "list", "tables").CombinedOutput(); strings.Contains(string(out), "kube-network-policies") {
+			t.Errorf("network policy disabled, yet nftables keeps its table:\n%s", out)
+		}
 		// What the add-ons deployed is pruned: the StorageClass, the kube-dns
 		// Service.
 		eventually(t, 30*time.Second, func() (string, error) {
@@ -390,6 +465,30 @@ metadata: {name: mf-test}
 			t.Errorf("web-lb3 got %q with servicelb disabled", ip)
 		}
 	})
+}
+
+// runClientPod runs the web image as a pod with the given labels and waits
+// until it runs.
+func runClientPod(t *testing.T, c kubernetes.Interface, name string, labels map[string]string) string {
+	t.Helper()
+	ctx := context.Background()
+	_, err := c.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{
+			Name: "web", Image: webImage, ImagePullPolicy: corev1.PullNever,
+		}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Minute, func() (string, error) {
+		p, err := c.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
+		if err != nil || p.Status.Phase != corev1.PodRunning {
+			return fmt.Sprint(p.Status.Phase, err), errNotYet
+		}
+		return "", nil
+	})
+	return name
 }
 
 // runVolumePod runs the web image with the claim "data" at /data.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
@@ -282,6 +283,36 @@ func TestMultiNode(t *testing.T) {
 	})
 	t.Run("cross-node traffic", crossNode)
 	t.Run("logs and exec through the tunnel", logsAndExec)
+
+	t.Run("network policy across nodes", func(t *testing.T) {
+		target := byNode["agent2"]
+		url := "http://" + net.JoinHostPort(target.Status.PodIP, "8080") + "/"
+		if out, err := s.kubectl("label", "pod", target.Name, "np=target"); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		deny := &networkingv1.NetworkPolicy{
+			ObjectMeta: metav1.ObjectMeta{Name: "np-target"},
+			Spec: networkingv1.NetworkPolicySpec{
+				PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"np": "target"}},
+				PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			},
+		}
+		if _, err := c.NetworkingV1().NetworkPolicies("default").Create(context.Background(), deny, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		// agent2's engine drops what agent1's pod sends it; agent1's own
+		// (it knows the policy too) may drop it first.
+		eventually(t, 30*time.Second, func() (string, error) {
+			if out, err := fetchFrom(from, url); err == nil {
+				return out, errNotYet
+			}
+			return "", nil
+		})
+		if out, err := s.kubectl("delete", "networkpolicy", "np-target"); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		eventually(t, 30*time.Second, func() (string, error) { return fetchFrom(from, url) })
+	})
 
 	t.Run("refusals", func(t *testing.T) {
 		nd, err := nw.AddNode("agent3", filepath.Join(t.TempDir(), "agent3"))

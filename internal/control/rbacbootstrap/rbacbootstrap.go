@@ -1,6 +1,8 @@
 // Package rbacbootstrap creates the RBAC objects skiff's own identities need
-// beyond Kubernetes' defaults: flannel on agents lists nodes and patches node
-// status as the user system:skiff-flannel, and nothing more.
+// beyond Kubernetes' defaults. A node's network components run as the user
+// system:skiff-flannel: flannel lists nodes and patches node status; the
+// network policy engine reads pods, namespaces and NetworkPolicies and
+// records events. Nothing more: they never write pods or policies.
 package rbacbootstrap
 
 import (
@@ -74,6 +76,9 @@ func Apply(ctx context.Context, c kubernetes.Interface) error {
 		Rules: []rbacv1.PolicyRule{
 			{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch"}},
 			{APIGroups: []string{""}, Resources: []string{"nodes/status"}, Verbs: []string{"patch"}},
+			{APIGroups: []string{""}, Resources: []string{"pods", "namespaces"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"get", "list", "watch"}},
+			{APIGroups: []string{"", "events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch", "update"}},
 		},
 	}
 	binding := &rbacv1.ClusterRoleBinding{
