@@ -215,7 +215,7 @@ func (c *Controller) syncAll(ctx context.Context) {
 		c.log.Warn("reading the manifests dir", "dir", c.cfg.Dir, "err", err)
 		return
 	}
-	present := map[string]bool{} // Addon names with a file or a .skip
+	present := map[string]bool{}   // Addon names with a file or a .skip
 	paths := map[string][]string{} // Addon name -> the files that have it
 	var names []string
 	for _, e := range entries {
