@@ -111,7 +111,7 @@ func run() error {
 				fmt.Fprintf(os.Stderr, "add-on run %d/%d, add-ons %s ... ", i+1, *addonRuns, side)
 				var extra []string
 				if side == "off" {
-					extra = []string{allAddons}
+					extra = allAddons
 				}
 				runCtx, cancel := context.WithTimeoutCause(ctx, *timeout+*nodeSettle+2*time.Minute, errors.New("add-on run took too long"))
 				s, err := runSkiffNode(runCtx, bin, *nodeSettle, extra...)

@@ -307,12 +307,12 @@ func printAgentReport(runs []agentSample, settle time.Duration) {
 }
 
 // allAddons turns off every bundled add-on: the baseline of the add-on runs.
-var allAddons = "--disable=coredns,local-storage,metrics-server,servicelb"
+var allAddons = []string{"--disable=coredns,local-storage,metrics-server,servicelb", "--disable-network-policy", "--disable-helm-controller"}
 
 // printAddonReport compares a server node with every add-on on and with all
 // off, started alternately in the same run.
 func printAddonReport(on, off []nodeSample, settle time.Duration) {
-	fmt.Printf("\n## A server with its node: bundled add-ons on vs. all off (%s)\n\n", allAddons)
+	fmt.Printf("\n## A server with its node: bundled add-ons on vs. all off (%s)\n\n", strings.Join(allAddons, " "))
 	fmt.Printf("- starts per side: %d, alternating; medians; memory read %s after ready, before any workload\n", len(on), settle)
 	fmt.Printf("- \"ready\" is `skiff server ready`: the Node is Ready and every add-on reports ready (DNS answers, manifests applied, caches synced)\n\n")
 	medOn := func(get func(nodeSample) float64) float64 { return median(on, get) }

@@ -39,6 +39,7 @@ type Server struct {
 	DisableControllerManager  bool     `json:"disable-controller-manager"`
 	Disable                   []string `json:"disable"`
 	DisableNetworkPolicy      bool     `json:"disable-network-policy"`
+	DisableHelmController     bool     `json:"disable-helm-controller"`
 	DefaultLocalStoragePath   string   `json:"default-local-storage-path"`
 	KubeAPIServerArgs         []string `json:"kube-apiserver-arg"`
 	KubeControllerManagerArgs []string `json:"kube-controller-manager-arg"`
@@ -88,6 +89,7 @@ func (s *Server) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&s.DisableControllerManager, "disable-controller-manager", false, "do not run the controller manager")
 	fs.StringVar(&s.DefaultLocalStoragePath, "default-local-storage-path", "", "directory on each node for local-path volumes (default: <data-dir>/storage)")
 	fs.BoolVar(&s.DisableNetworkPolicy, "disable-network-policy", false, "do not enforce NetworkPolicies on the nodes (and remove the rules)")
+	fs.BoolVar(&s.DisableHelmController, "disable-helm-controller", false, "do not install HelmCharts (and remove the HelmChart CRDs; installed releases stay)")
 	fs.StringSliceVar(&s.Disable, "disable", []string{}, "bundled add-on not to run, and to remove what it deployed: "+strings.Join(Addons, ", ")+" (repeatable)")
 	// StringArray, not StringSlice: component flags often carry commas
 	// themselves (--admission-plugins=A,B) and must not be split.

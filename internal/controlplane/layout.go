@@ -58,6 +58,12 @@ func (l Layout) EgressSelectorConfig() string {
 // ManifestsDir holds the manifests the server applies (auto-deploy).
 func (l Layout) ManifestsDir() string { return filepath.Join(l.ServerDir(), "manifests") }
 
+// StaticDir holds chart files that HelmCharts name as /static/<path>.
+func (l Layout) StaticDir() string { return filepath.Join(l.ServerDir(), "static") }
+
+// HelmDir holds the Helm controller's repository cache.
+func (l Layout) HelmDir() string { return filepath.Join(l.ServerDir(), "helm") }
+
 // EgressSocket is where the apiserver reaches kubelets and pods (through
 // agents' tunnels).
 func (l Layout) EgressSocket() string { return filepath.Join(l.ServerDir(), "egress.sock") }

@@ -24,6 +24,7 @@ import (
 	"github.com/skiffkube/skiff/internal/control/apiserver"
 	"github.com/skiffkube/skiff/internal/control/controllermanager"
 	"github.com/skiffkube/skiff/internal/control/coredns"
+	"github.com/skiffkube/skiff/internal/control/helmcontroller"
 	"github.com/skiffkube/skiff/internal/control/kubeendpoints"
 	"github.com/skiffkube/skiff/internal/control/localstorage"
 	"github.com/skiffkube/skiff/internal/control/manifests"
@@ -177,6 +178,12 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 			HelperImage: node.DefaultPauseImage,
 		}, log))
 	}
+	if cfg.DisableHelmController {
+		removed = append(removed, helmcontroller.ManifestFile)
+		controllers = append(controllers, helmcontroller.NewCleanup(l.AdminKubeconfig(), log))
+	} else {
+		addonFiles[helmcontroller.ManifestFile] = helmcontroller.Manifest()
+	}
 	controllers = append(controllers, manifests.New(manifests.Config{
 		Dir:        l.ManifestsDir(),
 		Kubeconfig: l.AdminKubeconfig(),
@@ -189,6 +196,14 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		controllers = append(controllers, servicelb.NewCleanup(lbConfig, log))
 	} else {
 		controllers = append(controllers, servicelb.New(lbConfig, log))
+	}
+	if !cfg.DisableHelmController {
+		// After the manifests controller, which applies its CRDs.
+		controllers = append(controllers, helmcontroller.New(helmcontroller.Config{
+			Kubeconfig: l.AdminKubeconfig(),
+			StaticDir:  l.StaticDir(),
+			HelmDir:    l.HelmDir(),
+		}, log))
 	}
 	if !cfg.DisableControllerManager {
 		controllers = append(controllers, controllermanager.New(controllermanager.Config{Args: plan.ControllerManagerArgs()}, log))

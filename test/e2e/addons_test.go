@@ -1,8 +1,12 @@
 package e2e
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -432,9 +436,118 @@ metadata: {name: mf-test}
 		})
 	})
 
+	t.Run("helm", func(t *testing.T) {
+		archive := chartArchive(t)
+		apply := func(doc string) {
+			t.Helper()
+			f := filepath.Join(t.TempDir(), "obj.yaml")
+			if err := os.WriteFile(f, []byte(doc), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := s.kubectl("apply", "-f", f); err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+		}
+		greeting := func(ns, name, want string) {
+			t.Helper()
+			eventually(t, time.Minute, func() (string, error) {
+				cm, err := configMap(ns, name)
+				if err != nil || cm.Data["greeting"] != want || cm.Data["extra"] != "from-set" {
+					return fmt.Sprint(cm.Data, err), errNotYet
+				}
+				return "", nil
+			})
+		}
+		// Installed from chartContent into its target namespace, with set.
+		apply(`apiVersion: helm.skiff.io/v1
+kind: HelmChart
+metadata: {name: e2e, namespace: kube-system}
+spec:
+  targetNamespace: helm-e2e
+  set: {extra: from-set}
+  chartContent: ` + base64.StdEncoding.EncodeToString(archive) + "\n")
+		greeting("helm-e2e", "e2e-cm", "hello")
+		out := eventually(t, 30*time.Second, func() (string, error) {
+			out, err := s.kubectl("get", "helmchart", "-n", "kube-system", "e2e", "-o", "jsonpath={.status.phase} {.status.revision}")
+			if err == nil && out != "Installed 1" {
+				return out, errNotYet
+			}
+			return out, err
+		})
+		t.Logf("HelmChart e2e: %s", out)
+		if _, err := eventOn(c, "kube-system", "e2e", "Installed"); err != nil {
+			t.Errorf("no Installed event on the HelmChart: %v", err)
+		}
+
+		// A HelmChartConfig's values win: the release is upgraded.
+		apply(`apiVersion: helm.skiff.io/v1
+kind: HelmChartConfig
+metadata: {name: e2e, namespace: kube-system}
+spec:
+  valuesContent: "greeting: from-config"
+`)
+		greeting("helm-e2e", "e2e-cm", "from-config")
+		eventually(t, 30*time.Second, func() (string, error) {
+			out, err := s.kubectl("get", "helmchart", "-n", "kube-system", "e2e", "-o", "jsonpath={.status.revision}")
+			if err == nil && out != "2" {
+				return out, errNotYet
+			}
+			return out, err
+		})
+
+		// A chart file in the server's static directory.
+		static := filepath.Join(s.DataDir, "server", "static", "charts")
+		if err := os.MkdirAll(static, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(static, "e2e.tgz"), archive, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		apply(`apiVersion: helm.skiff.io/v1
+kind: HelmChart
+metadata: {name: e2e-static, namespace: default}
+spec:
+  chart: /static/charts/e2e.tgz
+  set: {extra: from-set}
+`)
+		greeting("default", "e2e-static-cm", "hello")
+
+		// A chart that cannot load: Failed, with the reason in status and an event.
+		apply(`apiVersion: helm.skiff.io/v1
+kind: HelmChart
+metadata: {name: e2e-broken, namespace: default}
+spec:
+  chartContent: not-base64!
+`)
+		eventually(t, 30*time.Second, func() (string, error) {
+			out, err := s.kubectl("get", "helmchart", "e2e-broken", "-o", "jsonpath={.status.phase}: {.status.message}")
+			if err == nil && (!strings.HasPrefix(out, "Failed") || !strings.Contains(out, "base64")) {
+				return out, errNotYet
+			}
+			return out, err
+		})
+		if _, err := eventOn(c, "default", "e2e-broken", "ChartNotLoaded"); err != nil {
+			t.Error(err)
+		}
+		if out, err := s.kubectl("delete", "helmchart", "e2e-broken", "--timeout=60s"); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+
+		// Deleted: the release is uninstalled, then the object goes.
+		if out, err := s.kubectl("delete", "helmchart", "-n", "kube-system", "e2e", "--timeout=60s"); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		eventually(t, 30*time.Second, func() (string, error) {
+			if _, err := configMap("helm-e2e", "e2e-cm"); !gone(err) {
+				return "e2e-cm still there", errNotYet
+			}
+			return "", nil
+		})
+	})
+
 	t.Run("disable", func(t *testing.T) {
 		s.Stop()
-		s.Start("--disable", "servicelb", "--disable", "local-storage", "--disable", "coredns", "--disable", "metrics-server", "--disable-network-policy")
+		s.Start("--disable", "servicelb", "--disable", "local-storage", "--disable", "coredns", "--disable", "metrics-server", "--disable-network-policy", "--disable-helm-controller")
 		// No queueing rules and no engine table are left on the host.
 		if out, _ := exec.Command("iptables-save", "-t", "mangle").CombinedOutput(); strings.Contains(string(out), "SKIFF-NETPOL") {
 			t.Errorf("network policy disabled, yet iptables keeps its rules:\n%s", out)
@@ -454,8 +567,16 @@ metadata: {name: mf-test}
 			if out, err := s.kubectl("get", "apiservice", "v1beta1.metrics.k8s.io"); err == nil {
 				return out, errNotYet
 			}
+			// The HelmChart CRDs go (the HelmChart left is let go first).
+			if out, err := s.kubectl("get", "crd", "helmcharts.helm.skiff.io"); err == nil {
+				return out, errNotYet
+			}
 			return "", nil
 		})
+		// A release installed before stays.
+		if _, err := configMap("default", "e2e-static-cm"); err != nil {
+			t.Errorf("disabling the Helm controller removed a release's objects: %v", err)
+		}
 		if ip, err := lbIngress(c, "web-lb2"); ip != "" || err == nil {
 			t.Errorf("web-lb2 keeps address %q with servicelb disabled", ip)
 		}
@@ -465,6 +586,51 @@ metadata: {name: mf-test}
 			t.Errorf("web-lb3 got %q with servicelb disabled", ip)
 		}
 	})
+}
+
+// chartArchive builds a small chart: a ConfigMap <release>-cm with the
+// values greeting and extra.
+func chartArchive(t *testing.T) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	for name, body := range map[string]string{
+		"e2e/Chart.yaml":        "apiVersion: v2\nname: e2e\nversion: 0.1.0\n",
+		"e2e/values.yaml":       "greeting: hello\nextra: none\n",
+		"e2e/templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cm\ndata:\n  greeting: {{ .Values.greeting | quote }}\n  extra: {{ .Values.extra | quote }}\n",
+	} {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), ModTime: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := gz.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// eventOn waits for an event of the reason on an object and returns its message.
+func eventOn(c kubernetes.Interface, ns, name, reason string) (string, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		evs, err := c.CoreV1().Events(ns).List(context.Background(), metav1.ListOptions{FieldSelector: "involvedObject.name=" + name})
+		if err == nil {
+			for _, e := range evs.Items {
+				if e.Reason == reason {
+					return e.Message, nil
+				}
+			}
+		}
+		time.Sleep(time.Second)
+	}
+	return "", fmt.Errorf("no %s event on %s/%s", reason, ns, name)
 }
 
 // runClientPod runs the web image as a pod with the given labels and waits

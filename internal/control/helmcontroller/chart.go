@@ -1,0 +1,187 @@
+package helmcontroller
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/strvals"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
+)
+
+// HelmChart is a chart skiff installs (helm.skiff.io/v1).
+type HelmChart struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+	Spec              HelmChartSpec   `json:"spec"`
+	Status            HelmChartStatus `json:"status,omitempty"`
+}
+
+// HelmChartSpec has K3s's field names, so that its HelmCharts carry over.
+type HelmChartSpec struct {
+	// Chart is a chart name in Repo, or a file under the server's static
+	// directory: "/static/<path>" or K3s's
+	// "https://%{KUBERNETES_API}%/static/<path>".
+	Chart           string                        `json:"chart,omitempty"`
+	Repo            string                        `json:"repo,omitempty"`
+	Version         string                        `json:"version,omitempty"`
+	TargetNamespace string                        `json:"targetNamespace,omitempty"`
+	ValuesContent   string                        `json:"valuesContent,omitempty"`
+	Set             map[string]intstr.IntOrString `json:"set,omitempty"`
+	// ChartContent is a chart archive (.tgz), base64: air-gapped charts.
+	ChartContent string `json:"chartContent,omitempty"`
+}
+
+// HelmChartStatus says what the controller last did.
+type HelmChartStatus struct {
+	// Phase is Installed or Failed.
+	Phase    string `json:"phase,omitempty"`
+	Release  string `json:"release,omitempty"`
+	Revision int    `json:"revision,omitempty"`
+	Message  string `json:"message,omitempty"`
+	// Applied is the hash of the chart and values the release has.
+	Applied string `json:"applied,omitempty"`
+}
+
+// HelmChartConfig adds values to the HelmChart of the same name and
+// namespace: the way to change a packaged chart without editing it.
+type HelmChartConfig struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+	Spec              struct {
+		ValuesContent string `json:"valuesContent,omitempty"`
+	} `json:"spec"`
+}
+
+// staticPrefixes name a chart file in the server's static directory.
+var staticPrefixes = []string{"https://%{KUBERNETES_API}%/static/", "/static/"}
+
+// staticPath is the file a chart reference names under dir, or "" when it
+// names none. A reference that climbs out of dir is an error.
+func staticPath(dir, ref string) (string, error) {
+	for _, p := range staticPrefixes {
+		rest, ok := strings.CutPrefix(ref, p)
+		if !ok {
+			continue
+		}
+		path := filepath.Join(dir, filepath.FromSlash(rest))
+		if rel, err := filepath.Rel(dir, path); err != nil || rel == "." || strings.HasPrefix(rel, "..") {
+			return "", fmt.Errorf("chart %q is not a file in the static directory %s", ref, dir)
+		}
+		return path, nil
+	}
+	return "", nil
+}
+
+// loadLocal loads the chart from chartContent or the static directory; ok
+// is false when the chart is to come from a repository.
+func loadLocal(spec HelmChartSpec, staticDir string) (c *chart.Chart, digest string, ok bool, err error) {
+	var archive []byte
+	switch {
+	case spec.ChartContent != "":
+		archive, err = base64.StdEncoding.DecodeString(strings.TrimSpace(spec.ChartContent))
+		if err != nil {
+			return nil, "", true, fmt.Errorf("chartContent is not base64: %w", err)
+		}
+	default:
+		path, err := staticPath(staticDir, spec.Chart)
+		if err != nil || path == "" {
+			return nil, "", path != "", err
+		}
+		if archive, err = os.ReadFile(path); err != nil {
+			return nil, "", true, fmt.Errorf("chart %q: %w", spec.Chart, err)
+		}
+	}
+	c, err = loader.LoadArchive(bytes.NewReader(archive))
+	if err != nil {
+		return nil, "", true, fmt.Errorf("chart archive: %w", err)
+	}
+	sum := sha256.Sum256(archive)
+	return c, hex.EncodeToString(sum[:]), true, nil
+}
+
+// values merges, later winning: the HelmChart's valuesContent, the
+// HelmChartConfig's, then set.
+func values(spec HelmChartSpec, config string) (map[string]interface{}, error) {
+	out := map[string]interface{}{}
+	for _, doc := range []struct{ what, content string }{{"valuesContent", spec.ValuesContent}, {"HelmChartConfig valuesContent", config}} {
+		if strings.TrimSpace(doc.content) == "" {
+			continue
+		}
+		var v map[string]interface{}
+		if err := yaml.Unmarshal([]byte(doc.content), &v); err != nil {
+			return nil, fmt.Errorf("%s: %w", doc.what, err)
+		}
+		merge(out, v)
+	}
+	keys := make([]string, 0, len(spec.Set))
+	for k := range spec.Set {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		v := spec.Set[k]
+		var err error
+		if v.Type == intstr.String {
+			err = strvals.ParseIntoString(k+"="+v.StrVal, out)
+		} else {
+			err = strvals.ParseInto(fmt.Sprintf("%s=%d", k, v.IntVal), out)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("set %q: %w", k, err)
+		}
+	}
+	return out, nil
+}
+
+// merge copies src into dst, maps merged key by key, anything else replaced.
+func merge(dst, src map[string]interface{}) {
+	for k, v := range src {
+		if sm, ok := v.(map[string]interface{}); ok {
+			if dm, ok := dst[k].(map[string]interface{}); ok {
+				merge(dm, sm)
+				continue
+			}
+		}
+		dst[k] = v
+	}
+}
+
+// inputsHash identifies what a release is made from: the chart (its
+// archive's digest, or its repository reference) and the values.
+func inputsHash(chartID string, vals map[string]interface{}) (string, error) {
+	v, err := json.Marshal(vals) // maps marshal with sorted keys
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(append([]byte(chartID+"\x00"), v...))
+	return hex.EncodeToString(sum[:16]), nil
+}
+
+// releaseNamespace is where the chart goes: targetNamespace, else the
+// HelmChart's own namespace.
+func releaseNamespace(hc *HelmChart) string {
+	if hc.Spec.TargetNamespace != "" {
+		return hc.Spec.TargetNamespace
+	}
+	return hc.Namespace
+}
+
+func validate(hc *HelmChart) error {
+	if hc.Spec.Chart == "" && hc.Spec.ChartContent == "" {
+		return errors.New("spec.chart or spec.chartContent is required")
+	}
+	return nil
+}

@@ -1,0 +1,382 @@
+// Package helmcontroller installs Helm charts described by HelmChart objects
+// (helm.skiff.io/v1) with the Helm SDK inside the server process: no job
+// pod and no helm image, so charts install on an air-gapped machine from a
+// chart archive in the object (chartContent) or in the server's static
+// directory. A change to the HelmChart or its HelmChartConfig upgrades the
+// release; deleting the HelmChart uninstalls it (a finalizer holds the
+// object until then).
+package helmcontroller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/cli"
+	"helm.sh/helm/v3/pkg/release"
+	"helm.sh/helm/v3/pkg/storage/driver"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/kubernetes"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/skiffkube/skiff/internal/component"
+)
+
+// Finalizer holds a HelmChart until its release is uninstalled.
+const Finalizer = "helm.skiff.io/uninstall"
+
+var (
+	chartGVR  = schema.GroupVersionResource{Group: "helm.skiff.io", Version: "v1", Resource: "helmcharts"}
+	configGVR = schema.GroupVersionResource{Group: "helm.skiff.io", Version: "v1", Resource: "helmchartconfigs"}
+)
+
+// Config is what the controller needs.
+type Config struct {
+	Kubeconfig string
+	// StaticDir is <data-dir>/server/static, where chart files may lie.
+	StaticDir string
+	// HelmDir holds the repository cache for charts fetched from a repo.
+	HelmDir string
+}
+
+// Controller is the Helm controller component.
+type Controller struct {
+	cfg      Config
+	log      *slog.Logger
+	dyn      dynamic.Interface
+	charts   cache.GenericLister
+	configs  cache.GenericLister
+	synced   []cache.InformerSynced
+	queue    workqueue.TypedRateLimitingInterface[string]
+	recorder record.EventRecorder
+	ready    atomic.Bool
+	component.Runner
+}
+
+// New returns the controller.
+func New(cfg Config, log *slog.Logger) *Controller {
+	return &Controller{cfg: cfg, log: log.With("component", "helm-controller")}
+}
+
+func (c *Controller) Name() string { return "helm-controller" }
+
+func (c *Controller) Init(context.Context) error {
+	for _, d := range []string{c.cfg.StaticDir, c.cfg.HelmDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("helm controller: %w", err)
+		}
+	}
+	return nil
+}
+
+func (c *Controller) Start(context.Context) error {
+	rc, err := clientcmd.BuildConfigFromFlags("", c.cfg.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("helm controller: kubeconfig: %w", err)
+	}
+	if c.dyn, err = dynamic.NewForConfig(rc); err != nil {
+		return err
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	c.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
+		workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, 2*time.Minute),
+		workqueue.TypedRateLimitingQueueConfig[string]{Name: "helmcharts"})
+	f := dynamicinformer.NewDynamicSharedInformerFactory(c.dyn, 10*time.Minute)
+	charts, configs := f.ForResource(chartGVR), f.ForResource(configGVR)
+	c.charts, c.configs = charts.Lister(), configs.Lister()
+	c.synced = []cache.InformerSynced{charts.Informer().HasSynced, configs.Informer().HasSynced}
+	enqueue := func(obj interface{}) {
+		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
+		}
+		if key, err := cache.MetaNamespaceKeyFunc(obj); err == nil {
+			c.queue.Add(key)
+		}
+	}
+	handler := cache.ResourceEventHandlerFuncs{
+		AddFunc:    enqueue,
+		UpdateFunc: func(_, obj interface{}) { enqueue(obj) },
+		DeleteFunc: enqueue,
+	}
+	if _, err := charts.Informer().AddEventHandler(handler); err != nil {
+		return err
+	}
+	// A HelmChartConfig names its HelmChart by its own name and namespace.
+	if _, err := configs.Informer().AddEventHandler(handler); err != nil {
+		return err
+	}
+	broadcaster := record.NewBroadcaster()
+	c.recorder = broadcaster.NewRecorder(runtime.NewScheme(), corev1.EventSource{Component: "skiff-helm-controller"})
+	c.Go(func(ctx context.Context) error {
+		broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+		defer broadcaster.Shutdown()
+		defer c.queue.ShutDown()
+		// The manifests controller applies the CRDs: wait until they are
+		// served rather than let the informers back off against a 404.
+		for _, gvr := range []schema.GroupVersionResource{chartGVR, configGVR} {
+			for {
+				if _, err := c.dyn.Resource(gvr).List(ctx, metav1.ListOptions{Limit: 1}); err == nil {
+					break
+				}
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+		}
+		f.Start(ctx.Done())
+		defer f.Shutdown()
+		if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
+			return nil
+		}
+		c.ready.Store(true)
+		go func() {
+			<-ctx.Done()
+			c.queue.ShutDown()
+		}()
+		for c.next(ctx) {
+		}
+		return nil
+	})
+	return nil
+}
+
+func (c *Controller) Ready() error {
+	if !c.ready.Load() {
+		return errors.New("HelmCharts not listed yet")
+	}
+	return nil
+}
+
+func (c *Controller) Stop() error { return c.Runner.Stop(30 * time.Second) }
+
+func (c *Controller) next(ctx context.Context) bool {
+	key, quit := c.queue.Get()
+	if quit {
+		return false
+	}
+	defer c.queue.Done(key)
+	if err := c.sync(ctx, key); err != nil {
+		c.log.Warn("helm chart", "helmchart", key, "err", err)
+		c.queue.AddRateLimited(key)
+		return true
+	}
+	c.queue.Forget(key)
+	return true
+}
+
+func (c *Controller) get(lister cache.GenericLister, key string, into interface{}) (*unstructured.Unstructured, error) {
+	obj, err := lister.Get(key)
+	if err != nil {
+		return nil, err
+	}
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return nil, fmt.Errorf("%s: unexpected %T", key, obj)
+	}
+	return u, runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, into)
+}
+
+func (c *Controller) sync(ctx context.Context, key string) error {
+	var hc HelmChart
+	u, err := c.get(c.charts, key, &hc)
+	if apierrors.IsNotFound(err) {
+		return nil // gone: its finalizer saw the release uninstalled
+	}
+	if err != nil {
+		return err
+	}
+	if hc.DeletionTimestamp != nil {
+		return c.remove(ctx, u, &hc)
+	}
+	if !hasFinalizer(&hc) {
+		patch := fmt.Sprintf(`{"metadata":{"finalizers":%s}}`, mustJSON(append(hc.Finalizers, Finalizer)))
+		if _, err := c.dyn.Resource(chartGVR).Namespace(hc.Namespace).Patch(ctx, hc.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			return fmt.Errorf("adding the finalizer: %w", err)
+		}
+		return nil // the update comes back through the informer
+	}
+	var config HelmChartConfig
+	if _, err := c.get(c.configs, key, &config); err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	return c.apply(ctx, u, &hc, config.Spec.ValuesContent)
+}
+
+// apply installs or upgrades the release when its inputs changed.
+func (c *Controller) apply(ctx context.Context, u *unstructured.Unstructured, hc *HelmChart, configValues string) error {
+	fail := func(reason string, err error) error {
+		c.recorder.Event(u, corev1.EventTypeWarning, reason, err.Error())
+		c.setStatus(ctx, hc, HelmChartStatus{Phase: "Failed", Release: hc.Name, Revision: hc.Status.Revision, Message: err.Error(), Applied: hc.Status.Applied})
+		return err
+	}
+	if err := validate(hc); err != nil {
+		c.recorder.Event(u, corev1.EventTypeWarning, "Invalid", err.Error())
+		c.setStatus(ctx, hc, HelmChartStatus{Phase: "Failed", Message: err.Error()})
+		return nil // nothing to retry until the object changes
+	}
+	vals, err := values(hc.Spec, configValues)
+	if err != nil {
+		c.recorder.Event(u, corev1.EventTypeWarning, "InvalidValues", err.Error())
+		c.setStatus(ctx, hc, HelmChartStatus{Phase: "Failed", Message: err.Error(), Applied: hc.Status.Applied})
+		return nil
+	}
+	ns := releaseNamespace(hc)
+	cfg, err := c.actionConfig(ns)
+	if err != nil {
+		return err
+	}
+	ch, chartID, err := c.loadChart(hc, cfg)
+	if err != nil {
+		return fail("ChartNotLoaded", err)
+	}
+	hash, err := inputsHash(chartID, vals)
+	if err != nil {
+		return err
+	}
+	last, err := cfg.Releases.Last(hc.Name)
+	if err != nil && !errors.Is(err, driver.ErrReleaseNotFound) {
+		return err
+	}
+	if last != nil && last.Info.Status == release.StatusDeployed && hc.Status.Applied == hash && hc.Status.Phase == "Installed" {
+		return nil
+	}
+	var rel *release.Release
+	verb := "Upgraded"
+	if last == nil || last.Info.Status == release.StatusUninstalled {
+		in := action.NewInstall(cfg)
+		in.ReleaseName, in.Namespace, in.CreateNamespace = hc.Name, ns, true
+		in.Timeout = 5 * time.Minute
+		in.Description = "installed by skiff from HelmChart " + hc.Namespace + "/" + hc.Name
+		rel, err = in.RunWithContext(ctx, ch, vals)
+		verb = "Installed"
+	} else {
+		up := action.NewUpgrade(cfg)
+		up.Namespace = ns
+		up.Timeout = 5 * time.Minute
+		up.Description = "upgraded by skiff from HelmChart " + hc.Namespace + "/" + hc.Name
+		rel, err = up.RunWithContext(ctx, hc.Name, ch, vals)
+	}
+	if err != nil {
+		return fail("InstallFailed", fmt.Errorf("%s %s/%s: %w", map[string]string{"Installed": "installing", "Upgraded": "upgrading"}[verb], ns, hc.Name, err))
+	}
+	msg := fmt.Sprintf("%s release %s/%s revision %d (chart %s %s)", verb, ns, rel.Name, rel.Version, ch.Metadata.Name, ch.Metadata.Version)
+	c.recorder.Event(u, corev1.EventTypeNormal, verb, msg)
+	c.log.Info("helm release "+verb, "helmchart", hc.Namespace+"/"+hc.Name, "namespace", ns, "revision", rel.Version, "chart", ch.Metadata.Name+"-"+ch.Metadata.Version)
+	c.setStatus(ctx, hc, HelmChartStatus{Phase: "Installed", Release: rel.Name, Revision: rel.Version, Message: msg, Applied: hash})
+	return nil
+}
+
+// loadChart reads the chart from the object, the static directory or its
+// repository; chartID names it for the inputs hash.
+func (c *Controller) loadChart(hc *HelmChart, cfg *action.Configuration) (*chart.Chart, string, error) {
+	ch, digest, local, err := loadLocal(hc.Spec, c.cfg.StaticDir)
+	if local {
+		return ch, "sha256:" + digest, err
+	}
+	settings := cli.New()
+	settings.RepositoryCache = filepath.Join(c.cfg.HelmDir, "cache")
+	settings.RepositoryConfig = filepath.Join(c.cfg.HelmDir, "repositories.yaml")
+	opts := action.ChartPathOptions{RepoURL: hc.Spec.Repo, Version: hc.Spec.Version}
+	path, err := opts.LocateChart(hc.Spec.Chart, settings)
+	if err != nil {
+		return nil, "", fmt.Errorf("fetching chart %q from %q: %w", hc.Spec.Chart, hc.Spec.Repo, err)
+	}
+	if ch, err = loader.Load(path); err != nil {
+		return nil, "", fmt.Errorf("chart %s: %w", path, err)
+	}
+	return ch, "repo:" + hc.Spec.Repo + "/" + hc.Spec.Chart + "@" + ch.Metadata.Version, nil
+}
+
+// remove uninstalls a deleted HelmChart's release, then lets it go.
+func (c *Controller) remove(ctx context.Context, u *unstructured.Unstructured, hc *HelmChart) error {
+	if !hasFinalizer(hc) {
+		return nil
+	}
+	ns := releaseNamespace(hc)
+	cfg, err := c.actionConfig(ns)
+	if err != nil {
+		return err
+	}
+	un := action.NewUninstall(cfg)
+	un.IgnoreNotFound = true
+	un.Timeout = 5 * time.Minute
+	if _, err := un.Run(hc.Name); err != nil {
+		c.recorder.Event(u, corev1.EventTypeWarning, "UninstallFailed", err.Error())
+		return fmt.Errorf("uninstalling %s/%s: %w", ns, hc.Name, err)
+	}
+	c.log.Info("helm release uninstalled", "helmchart", hc.Namespace+"/"+hc.Name, "namespace", ns)
+	var keep []string
+	for _, f := range hc.Finalizers {
+		if f != Finalizer {
+			keep = append(keep, f)
+		}
+	}
+	patch := fmt.Sprintf(`{"metadata":{"finalizers":%s,"resourceVersion":%q}}`, mustJSON(keep), hc.ResourceVersion)
+	_, err = c.dyn.Resource(chartGVR).Namespace(hc.Namespace).Patch(ctx, hc.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+func (c *Controller) setStatus(ctx context.Context, hc *HelmChart, st HelmChartStatus) {
+	if st == hc.Status {
+		return
+	}
+	patch := fmt.Sprintf(`{"status":%s}`, mustJSON(st))
+	_, err := c.dyn.Resource(chartGVR).Namespace(hc.Namespace).Patch(ctx, hc.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}, "status")
+	if err != nil && !apierrors.IsNotFound(err) {
+		c.log.Warn("writing HelmChart status", "helmchart", hc.Namespace+"/"+hc.Name, "err", err)
+	}
+}
+
+// actionConfig is a Helm configuration for one namespace, its releases
+// kept as Secrets there, as the helm CLI keeps them.
+func (c *Controller) actionConfig(namespace string) (*action.Configuration, error) {
+	flags := genericclioptions.NewConfigFlags(false)
+	flags.KubeConfig = &c.cfg.Kubeconfig
+	flags.Namespace = &namespace
+	cfg := new(action.Configuration)
+	logf := func(format string, v ...interface{}) {
+		c.log.Debug(fmt.Sprintf(format, v...), "namespace", namespace)
+	}
+	if err := cfg.Init(flags, namespace, "secret", logf); err != nil {
+		return nil, fmt.Errorf("helm: %w", err)
+	}
+	return cfg, nil
+}
+
+func hasFinalizer(hc *HelmChart) bool {
+	for _, f := range hc.Finalizers {
+		if f == Finalizer {
+			return true
+		}
+	}
+	return false
+}
