@@ -127,7 +127,7 @@ type NftTable struct{ Family, Name string }
 var ourNftTables = []NftTable{
 	{"ip", "kube-proxy"}, {"ip6", "kube-proxy"},
 	{"ip", "flannel"}, {"ip6", "flannel"},
-	{"inet", "kube-network-policies"}, {"inet", "skiff-queue-probe"},
+	{"inet", "skiff-network-policy"}, {"inet", "skiff-queue-probe"},
 }
 
 // SelectNftTables returns our tables among `nft list tables` output

@@ -257,8 +257,11 @@ func serverName(node string) string {
 	if node != "" {
 		return node
 	}
-	h, _ := os.Hostname()
-	return h
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	// An empty name would claim every server's Addons.
+	return "server-" + strconv.Itoa(os.Getpid())
 }
 
 // reservedPorts are the ports skiff serves on every node's address, which no

@@ -87,7 +87,8 @@ func (answered) ServeDNS(_ context.Context, w dns.ResponseWriter, r *dns.Msg) (i
 }
 
 func TestSourceFilterAllowsPodsAndNodesOnly(t *testing.T) {
-	acl := newSourceACL([]netip.Prefix{netip.MustParsePrefix("10.42.0.0/16"), netip.MustParsePrefix("127.0.0.0/8")})
+	// As the server sets it up: loopback, the cluster and the service CIDRs.
+	acl := newSourceACL([]netip.Prefix{netip.MustParsePrefix("10.42.0.0/16"), netip.MustParsePrefix("10.43.0.0/16"), netip.MustParsePrefix("127.0.0.0/8")})
 	h := aclHandler{acl: acl, next: answered{}}
 	ask := func(from string) int {
 		w := &recorder{from: &net.UDPAddr{IP: net.ParseIP(from), Port: 4000}}
@@ -103,12 +104,12 @@ func TestSourceFilterAllowsPodsAndNodesOnly(t *testing.T) {
 		t.Errorf("an unknown address got %s, want REFUSED", dns.RcodeToString[got])
 	}
 	acl.setNode("agent1", agent)
-	for _, from := range []string{"10.42.3.4", "127.0.0.1", "192.0.2.20", "::ffff:192.0.2.20"} {
+	for _, from := range []string{"10.42.3.4", "10.43.0.1", "127.0.0.1", "192.0.2.20", "::ffff:192.0.2.20"} {
 		if got := ask(from); got != dns.RcodeSuccess {
 			t.Errorf("%s got %s, want an answer", from, dns.RcodeToString[got])
 		}
 	}
-	for _, from := range []string{"198.51.100.9", "10.43.0.1"} {
+	for _, from := range []string{"198.51.100.9", "10.44.0.1"} {
 		if got := ask(from); got != dns.RcodeRefused {
 			t.Errorf("%s got %s, want REFUSED", from, dns.RcodeToString[got])
 		}

@@ -53,6 +53,13 @@ type HelmChartStatus struct {
 	Message  string `json:"message,omitempty"`
 	// Applied is the hash of the chart and values the release has.
 	Applied string `json:"applied,omitempty"`
+	// Namespace is where the release is, so that it is found after
+	// targetNamespace changes.
+	Namespace string `json:"namespace,omitempty"`
+	// ObservedGeneration and ConfigVersion are the HelmChart and
+	// HelmChartConfig last acted on.
+	ObservedGeneration int64  `json:"observedGeneration,omitempty"`
+	ConfigVersion      string `json:"configVersion,omitempty"`
 }
 
 // HelmChartConfig adds values to the HelmChart of the same name and
@@ -177,6 +184,22 @@ func releaseNamespace(hc *HelmChart) string {
 		return hc.Spec.TargetNamespace
 	}
 	return hc.Namespace
+}
+
+// remoteChartName checks a chart that comes from elsewhere than the object
+// or the static directory: a name in spec.repo, or a URL. Helm would also
+// take a path on the server's disk, which a HelmChart must not name.
+func remoteChartName(spec HelmChartSpec) error {
+	name := spec.Chart
+	for _, scheme := range []string{"https://", "http://", "oci://"} {
+		if strings.HasPrefix(name, scheme) {
+			return nil
+		}
+	}
+	if spec.Repo != "" && name != "" && !strings.ContainsAny(name, `/\`) && name != "." && name != ".." {
+		return nil
+	}
+	return fmt.Errorf("chart %q: want a chart name with spec.repo, a URL, /static/<path> or spec.chartContent", name)
 }
 
 func validate(hc *HelmChart) error {

@@ -126,3 +126,26 @@ func TestManifestIsTwoValidCRDs(t *testing.T) {
 		t.Errorf("CRDs %v", names)
 	}
 }
+
+func TestRemoteChartNameIsNeverAPath(t *testing.T) {
+	for _, spec := range []HelmChartSpec{
+		{Chart: "nginx", Repo: "https://charts.example"},
+		{Chart: "https://charts.example/nginx-1.0.0.tgz"},
+		{Chart: "oci://registry.example/charts/nginx"},
+	} {
+		if err := remoteChartName(spec); err != nil {
+			t.Errorf("%+v: %v", spec, err)
+		}
+	}
+	for _, spec := range []HelmChartSpec{
+		{Chart: "/etc/skiff/chart.tgz"},
+		{Chart: "../../var/lib/x.tgz", Repo: "https://charts.example"},
+		{Chart: "charts/x.tgz", Repo: "https://charts.example"},
+		{Chart: "nginx"}, // no repo: helm would look on the server's disk
+		{Chart: "..", Repo: "https://charts.example"},
+	} {
+		if err := remoteChartName(spec); err == nil {
+			t.Errorf("%+v accepted: helm would read it from the server's disk", spec)
+		}
+	}
+}

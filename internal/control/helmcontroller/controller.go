@@ -96,11 +96,11 @@ func (c *Controller) Start(context.Context) error {
 		return fmt.Errorf("helm controller: kubeconfig: %w", err)
 	}
 	if c.dyn, err = dynamic.NewForConfig(rc); err != nil {
-		return err
+		return fmt.Errorf("helm controller: %w", err)
 	}
 	client, err := kubernetes.NewForConfig(rc)
 	if err != nil {
-		return err
+		return fmt.Errorf("helm controller: %w", err)
 	}
 	c.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
 		workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, 2*time.Minute),
@@ -123,11 +123,11 @@ func (c *Controller) Start(context.Context) error {
 		DeleteFunc: enqueue,
 	}
 	if _, err := charts.Informer().AddEventHandler(handler); err != nil {
-		return err
+		return fmt.Errorf("helm controller: %w", err)
 	}
 	// A HelmChartConfig names its HelmChart by its own name and namespace.
 	if _, err := configs.Informer().AddEventHandler(handler); err != nil {
-		return err
+		return fmt.Errorf("helm controller: %w", err)
 	}
 	broadcaster := record.NewBroadcaster()
 	c.recorder = broadcaster.NewRecorder(runtime.NewScheme(), corev1.EventSource{Component: "skiff-helm-controller"})
@@ -215,7 +215,7 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 		return c.remove(ctx, u, &hc)
 	}
 	if !hasFinalizer(&hc) {
-		patch := fmt.Sprintf(`{"metadata":{"finalizers":%s}}`, mustJSON(append(hc.Finalizers, Finalizer)))
+		patch := fmt.Sprintf(`{"metadata":{"finalizers":%s,"resourceVersion":%q}}`, mustJSON(append(hc.Finalizers, Finalizer)), hc.ResourceVersion)
 		if _, err := c.dyn.Resource(chartGVR).Namespace(hc.Namespace).Patch(ctx, hc.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 			return fmt.Errorf("adding the finalizer: %w", err)
 		}
@@ -225,33 +225,60 @@ func (c *Controller) sync(ctx context.Context, key string) error {
 	if _, err := c.get(c.configs, key, &config); err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
-	return c.apply(ctx, u, &hc, config.Spec.ValuesContent)
+	return c.apply(ctx, u, &hc, &config)
 }
 
+// errPermanent marks a failure that retrying cannot mend: the object must
+// change first.
+type errPermanent struct{ error }
+
+func (e errPermanent) Unwrap() error { return e.error }
+
 // apply installs or upgrades the release when its inputs changed.
-func (c *Controller) apply(ctx context.Context, u *unstructured.Unstructured, hc *HelmChart, configValues string) error {
+func (c *Controller) apply(ctx context.Context, u *unstructured.Unstructured, hc *HelmChart, config *HelmChartConfig) error {
+	ns := releaseNamespace(hc)
+	st := HelmChartStatus{Release: hc.Name, Namespace: ns, Revision: hc.Status.Revision, Applied: hc.Status.Applied,
+		ObservedGeneration: hc.Generation, ConfigVersion: config.ResourceVersion}
 	fail := func(reason string, err error) error {
 		c.recorder.Event(u, corev1.EventTypeWarning, reason, err.Error())
-		c.setStatus(ctx, hc, HelmChartStatus{Phase: "Failed", Release: hc.Name, Revision: hc.Status.Revision, Message: err.Error(), Applied: hc.Status.Applied})
+		st.Phase, st.Message = "Failed", err.Error()
+		if hc.Status.Namespace != "" && hc.Status.Namespace != ns {
+			st.Namespace = hc.Status.Namespace // still where the release is
+		}
+		c.setStatus(ctx, hc, st)
+		var perm errPermanent
+		if errors.As(err, &perm) {
+			return nil
+		}
 		return err
 	}
 	if err := validate(hc); err != nil {
-		c.recorder.Event(u, corev1.EventTypeWarning, "Invalid", err.Error())
-		c.setStatus(ctx, hc, HelmChartStatus{Phase: "Failed", Message: err.Error()})
-		return nil // nothing to retry until the object changes
+		return fail("Invalid", errPermanent{err})
 	}
-	vals, err := values(hc.Spec, configValues)
+	// A repository chart is fetched only when the object or its config
+	// changed: a resync must not download it, nor turn an installed
+	// release Failed while the repository is away.
+	if hc.Spec.ChartContent == "" && hc.Status.Phase == "Installed" && hc.Status.Namespace == ns &&
+		hc.Status.ObservedGeneration == hc.Generation && hc.Status.ConfigVersion == config.ResourceVersion {
+		if path, _ := staticPath(c.cfg.StaticDir, hc.Spec.Chart); path == "" {
+			return nil
+		}
+	}
+	vals, err := values(hc.Spec, config.Spec.ValuesContent)
 	if err != nil {
-		c.recorder.Event(u, corev1.EventTypeWarning, "InvalidValues", err.Error())
-		c.setStatus(ctx, hc, HelmChartStatus{Phase: "Failed", Message: err.Error(), Applied: hc.Status.Applied})
-		return nil
+		return fail("InvalidValues", errPermanent{err})
 	}
-	ns := releaseNamespace(hc)
+	if hc.Status.Namespace != "" && hc.Status.Namespace != ns {
+		// targetNamespace changed: the release moves.
+		if err := c.uninstall(hc, hc.Status.Namespace); err != nil {
+			return fail("UninstallFailed", err)
+		}
+	}
 	cfg, err := c.actionConfig(ns)
 	if err != nil {
 		return err
 	}
-	ch, chartID, err := c.loadChart(hc, cfg)
+	ch, chartID, err := c.loadChart(hc)
 	if err != nil {
 		return fail("ChartNotLoaded", err)
 	}
@@ -261,17 +288,26 @@ func (c *Controller) apply(ctx context.Context, u *unstructured.Unstructured, hc
 	}
 	last, err := cfg.Releases.Last(hc.Name)
 	if err != nil && !errors.Is(err, driver.ErrReleaseNotFound) {
-		return err
+		return fmt.Errorf("reading release %s/%s: %w", ns, hc.Name, err)
+	}
+	if last != nil && !c.owned(last, hc) {
+		return fail("ReleaseExists", errPermanent{fmt.Errorf("release %s/%s exists and was not installed by this HelmChart: rename the HelmChart or remove the release", ns, hc.Name)})
 	}
 	if last != nil && last.Info.Status == release.StatusDeployed && hc.Status.Applied == hash && hc.Status.Phase == "Installed" {
+		if hc.Status.ObservedGeneration != hc.Generation || hc.Status.ConfigVersion != config.ResourceVersion {
+			st.Phase, st.Message = hc.Status.Phase, hc.Status.Message
+			c.setStatus(ctx, hc, st)
+		}
 		return nil
 	}
+	labels := map[string]string{OwnerLabel: string(hc.UID)}
 	var rel *release.Release
 	verb := "Upgraded"
 	if last == nil || last.Info.Status == release.StatusUninstalled {
 		in := action.NewInstall(cfg)
 		in.ReleaseName, in.Namespace, in.CreateNamespace = hc.Name, ns, true
 		in.Timeout = 5 * time.Minute
+		in.Labels = labels
 		in.Description = "installed by skiff from HelmChart " + hc.Namespace + "/" + hc.Name
 		rel, err = in.RunWithContext(ctx, ch, vals)
 		verb = "Installed"
@@ -279,6 +315,10 @@ func (c *Controller) apply(ctx context.Context, u *unstructured.Unstructured, hc
 		up := action.NewUpgrade(cfg)
 		up.Namespace = ns
 		up.Timeout = 5 * time.Minute
+		up.Labels = labels
+		// As the helm CLI: a release that keeps failing does not fill the
+		// datastore with revisions.
+		up.MaxHistory = 10
 		up.Description = "upgraded by skiff from HelmChart " + hc.Namespace + "/" + hc.Name
 		rel, err = up.RunWithContext(ctx, hc.Name, ch, vals)
 	}
@@ -288,16 +328,32 @@ func (c *Controller) apply(ctx context.Context, u *unstructured.Unstructured, hc
 	msg := fmt.Sprintf("%s release %s/%s revision %d (chart %s %s)", verb, ns, rel.Name, rel.Version, ch.Metadata.Name, ch.Metadata.Version)
 	c.recorder.Event(u, corev1.EventTypeNormal, verb, msg)
 	c.log.Info("helm release "+verb, "helmchart", hc.Namespace+"/"+hc.Name, "namespace", ns, "revision", rel.Version, "chart", ch.Metadata.Name+"-"+ch.Metadata.Version)
-	c.setStatus(ctx, hc, HelmChartStatus{Phase: "Installed", Release: rel.Name, Revision: rel.Version, Message: msg, Applied: hash})
+	st.Phase, st.Revision, st.Message, st.Applied, st.Namespace = "Installed", rel.Version, msg, hash, ns
+	c.setStatus(ctx, hc, st)
 	return nil
+}
+
+// OwnerLabel on a release names the HelmChart (by UID) that installed it: a
+// HelmChart never takes over, upgrades or uninstalls a release it did not
+// make.
+const OwnerLabel = "helm.skiff.io/helmchart-uid"
+
+func (c *Controller) owned(r *release.Release, hc *HelmChart) bool {
+	return r.Labels[OwnerLabel] == string(hc.UID) || r.Info.Status == release.StatusUninstalled
 }
 
 // loadChart reads the chart from the object, the static directory or its
 // repository; chartID names it for the inputs hash.
-func (c *Controller) loadChart(hc *HelmChart, cfg *action.Configuration) (*chart.Chart, string, error) {
+func (c *Controller) loadChart(hc *HelmChart) (*chart.Chart, string, error) {
 	ch, digest, local, err := loadLocal(hc.Spec, c.cfg.StaticDir)
 	if local {
+		if err != nil && hc.Spec.ChartContent != "" {
+			err = errPermanent{err}
+		}
 		return ch, "sha256:" + digest, err
+	}
+	if err := remoteChartName(hc.Spec); err != nil {
+		return nil, "", errPermanent{err}
 	}
 	settings := cli.New()
 	settings.RepositoryCache = filepath.Join(c.cfg.HelmDir, "cache")
@@ -318,19 +374,14 @@ func (c *Controller) remove(ctx context.Context, u *unstructured.Unstructured, h
 	if !hasFinalizer(hc) {
 		return nil
 	}
-	ns := releaseNamespace(hc)
-	cfg, err := c.actionConfig(ns)
-	if err != nil {
+	ns := hc.Status.Namespace // where it was installed, whatever the spec says now
+	if ns == "" {
+		ns = releaseNamespace(hc)
+	}
+	if err := c.uninstall(hc, ns); err != nil {
+		c.recorder.Event(u, corev1.EventTypeWarning, "UninstallFailed", err.Error())
 		return err
 	}
-	un := action.NewUninstall(cfg)
-	un.IgnoreNotFound = true
-	un.Timeout = 5 * time.Minute
-	if _, err := un.Run(hc.Name); err != nil {
-		c.recorder.Event(u, corev1.EventTypeWarning, "UninstallFailed", err.Error())
-		return fmt.Errorf("uninstalling %s/%s: %w", ns, hc.Name, err)
-	}
-	c.log.Info("helm release uninstalled", "helmchart", hc.Namespace+"/"+hc.Name, "namespace", ns)
 	var keep []string
 	for _, f := range hc.Finalizers {
 		if f != Finalizer {
@@ -338,11 +389,39 @@ func (c *Controller) remove(ctx context.Context, u *unstructured.Unstructured, h
 		}
 	}
 	patch := fmt.Sprintf(`{"metadata":{"finalizers":%s,"resourceVersion":%q}}`, mustJSON(keep), hc.ResourceVersion)
-	_, err = c.dyn.Resource(chartGVR).Namespace(hc.Namespace).Patch(ctx, hc.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+	_, err := c.dyn.Resource(chartGVR).Namespace(hc.Namespace).Patch(ctx, hc.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
 	return err
+}
+
+// uninstall removes the HelmChart's release from a namespace, if it is its
+// own: a release of the same name installed otherwise is left alone.
+func (c *Controller) uninstall(hc *HelmChart, ns string) error {
+	cfg, err := c.actionConfig(ns)
+	if err != nil {
+		return err
+	}
+	last, err := cfg.Releases.Last(hc.Name)
+	if errors.Is(err, driver.ErrReleaseNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading release %s/%s: %w", ns, hc.Name, err)
+	}
+	if !c.owned(last, hc) {
+		c.log.Warn("release not installed by this HelmChart: left alone", "helmchart", hc.Namespace+"/"+hc.Name, "namespace", ns)
+		return nil
+	}
+	un := action.NewUninstall(cfg)
+	un.IgnoreNotFound = true
+	un.Timeout = 5 * time.Minute
+	if _, err := un.Run(hc.Name); err != nil {
+		return fmt.Errorf("uninstalling %s/%s: %w", ns, hc.Name, err)
+	}
+	c.log.Info("helm release uninstalled", "helmchart", hc.Namespace+"/"+hc.Name, "namespace", ns)
+	return nil
 }
 
 func (c *Controller) setStatus(ctx context.Context, hc *HelmChart, st HelmChartStatus) {

@@ -74,6 +74,9 @@ spec:
               revision: {type: integer}
               message: {type: string}
               applied: {type: string}
+              namespace: {type: string}
+              observedGeneration: {type: integer}
+              configVersion: {type: string}
 ---
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition

@@ -341,6 +341,9 @@ func (c *Controller) syncFile(ctx context.Context, m *manifest, prev *unstructur
 			}
 		}
 		c.log.Warn("manifest partly applied", "file", m.path, "applied", len(applied), "err", errors.Join(failed...))
+	} else if prev != nil && !c.owns(prev) {
+		// Another server wrote the record last, from its copy of the file:
+		// what it lists is its to prune, not ours.
 	} else {
 		for _, r := range before {
 			if containsRef(applied, r) || held.has(r) {
@@ -392,10 +395,14 @@ func (c *Controller) removeAddon(ctx context.Context, a *unstructured.Unstructur
 // resource maps a kind to its resource, refreshing discovery once for a kind
 // that a CRD has only just added.
 func (c *Controller) resource(gvk schema.GroupVersionKind) (*meta.RESTMapping, error) {
-	m, err := c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	var versions []string
+	if gvk.Version != "" {
+		versions = []string{gvk.Version}
+	}
+	m, err := c.mapper.RESTMapping(gvk.GroupKind(), versions...)
 	if meta.IsNoMatchError(err) {
 		c.mapper.Reset()
-		m, err = c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		m, err = c.mapper.RESTMapping(gvk.GroupKind(), versions...)
 	}
 	return m, err
 }
@@ -431,7 +438,9 @@ func (c *Controller) delete(ctx context.Context, r ObjectRef) error {
 	if err != nil {
 		return err
 	}
-	m, err := c.resource(gv.WithKind(r.Kind))
+	// By group and kind: the version recorded may be one the API no longer
+	// serves, while the object is still there under another.
+	m, err := c.resource(schema.GroupVersionKind{Group: gv.Group, Kind: r.Kind})
 	if meta.IsNoMatchError(err) {
 		return nil // its kind is gone (a deleted CRD took its objects along)
 	}

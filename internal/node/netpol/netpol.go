@@ -22,7 +22,6 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/nftables"
@@ -38,14 +37,16 @@ import (
 	"github.com/skiffkube/skiff/internal/component"
 )
 
-// QueueID is the netfilter queue the engine reads.
-const QueueID = 100
+// QueueID is the netfilter queue the engine reads. Not the engine's default
+// (100), nor its table name below: a standalone kube-network-policies on
+// the same host keeps its own.
+const QueueID = 1730
 
 // Chain is the iptables chain (mangle table) of the fallback rules.
 const Chain = "SKIFF-NETPOL"
 
 // NFTable is the engine's nftables table.
-const NFTable = "kube-network-policies"
+const NFTable = "skiff-network-policy"
 
 // Config is what the engine needs.
 type Config struct {
@@ -67,7 +68,6 @@ type Controller struct {
 	fallback bool
 	ipt      []utiliptables.Interface
 	synced   []cache.InformerSynced
-	ready    atomic.Bool
 	component.Runner
 }
 
@@ -83,7 +83,7 @@ func (c *Controller) Init(context.Context) error {
 	if err := probeNftQueue(); err == nil {
 		return nil
 	} else if c.cfg.ProxyMode != "iptables" {
-		return fmt.Errorf("network policy: this kernel cannot queue packets from nftables (%v) and iptables is not installed for the NFQUEUE fallback: install iptables, or run with --disable-network-policy", err)
+		return fmt.Errorf("network policy: nftables refuses the engine's queue rule (%v; a kernel without CONFIG_NFT_QUEUE?), and the iptables NFQUEUE fallback needs the iptables tool, which this host lacks (kube-proxy runs in nftables mode): install iptables, or run with --disable-network-policy", err)
 	} else {
 		c.log.Info("kernel lacks nftables' queue expression: queueing through iptables NFQUEUE instead", "reason", err)
 	}
@@ -240,10 +240,13 @@ func probeNftQueue() error {
 }
 
 // detachNRI keeps the engine's NRI plugin from registering with a runtime.
-// The engine always starts one (it cannot run without it) and dials the
-// default NRI socket, which is the host's containerd's, not skiff's (whose
-// containerd is built without NRI). Handed a socket whose peer is closed,
-// the plugin ends at once and the engine takes pods from the API alone.
+// Its NRIdisabled option cannot be used: the engine then dereferences its
+// nil plugin for the first packet from an address that is not a pod's (v0.8.0,
+// getPodAssignedToIP). Enabled, the plugin dials the default NRI socket,
+// which is the host's containerd's, not skiff's (whose containerd is built
+// without NRI). Handed a socket whose peer is closed, it ends at once and the
+// engine takes pods from the API alone. The variable is set after skiff's
+// containerd has started, so no runtime process inherits it.
 func detachNRI() error {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {

@@ -14,8 +14,8 @@ func TestQueueRulesQueueOnlyNewPodConnections(t *testing.T) {
 	got := strings.Join(lines, "\n")
 	want := `-m owner --uid-owner 0 -j RETURN
 -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN
--s 10.42.0.0/16 -j NFQUEUE --queue-num 100 --queue-bypass
--d 10.42.0.0/16 -j NFQUEUE --queue-num 100 --queue-bypass`
+-s 10.42.0.0/16 -j NFQUEUE --queue-num 1730 --queue-bypass
+-d 10.42.0.0/16 -j NFQUEUE --queue-num 1730 --queue-bypass`
 	if got != want {
 		t.Errorf("IPv4 rules:\n%s\nwant:\n%s", got, want)
 	}
