@@ -554,33 +554,21 @@ spec:
 	t.Run("disable", func(t *testing.T) {
 		// SIGKILL, not SIGTERM: the queueing rules stay behind as after a
 		// crash, so the restart must clear them itself.
-		out, err := exec.Command("iptables-save", "-t", "mangle").CombinedOutput()
-		if err != nil {
-			t.Fatalf("iptables-save: %v: %s", err, out)
-		}
-		if !strings.Contains(string(out), "SKIFF-NETPOL") {
+		if out := hostOutput(t, "iptables-save", "-t", "mangle"); !strings.Contains(out, "SKIFF-NETPOL") {
 			t.Fatalf("network policy on, yet no SKIFF-NETPOL chain:\n%s", out)
 		}
 		s.kill()
 		s.Start("--disable", "servicelb", "--disable", "local-storage", "--disable", "coredns", "--disable", "metrics-server", "--disable-network-policy", "--disable-helm-controller")
 		// No queueing rules and no engine table are left on the host.
 		eventually(t, 30*time.Second, func() (string, error) {
-			out, err := exec.Command("iptables-save", "-t", "mangle").CombinedOutput()
-			if err != nil {
-				t.Fatalf("iptables-save: %v: %s", err, out)
-			}
-			if strings.Contains(string(out), "SKIFF-NETPOL") {
-				return "network policy disabled, yet iptables keeps its rules:\n" + string(out), errNotYet
+			if out := hostOutput(t, "iptables-save", "-t", "mangle"); strings.Contains(out, "SKIFF-NETPOL") {
+				return "network policy disabled, yet iptables keeps its rules:\n" + out, errNotYet
 			}
 			if _, err := exec.LookPath("nft"); err != nil {
 				return "", nil // no nft, no table to look at (CI installs it)
 			}
-			out, err = exec.Command("nft", "list", "tables").CombinedOutput()
-			if err != nil {
-				t.Fatalf("nft list tables: %v: %s", err, out)
-			}
-			if strings.Contains(string(out), "skiff-network-policy") {
-				return "network policy disabled, yet nftables keeps its table:\n" + string(out), errNotYet
+			if out := hostOutput(t, "nft", "list", "tables"); strings.Contains(out, "skiff-network-policy") {
+				return "network policy disabled, yet nftables keeps its table:\n" + out, errNotYet
 			}
 			return "", nil
 		})
@@ -615,6 +603,16 @@ spec:
 			t.Errorf("web-lb3 got %q with servicelb disabled", ip)
 		}
 	})
+}
+
+// hostOutput runs a command on the host and fails the test if it fails.
+func hostOutput(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
 }
 
 // chartArchive builds a small chart: a ConfigMap <release>-cm with the

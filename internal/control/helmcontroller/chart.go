@@ -186,6 +186,15 @@ func releaseNamespace(hc *HelmChart) string {
 	return hc.Namespace
 }
 
+// installedNamespace is where the release was last installed, whatever
+// targetNamespace says now.
+func installedNamespace(hc *HelmChart) string {
+	if hc.Status.Namespace != "" {
+		return hc.Status.Namespace
+	}
+	return releaseNamespace(hc)
+}
+
 // remoteChartName checks a chart that comes from elsewhere than the object
 // or the static directory: a name in spec.repo, or a URL. Helm would also
 // take a path on the server's disk, which a HelmChart must not name.

@@ -236,15 +236,14 @@ func (e errPermanent) Unwrap() error { return e.error }
 
 // apply installs or upgrades the release when its inputs changed.
 func (c *Controller) apply(ctx context.Context, u *unstructured.Unstructured, hc *HelmChart, config *HelmChartConfig) error {
-	ns := releaseNamespace(hc)
+	ns, installedIn := releaseNamespace(hc), installedNamespace(hc)
+	seen := hc.Status.ObservedGeneration == hc.Generation && hc.Status.ConfigVersion == config.ResourceVersion
 	st := HelmChartStatus{Release: hc.Name, Namespace: ns, Revision: hc.Status.Revision, Applied: hc.Status.Applied,
 		ObservedGeneration: hc.Generation, ConfigVersion: config.ResourceVersion}
 	fail := func(reason string, err error) error {
 		c.recorder.Event(u, corev1.EventTypeWarning, reason, err.Error())
 		st.Phase, st.Message = "Failed", err.Error()
-		if hc.Status.Namespace != "" && hc.Status.Namespace != ns {
-			st.Namespace = hc.Status.Namespace // still where the release is
-		}
+		st.Namespace = installedIn // still where the release is
 		c.setStatus(ctx, hc, st)
 		var perm errPermanent
 		if errors.As(err, &perm) {
@@ -258,8 +257,7 @@ func (c *Controller) apply(ctx context.Context, u *unstructured.Unstructured, hc
 	// A repository chart is fetched only when the object or its config
 	// changed: a resync must not download it, nor turn an installed
 	// release Failed while the repository is away.
-	if hc.Spec.ChartContent == "" && hc.Status.Phase == "Installed" && hc.Status.Namespace == ns &&
-		hc.Status.ObservedGeneration == hc.Generation && hc.Status.ConfigVersion == config.ResourceVersion {
+	if hc.Spec.ChartContent == "" && hc.Status.Phase == "Installed" && hc.Status.Namespace == ns && seen {
 		if path, _ := staticPath(c.cfg.StaticDir, hc.Spec.Chart); path == "" {
 			return nil
 		}
@@ -268,9 +266,9 @@ func (c *Controller) apply(ctx context.Context, u *unstructured.Unstructured, hc
 	if err != nil {
 		return fail("InvalidValues", errPermanent{err})
 	}
-	if hc.Status.Namespace != "" && hc.Status.Namespace != ns {
+	if installedIn != ns {
 		// targetNamespace changed: the release moves.
-		if err := c.uninstall(hc, hc.Status.Namespace); err != nil {
+		if err := c.uninstall(hc, installedIn); err != nil {
 			return fail("UninstallFailed", err)
 		}
 	}
@@ -290,11 +288,11 @@ func (c *Controller) apply(ctx context.Context, u *unstructured.Unstructured, hc
 	if err != nil && !errors.Is(err, driver.ErrReleaseNotFound) {
 		return fmt.Errorf("reading release %s/%s: %w", ns, hc.Name, err)
 	}
-	if last != nil && !c.owned(last, hc) {
+	if last != nil && !owned(last, hc) {
 		return fail("ReleaseExists", errPermanent{fmt.Errorf("release %s/%s exists and was not installed by this HelmChart: rename the HelmChart or remove the release", ns, hc.Name)})
 	}
 	if last != nil && last.Info.Status == release.StatusDeployed && hc.Status.Applied == hash && hc.Status.Phase == "Installed" {
-		if hc.Status.ObservedGeneration != hc.Generation || hc.Status.ConfigVersion != config.ResourceVersion {
+		if !seen {
 			st.Phase, st.Message = hc.Status.Phase, hc.Status.Message
 			c.setStatus(ctx, hc, st)
 		}
@@ -338,7 +336,7 @@ func (c *Controller) apply(ctx context.Context, u *unstructured.Unstructured, hc
 // make.
 const OwnerLabel = "helm.skiff.io/helmchart-uid"
 
-func (c *Controller) owned(r *release.Release, hc *HelmChart) bool {
+func owned(r *release.Release, hc *HelmChart) bool {
 	return r.Labels[OwnerLabel] == string(hc.UID) || r.Info.Status == release.StatusUninstalled
 }
 
@@ -374,11 +372,7 @@ func (c *Controller) remove(ctx context.Context, u *unstructured.Unstructured, h
 	if !hasFinalizer(hc) {
 		return nil
 	}
-	ns := hc.Status.Namespace // where it was installed, whatever the spec says now
-	if ns == "" {
-		ns = releaseNamespace(hc)
-	}
-	if err := c.uninstall(hc, ns); err != nil {
+	if err := c.uninstall(hc, installedNamespace(hc)); err != nil {
 		c.recorder.Event(u, corev1.EventTypeWarning, "UninstallFailed", err.Error())
 		return err
 	}
@@ -410,7 +404,7 @@ func (c *Controller) uninstall(hc *HelmChart, ns string) error {
 	if err != nil {
 		return fmt.Errorf("reading release %s/%s: %w", ns, hc.Name, err)
 	}
-	if !c.owned(last, hc) {
+	if !owned(last, hc) {
 		c.log.Warn("release not installed by this HelmChart: left alone", "helmchart", hc.Namespace+"/"+hc.Name, "namespace", ns)
 		return nil
 	}

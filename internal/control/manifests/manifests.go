@@ -332,7 +332,8 @@ func (c *Controller) syncFile(ctx context.Context, m *manifest, prev *unstructur
 	}
 	keep := applied
 	pruned := 0
-	if len(failed) > 0 {
+	switch {
+	case len(failed) > 0:
 		// An object that failed may be one that was there before: nothing is
 		// pruned until the whole file applies.
 		for _, r := range before {
@@ -341,10 +342,10 @@ func (c *Controller) syncFile(ctx context.Context, m *manifest, prev *unstructur
 			}
 		}
 		c.log.Warn("manifest partly applied", "file", m.path, "applied", len(applied), "err", errors.Join(failed...))
-	} else if prev != nil && !c.owns(prev) {
+	case prev != nil && !c.owns(prev):
 		// Another server wrote the record last, from its copy of the file:
 		// what it lists is its to prune, not ours.
-	} else {
+	default:
 		for _, r := range before {
 			if containsRef(applied, r) || held.has(r) {
 				continue
