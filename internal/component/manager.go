@@ -75,7 +75,7 @@ func (m *Manager) Start(ctx context.Context) error {
 
 func (m *Manager) startPhase(ctx context.Context, p Phase) error {
 	for _, c := range p.Components {
-		if err := c.Init(ctx); err != nil {
+		if err := m.call(c, "Init", func() error { return c.Init(ctx) }); err != nil {
 			return fmt.Errorf("%s: %w", c.Name(), err)
 		}
 	}
@@ -87,7 +87,7 @@ func (m *Manager) startPhase(ctx context.Context, p Phase) error {
 		}
 		m.started = append(m.started, c)
 		m.mu.Unlock()
-		if err := c.Start(ctx); err != nil {
+		if err := m.call(c, "Start", func() error { return c.Start(ctx) }); err != nil {
 			return fmt.Errorf("starting %s: %w", c.Name(), err)
 		}
 		if fr, ok := c.(FailureReporter); ok {
@@ -101,10 +101,28 @@ func (m *Manager) startPhase(ctx context.Context, p Phase) error {
 	return m.waitReady(ctx, p, timeout)
 }
 
+// call runs one of c's lifecycle methods, turning a panic into an error
+// (logged here with its stack).
+func (m *Manager) call(c Component, method string, fn func() error) error {
+	err := Safely(fn)
+	if pe, ok := err.(*PanicError); ok {
+		m.logPanic(c.Name(), method, pe)
+	}
+	return err
+}
+
+// logPanic logs a panic caught at the component boundary with its stack.
+func (m *Manager) logPanic(name, where string, pe *PanicError) {
+	m.log.Error("component panicked", "component", name, "in", where, "panic", fmt.Sprint(pe.Value), "stack", string(pe.Stack))
+}
+
 func (m *Manager) watch(name string, ch <-chan error) {
 	err, ok := <-ch
 	if !ok || err == nil {
 		return
+	}
+	if pe, ok := asPanic(err); ok {
+		m.logPanic(name, "its running work", pe)
 	}
 	select {
 	case m.failed <- fmt.Errorf("%s: %w", name, err):
@@ -122,7 +140,10 @@ func (m *Manager) waitReady(ctx context.Context, p Phase, timeout time.Duration)
 	for {
 		var still []Component
 		for _, c := range pending {
-			if err := c.Ready(); err != nil {
+			if err := m.call(c, "Ready", c.Ready); err != nil {
+				if _, ok := err.(*PanicError); ok {
+					return fmt.Errorf("%s: %w", c.Name(), err)
+				}
 				lastErr[c.Name()] = err
 				still = append(still, c)
 			}
@@ -172,7 +193,7 @@ func (m *Manager) Stop(timeout time.Duration) error {
 			continue
 		}
 		done := make(chan error, 1)
-		go func() { done <- c.Stop() }()
+		go func() { done <- m.call(c, "Stop", c.Stop) }()
 		select {
 		case err := <-done:
 			if err != nil {

@@ -19,7 +19,8 @@ type Runner struct {
 }
 
 // Go starts fn. Its context is cancelled by Stop, never by the caller's
-// start-up context. A return from fn before Stop is a failure.
+// start-up context. A return from fn before Stop is a failure, and so is a
+// panic in fn (a *PanicError), even during Stop.
 func (r *Runner) Go(fn func(ctx context.Context) error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -31,8 +32,8 @@ func (r *Runner) Go(fn func(ctx context.Context) error) {
 	}
 	go func() {
 		defer close(r.done)
-		err := fn(ctx)
-		if ctx.Err() != nil {
+		err := Safely(func() error { return fn(ctx) })
+		if _, panicked := asPanic(err); ctx.Err() != nil && !panicked {
 			return
 		}
 		if err == nil {

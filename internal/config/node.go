@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"net/netip"
 	"os"
 	"strings"
 
@@ -33,7 +32,7 @@ func (n *Node) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&n.NodeName, "node-name", "", "name of this node (default: the host name, lower-cased)")
 	fs.StringArrayVar(&n.NodeLabels, "node-label", []string{}, "label to register the node with, key=value (repeatable)")
 	fs.StringArrayVar(&n.NodeTaints, "node-taint", []string{}, "taint to register the node with, key=value:Effect (repeatable)")
-	fs.StringVar(&n.NodeIP, "node-ip", "", "IP address of this node (default: the advertise address)")
+	fs.StringVar(&n.NodeIP, "node-ip", "", "IP address of this node, or an IPv4,IPv6 pair for dual-stack (default: the advertise address)")
 	fs.StringArrayVar(&n.KubeletArgs, "kubelet-arg", []string{}, "extra kubelet flag, key=value (repeatable)")
 	fs.StringArrayVar(&n.KubeProxyArgs, "kube-proxy-arg", []string{}, "extra kube-proxy flag, key=value (repeatable)")
 	fs.StringVar(&n.FlannelBackend, "flannel-backend", "vxlan", "pod network backend: vxlan, host-gw or none (bring your own CNI)")
@@ -46,6 +45,7 @@ func (n *Node) Complete() {
 	n.KubeletArgs = NormalizeArgs(n.KubeletArgs)
 	n.KubeProxyArgs = NormalizeArgs(n.KubeProxyArgs)
 	n.NodeName = strings.ToLower(n.NodeName)
+	n.NodeIP = trimList(n.NodeIP)
 }
 
 // Validate returns every problem with the node options, each naming its flag.
@@ -68,8 +68,8 @@ func (n *Node) Validate() []error {
 		}
 	}
 	if n.NodeIP != "" {
-		if _, err := netip.ParseAddr(n.NodeIP); err != nil {
-			add(fieldError("node-ip", "invalid IP address %q", n.NodeIP))
+		if _, err := ParseIPs(n.NodeIP); err != nil {
+			add(fieldError("node-ip", "%v", err))
 		}
 	}
 	for _, f := range []struct {

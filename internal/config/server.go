@@ -117,6 +117,9 @@ func (s *Server) Complete() error {
 	s.KubeAPIServerArgs = NormalizeArgs(s.KubeAPIServerArgs)
 	s.KubeControllerManagerArgs = NormalizeArgs(s.KubeControllerManagerArgs)
 	s.KubeSchedulerArgs = NormalizeArgs(s.KubeSchedulerArgs)
+	s.ClusterCIDR = trimList(s.ClusterCIDR)
+	s.ServiceCIDR = trimList(s.ServiceCIDR)
+	s.ClusterDNS = trimList(s.ClusterDNS)
 	s.Node.Complete()
 	return nil
 }
@@ -175,6 +178,21 @@ func (s *Server) Validate() []error {
 				add(fieldError("service-cidr", "%s overlaps cluster-cidr %s", sv, c))
 			}
 		}
+	}
+	if clusterNets != nil && serviceNets != nil {
+		if err := checkStack(clusterNets, serviceNets); err != nil {
+			add(err)
+		} else if ips, err := ParseIPs(s.NodeIP); err == nil && !s.DisableAgent {
+			if err := CheckNodeIPs(ips, clusterNets); err != nil {
+				add(err)
+			}
+		}
+		if ip, err := netip.ParseAddr(s.AdvertiseAddress); err == nil && ip.Unmap().Is4() != serviceNets[0].Addr().Is4() {
+			add(fieldError("advertise-address", "%s is %s but service-cidr %s is %s first: the kubernetes Service needs an address of its primary family", ip, family(ip.Unmap()), joinPrefixes(serviceNets), family(serviceNets[0].Addr())))
+		}
+	}
+	if clusterNets != nil && !s.DisableControllerManager {
+		errs = append(errs, checkNodeMasks(clusterNets, s.KubeControllerManagerArgs)...)
 	}
 	// Without a valid service-cidr there is nothing to check cluster-dns
 	// against, and the service-cidr error already says what to fix.
@@ -344,8 +362,10 @@ func validateSAN(san string) error {
 	return nil
 }
 
-// ParseCIDRs parses a single-stack CIDR or a dual-stack "IPv4,IPv6" pair.
-// The prefixes come back masked so that overlap checks compare networks.
+// ParseCIDRs parses a single-stack CIDR or a dual-stack pair of one IPv4
+// and one IPv6 CIDR, in the order given (the first is the primary family;
+// Server.Validate refuses an IPv6 one). The prefixes come back masked so
+// that overlap checks compare networks.
 func ParseCIDRs(s string) ([]netip.Prefix, error) {
 	if s == "" {
 		return nil, fmt.Errorf("must not be empty")
@@ -375,6 +395,7 @@ func validateClusterDNS(s string, serviceNets []netip.Prefix) []error {
 		return []error{fmt.Errorf("must not be empty")}
 	}
 	var errs []error
+	seen := map[bool]bool{} // families, keyed by Is4
 	for _, part := range strings.Split(s, ",") {
 		part = strings.TrimSpace(part)
 		ip, err := netip.ParseAddr(part)
@@ -382,6 +403,14 @@ func validateClusterDNS(s string, serviceNets []netip.Prefix) []error {
 			errs = append(errs, fmt.Errorf("invalid IP address %q", part))
 			continue
 		}
+		if ip = ip.Unmap(); seen[ip.Is4()] {
+			errs = append(errs, fmt.Errorf("%q: at most one %s address (one per family for dual-stack)", s, family(ip)))
+			continue
+		}
+		if len(seen) == 0 && ip.Is4() != serviceNets[0].Addr().Is4() {
+			errs = append(errs, fmt.Errorf("%q: the first address must be %s, service-cidr %s's primary family (the kube-dns Service has it)", s, family(serviceNets[0].Addr()), joinPrefixes(serviceNets)))
+		}
+		seen[ip.Is4()] = true
 		var inside *netip.Prefix
 		for i := range serviceNets {
 			if serviceNets[i].Contains(ip) {
