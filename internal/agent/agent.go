@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"strconv"
@@ -90,15 +91,22 @@ func Run(ctx context.Context, cfg *config.Agent, log *slog.Logger) error {
 	defer plan.Release()
 
 	joinBegin := time.Now()
+	// The serving certificate names the addresses known before the join (both
+	// families with a dual --node-ip); the servers reach the kubelet through
+	// the tunnel by the primary one.
 	resp, err := joinclient.JoinWithCA(ctx, joinclient.Request{
 		ServerURL: cfg.Server, APIServerURL: lbURL, Token: tok, NodeName: name,
-		Hostname: strings.ToLower(hostname), NodeIPs: []string{nodeIP},
+		Hostname: strings.ToLower(hostname), NodeIPs: ipStrings(plan.NodeIPs()),
 	}, layout, caPEM)
 	if err != nil {
 		return err
 	}
 	log.Info(fmt.Sprintf("joined in %s", component.FormatDuration(time.Since(joinBegin))), "component", "join", "server", cfg.Server, "node", name)
-	plan.SetCluster(resp.Cluster)
+	// The cluster's families are known now: a node IP that does not fit them
+	// is refused before the node writes its configuration.
+	if err := plan.SetCluster(resp.Cluster); err != nil {
+		return fmt.Errorf("the server's cluster-cidr %s: %w", resp.Cluster.ClusterCIDR, err)
+	}
 
 	nodePhases, err := plan.Phases(log)
 	if err != nil {
@@ -113,7 +121,7 @@ func Run(ctx context.Context, cfg *config.Agent, log *slog.Logger) error {
 		CAPEM:       caPEM,
 		CertFile:    layout.ClientKubelet().Cert,
 		KeyFile:     layout.ClientKubelet().Key,
-		NodeIPs:     []string{nodeIP},
+		NodeIPs:     ipStrings(plan.NodeIPs()),
 		KubeletPort: plan.KubeletPort(),
 		PodCIDRs:    podCIDRs,
 	}, log)
@@ -157,3 +165,12 @@ func (f *follower) Start(context.Context) error {
 }
 func (f *follower) Ready() error { return nil }
 func (f *follower) Stop() error  { return f.Runner.Stop(5 * time.Second) }
+
+// ipStrings formats addresses for the join request and the tunnel.
+func ipStrings(ips []netip.Addr) []string {
+	out := make([]string, len(ips))
+	for i, ip := range ips {
+		out[i] = ip.String()
+	}
+	return out
+}

@@ -185,6 +185,12 @@ func (p Plan) ControllerManagerArgs() []string {
 		"cluster-signing-legacy-unknown-cert-file":        l.ServerCA().Cert,
 		"cluster-signing-legacy-unknown-key-file":         l.ServerCA().Key,
 	}
+	// Dual-stack: each family's node pod-CIDR size, as K3s sets them
+	// (upstream refuses these two flags on a single-stack cluster).
+	if config.IsDualStack(p.Config.ClusterCIDR) {
+		g["node-cidr-mask-size-ipv4"] = strconv.Itoa(config.DefaultNodeMaskIPv4)
+		g["node-cidr-mask-size-ipv6"] = strconv.Itoa(config.DefaultNodeMaskIPv6)
+	}
 	return args.Build(g, p.Config.KubeControllerManagerArgs)
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/k3s-io/kine/pkg/endpoint"
 	"k8s.io/component-base/metrics/legacyregistry"
 
+	"github.com/skiffkube/skiff/internal/component"
 	"github.com/skiffkube/skiff/internal/config"
 )
 
@@ -113,7 +114,12 @@ func (k *Kine) Start(ctx context.Context) error {
 	}
 	done := make(chan result, 1)
 	go func() {
-		etcd, err := endpoint.Listen(kctx, cfg)
+		var etcd endpoint.ETCDConfig
+		// Guarded: a panic while opening the datastore is this start's error.
+		err := component.Safely(func() (err error) {
+			etcd, err = endpoint.Listen(kctx, cfg)
+			return err
+		})
 		done <- result{etcd, err}
 	}()
 	select {

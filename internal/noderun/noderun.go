@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,6 +34,7 @@ import (
 	"github.com/skiffkube/skiff/internal/node/netpol"
 	"github.com/skiffkube/skiff/internal/node/nodeready"
 	"github.com/skiffkube/skiff/internal/node/runtime"
+	"github.com/skiffkube/skiff/internal/nodeip"
 	"github.com/skiffkube/skiff/internal/payload"
 )
 
@@ -58,7 +60,6 @@ type Plan struct {
 	layout       node.Layout
 	payload      payload.Payload
 	identity     node.Identity
-	nodeIP       string
 	criEndpoint  string // unix://...
 	ownRuntime   bool   // skiff's containerd, not --container-runtime-endpoint
 	proxyMode    string
@@ -67,6 +68,8 @@ type Plan struct {
 	pauseImage   string
 	// release drops the host's node lock.
 	release func()
+	// nodeIPs are the node's addresses, primary family first.
+	nodeIPs []netip.Addr
 	// begin is when preparation started, before this process's kubelet existed.
 	begin time.Time
 }
@@ -77,9 +80,39 @@ func (n *Plan) Layout() node.Layout { return n.layout }
 // Identity is who the node is, for its certificates.
 func (n *Plan) Identity() node.Identity { return n.identity }
 
+// NodeIPs are the node's addresses, primary family first: one, or one per
+// family in a dual-stack cluster.
+func (n *Plan) NodeIPs() []netip.Addr { return n.nodeIPs }
+
 // SetCluster sets what the node needs of the cluster's configuration, for an
-// agent that learns it from the join only after the host is prepared.
-func (n *Plan) SetCluster(c join.Cluster) { n.spec.Cluster = c }
+// agent that learns it from the join only after the host is prepared. It
+// settles the node's addresses against the cluster's families (completing a
+// single node IP in a dual-stack cluster), and fails naming --node-ip when
+// they do not fit.
+func (n *Plan) SetCluster(c join.Cluster) error {
+	n.spec.Cluster = c
+	return n.settleNodeIPs()
+}
+
+// settleNodeIPs resolves the node's addresses against the cluster CIDR known
+// so far and, for a dual-stack cluster, checks that the host can run IPv6.
+func (n *Plan) settleNodeIPs() error {
+	ips, err := nodeip.Resolve(n.spec.Node.NodeIP, n.spec.DefaultNodeIP, n.spec.Cluster.ClusterCIDR, nodeip.HostInterfaceOf)
+	if err != nil {
+		return err
+	}
+	if len(ips) == 2 {
+		if err := nodeip.CheckIPv6Host("/proc", n.proxyMode, host.Host{}.HasExecutable); err != nil {
+			return err
+		}
+	}
+	n.nodeIPs = ips
+	n.identity.NodeIPs = nil
+	for _, ip := range ips {
+		n.identity.NodeIPs = append(n.identity.NodeIPs, net.IP(ip.AsSlice()))
+	}
+	return nil
+}
 
 // KubeletPort is the kubelet API's port. A --kubelet-arg=port that is not a
 // number leaves the default here; the kubelet itself refuses it at start.
@@ -100,7 +133,6 @@ func (n *Plan) Release() { n.release() }
 // an essential host feature is missing.
 func Prepare(spec Spec, log *slog.Logger) (*Plan, error) {
 	cfg := spec.Node
-	advertiseIP := spec.DefaultNodeIP
 	if os.Geteuid() != 0 {
 		return nil, errors.New("the node (containerd, kubelet, network) needs root: run skiff as root (a server can run without a node: --disable-agent)")
 	}
@@ -137,17 +169,16 @@ func Prepare(spec Spec, log *slog.Logger) (*Plan, error) {
 		name = h
 	}
 	hostname, _ := os.Hostname()
-	n.nodeIP = cfg.NodeIP
-	if n.nodeIP == "" {
-		n.nodeIP = advertiseIP.String()
-	}
-	n.identity = node.Identity{NodeName: name, Hostname: strings.ToLower(hostname), NodeIPs: []net.IP{net.ParseIP(n.nodeIP)}}
+	n.identity = node.Identity{NodeName: name, Hostname: strings.ToLower(hostname)}
 
 	mode, err := host.ProxyMode()
 	if err != nil {
 		return nil, err
 	}
 	n.proxyMode = mode
+	if err := n.settleNodeIPs(); err != nil {
+		return nil, err
+	}
 	n.cgroupDriver = host.CgroupDriver()
 	if v, err := host.CgroupVersion(); err == nil && v == 1 {
 		hlog.Info("cgroup v1 host: the kubelet runs with failCgroupV1=false")
@@ -282,7 +313,7 @@ func (n *Plan) Phases(log *slog.Logger) ([]component.Phase, error) {
 	kplan := node.KubeletPlan{
 		Layout:        n.layout,
 		NodeName:      n.identity.NodeName,
-		NodeIP:        n.nodeIP,
+		NodeIP:        config.JoinIPs(n.nodeIPs),
 		Labels:        cfg.NodeLabels,
 		Taints:        cfg.NodeTaints,
 		CgroupDriver:  n.cgroupDriver,
@@ -313,7 +344,7 @@ func (n *Plan) Phases(log *slog.Logger) ([]component.Phase, error) {
 		nodeComponents = append(nodeComponents, flannel.New(flannel.Config{
 			Kubeconfig:  n.spec.FlannelKubeconfig,
 			NodeName:    n.identity.NodeName,
-			NodeIP:      n.nodeIP,
+			NodeIPs:     n.nodeIPs,
 			ClusterCIDR: cluster.ClusterCIDR,
 			Backend:     cluster.FlannelBackend,
 			ProxyMode:   n.proxyMode,

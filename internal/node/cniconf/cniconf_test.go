@@ -74,3 +74,40 @@ func TestRenderRejectsIncomplete(t *testing.T) {
 		t.Error("zero MTU accepted")
 	}
 }
+
+// Dual-stack: one host-local range set per family (each pod gets one
+// address of each), IPv4 first, and a route to each cluster network.
+func TestRenderDualStack(t *testing.T) {
+	data, err := Render(Bridge{
+		PodCIDRs:     []netip.Prefix{netip.MustParsePrefix("10.42.1.0/24"), netip.MustParsePrefix("fd00:42:0:1::/64")},
+		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.42.0.0/16"), netip.MustParsePrefix("fd00:42::/56")},
+		MTU:          1430,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Plugins []struct {
+			IsDefaultGateway bool `json:"isDefaultGateway"`
+			IPAM             struct {
+				Ranges [][]map[string]string `json:"ranges"`
+				Routes []map[string]string   `json:"routes"`
+			} `json:"ipam"`
+		} `json:"plugins"`
+	}
+	if err := json.Unmarshal(data, &got); err != nil {
+		t.Fatal(err)
+	}
+	ipam := got.Plugins[0].IPAM
+	if len(ipam.Ranges) != 2 || len(ipam.Ranges[0]) != 1 || len(ipam.Ranges[1]) != 1 ||
+		ipam.Ranges[0][0]["subnet"] != "10.42.1.0/24" || ipam.Ranges[1][0]["subnet"] != "fd00:42:0:1::/64" {
+		t.Errorf("ranges %v, want one set per family, IPv4 first", ipam.Ranges)
+	}
+	if len(ipam.Routes) != 2 || ipam.Routes[0]["dst"] != "10.42.0.0/16" || ipam.Routes[1]["dst"] != "fd00:42::/56" {
+		t.Errorf("routes %v", ipam.Routes)
+	}
+	// The bridge plugin adds a default route per family for the pods.
+	if !got.Plugins[0].IsDefaultGateway {
+		t.Error("no default gateway")
+	}
+}

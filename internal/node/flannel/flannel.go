@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"net/netip"
 	"os"
 	"strings"
@@ -25,6 +26,7 @@ import (
 	_ "github.com/flannel-io/flannel/pkg/backend/vxlan"
 	"github.com/flannel-io/flannel/pkg/ip"
 	"github.com/flannel-io/flannel/pkg/ipmatch"
+	"github.com/flannel-io/flannel/pkg/lease"
 	"github.com/flannel-io/flannel/pkg/subnet"
 	"github.com/flannel-io/flannel/pkg/subnet/kube"
 	"github.com/flannel-io/flannel/pkg/trafficmngr"
@@ -46,9 +48,11 @@ const AnnotationPrefix = "flannel.skiff.io"
 // Config says what network to run.
 type Config struct {
 	// Kubeconfig must allow listing nodes and patching node status.
-	Kubeconfig  string
-	NodeName    string
-	NodeIP      string
+	Kubeconfig string
+	NodeName   string
+	// NodeIPs are the node's addresses, primary family first; a dual-stack
+	// network needs one of each family, on one interface.
+	NodeIPs     []netip.Addr
 	ClusterCIDR string
 	// Backend is "vxlan" or "host-gw".
 	Backend string
@@ -152,9 +156,13 @@ func (f *Flannel) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("flannel: %w", err)
 	}
-	ext, err := ipmatch.LookupExtIface(f.cfg.NodeIP, "", "", stack, ipmatch.PublicIPOpts{})
+	iface, opts, err := externalAddrs(f.cfg.NodeIPs, netCfg.EnableIPv4, netCfg.EnableIPv6)
 	if err != nil {
-		return fmt.Errorf("flannel: finding the interface of node IP %s: %w", f.cfg.NodeIP, err)
+		return err
+	}
+	ext, err := ipmatch.LookupExtIface(iface, "", "", stack, opts)
+	if err != nil {
+		return fmt.Errorf("flannel: finding the interface of node IP %s: %w", iface, err)
 	}
 	be, err := backend.NewManager(ctx, sm, ext).GetBackend(netCfg.BackendType)
 	if err != nil {
@@ -173,10 +181,9 @@ func (f *Flannel) run(ctx context.Context) error {
 	if err := tm.Init(ctx); err != nil {
 		return fmt.Errorf("flannel: %s rules: %w", f.cfg.ProxyMode, err)
 	}
-	prevNet := readSubnetVar(f.cfg.SubnetFile, "FLANNEL_NETWORK")
-	prevSubnet := readSubnetVar(f.cfg.SubnetFile, "FLANNEL_SUBNET")
-	if err := tm.SetupAndEnsureMasqRules(ctx, netCfg.Network, prevSubnet, prevNet,
-		netCfg.IPv6Network, ip.IP6Net{}, ip.IP6Net{}, bn.Lease(), 60, false); err != nil {
+	prev := readPrevious(f.cfg.SubnetFile)
+	if err := tm.SetupAndEnsureMasqRules(ctx, netCfg.Network, prev.subnet, prev.network,
+		netCfg.IPv6Network, prev.subnet6, prev.network6, bn.Lease(), 60, false); err != nil {
 		return fmt.Errorf("flannel: masquerade rules: %w", err)
 	}
 	tm.SetupAndEnsureForwardRules(ctx, netCfg.Network, netCfg.IPv6Network, 50)
@@ -185,22 +192,54 @@ func (f *Flannel) run(ctx context.Context) error {
 		return fmt.Errorf("flannel: writing %s: %w", f.cfg.SubnetFile, err)
 	}
 
-	bridge := cniconf.Bridge{MTU: bn.MTU()}
-	if netCfg.EnableIPv4 {
-		bridge.PodCIDRs = append(bridge.PodCIDRs, netip.MustParsePrefix(lease.Subnet.String()))
-		bridge.ClusterCIDRs = append(bridge.ClusterCIDRs, netip.MustParsePrefix(netCfg.Network.String()))
-	}
-	if netCfg.EnableIPv6 {
-		bridge.PodCIDRs = append(bridge.PodCIDRs, netip.MustParsePrefix(lease.IPv6Subnet.String()))
-		bridge.ClusterCIDRs = append(bridge.ClusterCIDRs, netip.MustParsePrefix(netCfg.IPv6Network.String()))
+	bridge, err := bridgeConfig(netCfg, lease, bn.MTU())
+	if err != nil {
+		return err
 	}
 	if _, err := cniconf.Write(f.cfg.CNIConfDir, bridge); err != nil {
 		return err
 	}
-	f.log.Info("pod network up", "backend", netCfg.BackendType, "subnet", lease.Subnet.String(), "mtu", bn.MTU(), "interface", ext.Iface.Name)
+	attrs := []any{"backend", netCfg.BackendType}
+	if netCfg.EnableIPv4 {
+		attrs = append(attrs, "subnet", lease.Subnet.String())
+	}
+	if netCfg.EnableIPv6 {
+		attrs = append(attrs, "ipv6-subnet", lease.IPv6Subnet.String())
+	}
+	f.log.Info("pod network up", append(attrs, "mtu", bn.MTU(), "interface", ext.Iface.Name)...)
 	f.ready.Store(true)
 	bn.Run(ctx)
 	return ctx.Err()
+}
+
+// bridgeConfig is the CNI bridge for flannel's lease: one host-local range
+// per enabled family, primary (IPv4) first, and a route to each cluster
+// network.
+func bridgeConfig(netCfg *subnet.Config, l *lease.Lease, mtu int) (cniconf.Bridge, error) {
+	b := cniconf.Bridge{MTU: mtu}
+	add := func(podCIDR, network string) error {
+		p, err := netip.ParsePrefix(podCIDR)
+		if err != nil {
+			return fmt.Errorf("flannel: lease subnet %q: %w", podCIDR, err)
+		}
+		n, err := netip.ParsePrefix(network)
+		if err != nil {
+			return fmt.Errorf("flannel: network %q: %w", network, err)
+		}
+		b.PodCIDRs, b.ClusterCIDRs = append(b.PodCIDRs, p), append(b.ClusterCIDRs, n)
+		return nil
+	}
+	if netCfg.EnableIPv4 {
+		if err := add(l.Subnet.String(), netCfg.Network.String()); err != nil {
+			return b, err
+		}
+	}
+	if netCfg.EnableIPv6 {
+		if err := add(l.IPv6Subnet.String(), netCfg.IPv6Network.String()); err != nil {
+			return b, err
+		}
+	}
+	return b, nil
 }
 
 func (f *Flannel) trafficManagers() (use, other trafficmngr.TrafficManager) {
@@ -228,20 +267,80 @@ func waitForPodCIDR(ctx context.Context, client kubernetes.Interface, nodeName s
 	}
 }
 
-// readSubnetVar reads a CIDR from a previous subnet.env, so that rules of an old
-// lease can be replaced. A missing file or value gives the zero network.
-func readSubnetVar(path, key string) ip.IP4Net {
+// externalAddrs says how flannel finds its interface and public addresses:
+// by the primary node IP, with the IPv6 node IP as the public IPv6 address of
+// a dual-stack network (flannel checks both are on one interface). An
+// IPv6-only network is found by its IPv6 address.
+func externalAddrs(nodeIPs []netip.Addr, v4, v6 bool) (iface string, opts ipmatch.PublicIPOpts, err error) {
+	var ip4, ip6 netip.Addr
+	for _, a := range nodeIPs {
+		if a.Is4() && !ip4.IsValid() {
+			ip4 = a
+		} else if a.Is6() && !ip6.IsValid() {
+			ip6 = a
+		}
+	}
+	if v4 && !ip4.IsValid() {
+		return "", opts, fmt.Errorf("flannel: the pod network has IPv4 but the node has no IPv4 node IP (%v); set --node-ip", nodeIPs)
+	}
+	if v6 && !ip6.IsValid() {
+		return "", opts, fmt.Errorf("flannel: the pod network has IPv6 but the node has no IPv6 node IP (%v); set --node-ip to an IPv4,IPv6 pair", nodeIPs)
+	}
+	switch {
+	case v4 && v6:
+		return ip4.String(), ipmatch.PublicIPOpts{PublicIPv6: ip6.String()}, nil
+	case v6:
+		return ip6.String(), opts, nil
+	default:
+		return ip4.String(), opts, nil
+	}
+}
+
+// previous is what a previous subnet.env says about the lease flannel held,
+// so that the masquerade rules of an old lease can be replaced.
+type previous struct {
+	network, subnet   ip.IP4Net
+	network6, subnet6 ip.IP6Net
+}
+
+// readPrevious reads subnet.env. A missing file or value gives the zero
+// network, and the IPv6 ones a zero address rather than none: flannel
+// compares them with its current lease and would dereference nil.
+func readPrevious(path string) previous {
+	p := previous{
+		network6: ip.IP6Net{IP: (*ip.IP6)(big.NewInt(0))},
+		subnet6:  ip.IP6Net{IP: (*ip.IP6)(big.NewInt(0))},
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return ip.IP4Net{}
+		return p
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, key+"="); ok {
-			var n ip.IP4Net
-			if err := n.UnmarshalJSON([]byte(`"` + strings.TrimSpace(v) + `"`)); err == nil {
-				return n
+		key, v, ok := strings.Cut(strings.TrimSpace(line), "=")
+		if !ok {
+			continue
+		}
+		quoted := []byte(`"` + strings.TrimSpace(v) + `"`)
+		var n4 ip.IP4Net
+		var n6 ip.IP6Net
+		switch key {
+		case "FLANNEL_NETWORK":
+			if n4.UnmarshalJSON(quoted) == nil {
+				p.network = n4
+			}
+		case "FLANNEL_SUBNET":
+			if n4.UnmarshalJSON(quoted) == nil {
+				p.subnet = n4
+			}
+		case "FLANNEL_IPV6_NETWORK":
+			if n6.UnmarshalJSON(quoted) == nil {
+				p.network6 = n6
+			}
+		case "FLANNEL_IPV6_SUBNET":
+			if n6.UnmarshalJSON(quoted) == nil {
+				p.subnet6 = n6
 			}
 		}
 	}
-	return ip.IP4Net{}
+	return p
 }

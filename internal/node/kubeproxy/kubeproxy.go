@@ -67,7 +67,10 @@ func (p *KubeProxy) Start(context.Context) error {
 		errCh := make(chan error, 1)
 		// Run does not return when its context ends; the process exit ends it.
 		go func() {
-			errCh <- p.opts.Run(klog.NewContext(ctx, klog.LoggerWithName(klog.FromContext(ctx), "kube-proxy")))
+			// Guarded: a panic here is kube-proxy's error, not the process's end.
+			errCh <- component.Safely(func() error {
+				return p.opts.Run(klog.NewContext(ctx, klog.LoggerWithName(klog.FromContext(ctx), "kube-proxy")))
+			})
 		}()
 		select {
 		case err := <-errCh:

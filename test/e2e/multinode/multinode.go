@@ -4,7 +4,7 @@
 // The host keeps the server (and its node). Every other node gets:
 //   - a network namespace, linked by a veth to a bridge the harness creates,
 //     with its own address on the bridge's subnet and a default route through
-//     the host;
+//     the host (and the same in IPv6 after Network.EnableIPv6);
 //   - a mount namespace with a private /run (skiff's runtime state, the node
 //     lock, containerd's sockets, flannel's subnet file, pod network
 //     namespaces) and its own /var/lib/kubelet, /var/log/pods,
@@ -40,14 +40,20 @@ type Network struct {
 	// Gateway is the bridge's (the host's) address; nodes get .11, .12, ...
 	Gateway net.IP
 	subnet  *net.IPNet
-	nodes   []*Node
-	rules   [][]string
+	// Gateway6 is the bridge's IPv6 address after EnableIPv6; nodes get
+	// ::11, ::12, ... in its /64.
+	Gateway6 net.IP
+	nodes    []*Node
+	rules    [][]string
+	rules6   [][]string
 }
 
 // Node is one node's namespaces and directory.
 type Node struct {
 	Name string
 	IP   net.IP
+	// IP6 is the node's IPv6 address when the network has IPv6.
+	IP6 net.IP
 	// Dir holds the node's data dir (Dir/data) and the directories bound
 	// over the host's kubelet, pod log and CNI directories.
 	Dir        string
@@ -101,6 +107,32 @@ func NewNetwork(prefix, gatewayCIDR string) (*Network, error) {
 
 func (n *Network) bridge() string { return n.Prefix + "br" }
 
+// EnableIPv6 adds gatewayCIDR (an IPv6 address in a /64, such as
+// fd00:78::1/64) to the bridge; nodes added afterwards get an address in it
+// and a default IPv6 route through the host. Addresses skip duplicate
+// address detection, so they are usable at once.
+func (n *Network) EnableIPv6(gatewayCIDR string) error {
+	ip, subnet, err := net.ParseCIDR(gatewayCIDR)
+	if err != nil || ip.To4() != nil {
+		return fmt.Errorf("IPv6 gateway %q: want an IPv6 CIDR", gatewayCIDR)
+	}
+	if ones, _ := subnet.Mask.Size(); ones != 64 {
+		return fmt.Errorf("IPv6 gateway %q: want a /64", gatewayCIDR)
+	}
+	if err := run("ip", "addr", "add", gatewayCIDR, "dev", n.bridge(), "nodad"); err != nil {
+		return err
+	}
+	for _, dir := range []string{"-i", "-o"} {
+		rule := []string{"FORWARD", dir, n.bridge(), "-j", "ACCEPT", "-m", "comment", "--comment", "e2e-multinode " + n.Prefix}
+		if err := run("ip6tables", append([]string{"-I"}, rule...)...); err != nil {
+			return err
+		}
+		n.rules6 = append(n.rules6, rule)
+	}
+	n.Gateway6 = ip
+	return nil
+}
+
 // AddNode creates the namespaces and directories of the next node.
 func (n *Network) AddNode(name, dir string) (*Node, error) {
 	idx := len(n.nodes) + 1
@@ -126,6 +158,14 @@ func (n *Network) AddNode(name, dir string) (*Node, error) {
 		{"ip", "-n", nd.netns, "link", "set", "lo", "up"},
 		{"ip", "-n", nd.netns, "route", "add", "default", "via", n.Gateway.String()},
 	}
+	if n.Gateway6 != nil {
+		nd.IP6 = slices.Clone(n.Gateway6.To16())
+		nd.IP6[15] = byte(0x10 + idx)
+		steps = append(steps,
+			[]string{"ip", "-n", nd.netns, "addr", "add", nd.IP6.String() + "/64", "dev", "eth0", "nodad"},
+			[]string{"ip", "-n", nd.netns, "-6", "route", "add", "default", "via", n.Gateway6.String()},
+		)
+	}
 	for _, s := range steps {
 		if err := run(s[0], s[1:]...); err != nil {
 			return nil, fmt.Errorf("node %s: %w", name, err)
@@ -147,6 +187,15 @@ func (n *Network) AddNode(name, dir string) (*Node, error) {
 
 // DataDir is the node's --data-dir.
 func (nd *Node) DataDir() string { return filepath.Join(nd.Dir, "data") }
+
+// NodeIP is the node's --node-ip: its IPv4 address, and its IPv6 one when
+// the network has IPv6.
+func (nd *Node) NodeIP() string {
+	if nd.IP6 != nil {
+		return nd.IP.String() + "," + nd.IP6.String()
+	}
+	return nd.IP.String()
+}
 
 // KubeletArgs are the flags the node must run with.
 func (nd *Node) KubeletArgs() []string {
@@ -184,7 +233,7 @@ exec "$@"
 		"/bin/sh", "-c", script.String(), "sh", strconv.Itoa(len(privateDirs))}
 	full = append(full, binds...)
 	full = append(full, skiff, subcommand,
-		"--data-dir", nd.DataDir(), "--node-ip", nd.IP.String(), "--node-name", nd.Name)
+		"--data-dir", nd.DataDir(), "--node-ip", nd.NodeIP(), "--node-name", nd.Name)
 	full = append(full, nd.KubeletArgs()...)
 	return exec.Command("nsenter", append(full, args...)...)
 }
@@ -282,18 +331,20 @@ func (n *Network) Cleanup() {
 		}
 	}
 	_ = run("ip", "link", "delete", n.bridge())
-	for _, r := range n.rules {
-		_ = run("iptables", append([]string{"-D"}, r...)...)
-	}
-	n.rules = nil
-	// Rules of an earlier run that this value did not create.
-	if out, err := exec.Command("iptables", "-S", "FORWARD").Output(); err == nil {
-		for _, line := range strings.Split(string(out), "\n") {
-			if strings.Contains(line, `"e2e-multinode `+n.Prefix+`"`) {
-				_ = run("iptables", splitQuoted(strings.Replace(line, "-A", "-D", 1))...)
+	for tool, rules := range map[string][][]string{"iptables": n.rules, "ip6tables": n.rules6} {
+		for _, r := range rules {
+			_ = run(tool, append([]string{"-D"}, r...)...)
+		}
+		// Rules of an earlier run that this value did not create.
+		if out, err := exec.Command(tool, "-S", "FORWARD").Output(); err == nil {
+			for _, line := range strings.Split(string(out), "\n") {
+				if strings.Contains(line, `"e2e-multinode `+n.Prefix+`"`) {
+					_ = run(tool, splitQuoted(strings.Replace(line, "-A", "-D", 1))...)
+				}
 			}
 		}
 	}
+	n.rules, n.rules6 = nil, nil
 }
 
 // splitQuoted splits an `iptables -S` line into words; a double-quoted word
@@ -392,6 +443,22 @@ func run(name string, args ...string) error {
 	out, err := exec.Command(name, args...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// CheckIPv6 reports what is missing for a network with IPv6: the host's IPv6
+// and ip6tables.
+func CheckIPv6() error {
+	data, err := os.ReadFile("/proc/sys/net/ipv6/conf/all/disable_ipv6")
+	if err != nil {
+		return fmt.Errorf("no IPv6 on this host: %w", err)
+	}
+	if strings.TrimSpace(string(data)) != "0" {
+		return errors.New("IPv6 is disabled on this host (net.ipv6.conf.all.disable_ipv6=1)")
+	}
+	if _, err := exec.LookPath("ip6tables"); err != nil {
+		return fmt.Errorf("dual-stack needs ip6tables: %w", err)
 	}
 	return nil
 }

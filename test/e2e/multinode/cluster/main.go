@@ -31,6 +31,7 @@ func run() error {
 	agents := flag.Int("agents", 2, "number of agents")
 	dir := flag.String("dir", "/tmp/skiff-multinode", "where the nodes' data dirs and logs go")
 	gateway := flag.String("gateway", "10.77.0.1/24", "the bridge's address; agents get .11, .12, ...")
+	gateway6 := flag.String("gateway6", "", "for a dual-stack cluster: the bridge's IPv6 address in a /64, like fd00:77::1/64; agents get ::11, ::12, ...")
 	flag.Parse()
 	if err := multinode.Check(); err != nil {
 		return err
@@ -54,11 +55,18 @@ func run() error {
 	}
 	defer nw.Cleanup()
 	gw := nw.Gateway.String()
+	var dual []string
+	if *gateway6 != "" {
+		if err := nw.EnableIPv6(*gateway6); err != nil {
+			return err
+		}
+		dual = []string{"--cluster-cidr", "10.42.0.0/16,fd00:42::/56", "--service-cidr", "10.43.0.0/16,fd00:43::/112"}
+	}
 
 	serverDir := filepath.Join(*dir, "server")
 	kubeconfig := filepath.Join(*dir, "kubeconfig.yaml")
 	server := exec.Command(bin, "server", "--data-dir", filepath.Join(serverDir, "data"),
-		"--advertise-address", gw, "--node-name", "server", "--write-kubeconfig", kubeconfig)
+		append([]string{"--advertise-address", gw, "--node-name", "server", "--write-kubeconfig", kubeconfig}, dual...)...)
 	srv, err := startLogged(server, filepath.Join(*dir, "server.log"))
 	if err != nil {
 		return err
@@ -92,7 +100,7 @@ func run() error {
 			fmt.Print(nd.Stop(bin, p.cmd.Process.Pid))
 			p.wait(10 * time.Second)
 		}()
-		fmt.Printf("starting %s at %s (log: %s)\n", name, nd.IP, log)
+		fmt.Printf("starting %s at %s (log: %s)\n", name, nd.NodeIP(), log)
 		if err := p.waitFor(ctx, "skiff agent ready in", 3*time.Minute); err != nil {
 			return err
 		}
