@@ -75,6 +75,11 @@ func TestBadInputFailsCleanly(t *testing.T) {
 			args: []string{"--cluster-cidr", "10.42.0.0/33"},
 			want: []string{"cluster-cidr", "10.42.0.0/33"},
 		},
+		{
+			name: "dual-stack families disagree",
+			args: []string{"--cluster-cidr", "10.42.0.0/16,fd00:42::/56"},
+			want: []string{"service-cidr: 10.43.0.0/16 and cluster-cidr 10.42.0.0/16,fd00:42::/56 must both be single-stack or both dual-stack"},
+		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -24,7 +24,8 @@ import (
 // own namespaces given both families with --node-ip. Both nodes get both
 // families' addresses and pod CIDRs, pods get an address of each family, a
 // RequireDualStack Service gets two cluster IPs, and pod-to-pod traffic
-// across the nodes and a ClusterIP work over IPv6.
+// across the nodes and a ClusterIP work over IPv6; an agent whose --node-ip
+// does not fit the cluster's families is refused.
 func TestMultiNodeDualStack(t *testing.T) {
 	skiffBin(t)
 	requireRoot(t)
@@ -162,6 +163,16 @@ func TestMultiNodeDualStack(t *testing.T) {
 		if !seen[p.Name] {
 			t.Errorf("IPv6 ClusterIP %s never reached %s on %s (saw %v; last error %v)", url, p.Name, p.Spec.NodeName, seen, lastErr)
 		}
+	}
+	// An agent whose --node-ip does not fit the cluster's families is
+	// refused once the join tells it the cluster CIDRs, naming --node-ip.
+	nd2, err := nw.AddNode("agent2", filepath.Join(t.TempDir(), "agent2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := runNSAgentToExit(t, nd2, "--server", "https://"+net.JoinHostPort(gw, strconv.Itoa(s.Port)), "--token", readToken(t, s.DataDir), "--node-ip", nd2.IP6.String())
+	if !strings.Contains(out, "node-ip: "+nd2.IP6.String()+": address 1 is IPv6 but cluster-cidr 10.42.0.0/16,fd00:42::/56 lists IPv4 there") {
+		t.Errorf("agent with an IPv6-only node IP: want a refusal naming node-ip, got:\n%s", out)
 	}
 	if out := s.Output() + a.out.String(); strings.Contains(out, "panic") {
 		t.Errorf("a panic was logged:\n%s", out)
