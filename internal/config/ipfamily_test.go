@@ -130,6 +130,7 @@ func TestValidateDualStack(t *testing.T) {
 		}, nil},
 		{"IPv6 advertise address", func(s *Server) { s.AdvertiseAddress = "fd00:db8:5::10" },
 			[]string{"advertise-address: fd00:db8:5::10 is IPv6 but service-cidr 10.43.0.0/16 is IPv4 first"}},
+		{"unspecified IPv6 advertise address means detect", func(s *Server) { s.AdvertiseAddress = "::" }, nil},
 		{"two cluster DNS of one family", func(s *Server) { s.ClusterDNS = "10.43.0.10,10.43.0.11" },
 			[]string{`cluster-dns: "10.43.0.10,10.43.0.11": at most one IPv4 address`}},
 		{"cluster DNS IPv6 first", func(s *Server) {

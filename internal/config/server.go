@@ -187,7 +187,8 @@ func (s *Server) Validate() []error {
 				add(err)
 			}
 		}
-		if ip, err := netip.ParseAddr(s.AdvertiseAddress); err == nil && ip.Unmap().Is4() != serviceNets[0].Addr().Is4() {
+		// An unspecified address (0.0.0.0, ::) means "detect it".
+		if ip, err := netip.ParseAddr(s.AdvertiseAddress); err == nil && !ip.IsUnspecified() && ip.Unmap().Is4() != serviceNets[0].Addr().Is4() {
 			add(fieldError("advertise-address", "%s is %s but service-cidr %s is %s first: the kubernetes Service needs an address of its primary family", ip, family(ip.Unmap()), joinPrefixes(serviceNets), family(serviceNets[0].Addr())))
 		}
 	}
