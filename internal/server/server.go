@@ -203,6 +203,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 			Kubeconfig: l.AdminKubeconfig(),
 			StaticDir:  l.StaticDir(),
 			HelmDir:    l.HelmDir(),
+			Server:     serverName(localNode),
 		}, log))
 	}
 	if !cfg.DisableControllerManager {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -535,6 +536,10 @@ spec:
 		if _, err := eventOn(c, "default", "e2e-broken", "ChartNotLoaded"); err != nil {
 			t.Error(err)
 		}
+		// Logged too, once, with the object's name.
+		if n := strings.Count(s.Output(), "helm chart failed helmchart=default/e2e-broken"); n != 1 {
+			t.Errorf("e2e-broken's failure logged %d times, want once:\n%s", n, linesWith(s.Output(), "helm"))
+		}
 		if out, err := s.kubectl("delete", "helmchart", "e2e-broken", "--timeout=60s"); err != nil {
 			t.Fatalf("%v: %s", err, out)
 		}
@@ -549,6 +554,99 @@ spec:
 			}
 			return "", nil
 		})
+	})
+
+	t.Run("helm recovery", func(t *testing.T) {
+		// A release interrupted mid-install, by a stop (SIGTERM) and then
+		// by a crash (SIGKILL), is installed again at the next start.
+		defer func() {
+			if t.Failed() {
+				t.Logf("helm controller's log:\n%s", linesWith(s.Output(), "helm"))
+			}
+		}()
+		f := filepath.Join(t.TempDir(), "slow.yaml")
+		if err := os.WriteFile(f, []byte(`apiVersion: helm.skiff.io/v1
+kind: HelmChart
+metadata: {name: e2e-slow, namespace: default}
+spec:
+  set: {enabled: "false", greeting: "hello, world", replicas: "3"}
+  chartContent: `+base64.StdEncoding.EncodeToString(slowChartArchive(t))+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := s.kubectl("apply", "-f", f); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		// releaseStates lists the release's revisions' states, as Helm
+		// stores them (Secrets labelled owner=helm).
+		releaseStates := func() string {
+			secrets, err := c.CoreV1().Secrets("default").List(ctx, metav1.ListOptions{LabelSelector: "owner=helm,name=e2e-slow"})
+			if err != nil {
+				return err.Error()
+			}
+			var states []string
+			for _, sec := range secrets.Items {
+				states = append(states, sec.Labels["version"]+":"+sec.Labels["status"])
+			}
+			sort.Strings(states)
+			return strings.Join(states, ",")
+		}
+		status := func() string {
+			out, _ := s.kubectl("get", "helmchart", "e2e-slow", "-o", "jsonpath={.status.phase}: {.status.message}")
+			return out
+		}
+		// inHook waits until the install is pending, its hook running.
+		inHook := func() {
+			t.Helper()
+			eventually(t, 2*time.Minute, func() (string, error) {
+				if st := releaseStates(); st != "1:pending-install" {
+					return st, errNotYet
+				}
+				pods, err := c.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "job-name=e2e-slow-hook"})
+				if err != nil || len(pods.Items) == 0 || pods.Items[0].Status.Phase != corev1.PodRunning {
+					return fmt.Sprint("hook pod not running: ", pods, err), errNotYet
+				}
+				if st := status(); !strings.HasPrefix(st, "Installing: installing release") {
+					return "status " + st, errNotYet
+				}
+				return "", nil
+			})
+		}
+		inHook()
+		took := s.Stop()
+		if took > 10*time.Second {
+			t.Errorf("SIGTERM during an install: stopped in %s, want under the 10s stop deadline", took)
+		}
+		t.Logf("SIGTERM during an install: stopped in %s", took.Round(time.Millisecond))
+		if out := s.Output(); strings.Contains(out, "stop was not clean") {
+			t.Errorf("SIGTERM during an install: the stop was not clean:\n%s", out)
+		}
+
+		s.Start()
+		// Recovered (uninstalled), then installed again: its hook runs anew.
+		if err := s.waitFor("helm release recovered", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		inHook()
+		s.kill()
+
+		s.Start()
+		msg := eventually(t, 2*time.Minute, func() (string, error) {
+			if st := status(); !strings.HasPrefix(st, "Installed:") {
+				return st, errNotYet
+			}
+			return status(), nil
+		})
+		if !strings.Contains(msg, "recover") || !strings.Contains(msg, "pending-install") {
+			t.Errorf("status after recovery: %q, want it to say what was recovered", msg)
+		}
+		if st := releaseStates(); st != "1:deployed" {
+			t.Errorf("release after recovery: %s, want one deployed revision", st)
+		}
+		// spec.set typed as --set types it, a comma kept.
+		cm, err := configMap("default", "e2e-slow-cm")
+		if err != nil || cm.Data["enabled"] != "off" || cm.Data["greeting"] != "hello, world" || cm.Data["replicas"] != "int64" {
+			t.Errorf("e2e-slow-cm: %v %v", cm, err)
+		}
 	})
 
 	t.Run("disable", func(t *testing.T) {
@@ -605,6 +703,17 @@ spec:
 	})
 }
 
+// linesWith is the lines of out that contain text.
+func linesWith(out, text string) string {
+	var keep []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, text) {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
+}
+
 // hostOutput runs a command on the host and fails the test if it fails.
 func hostOutput(t *testing.T, name string, args ...string) string {
 	t.Helper()
@@ -619,14 +728,45 @@ func hostOutput(t *testing.T, name string, args ...string) string {
 // values greeting and extra.
 func chartArchive(t *testing.T) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	gz := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(gz)
-	for name, body := range map[string]string{
+	return archiveOf(t, map[string]string{
 		"e2e/Chart.yaml":        "apiVersion: v2\nname: e2e\nversion: 0.1.0\n",
 		"e2e/values.yaml":       "greeting: hello\nextra: none\n",
 		"e2e/templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cm\ndata:\n  greeting: {{ .Values.greeting | quote }}\n  extra: {{ .Values.extra | quote }}\n",
-	} {
+	})
+}
+
+// slowChartArchive builds a chart whose pre-install hook, a Job of the web
+// image, sleeps for a while: its release stays pending-install meanwhile.
+// Its ConfigMap <release>-cm shows how spec.set values arrive.
+func slowChartArchive(t *testing.T) []byte {
+	t.Helper()
+	return archiveOf(t, map[string]string{
+		"slow/Chart.yaml":  "apiVersion: v2\nname: slow\nversion: 0.1.0\n",
+		"slow/values.yaml": "enabled: true\ngreeting: hello\nsleep: 8s\n",
+		"slow/templates/hook.yaml": `apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {{ .Release.Name }}-hook
+  annotations: {helm.sh/hook: pre-install}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - {name: sleep, image: ` + webImage + `, imagePullPolicy: Never, args: [sleep, {{ .Values.sleep | quote }}]}
+`,
+		"slow/templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cm\ndata:\n  enabled: {{ if .Values.enabled }}\"on\"{{ else }}\"off\"{{ end }}\n  greeting: {{ .Values.greeting | quote }}\n  replicas: {{ kindOf .Values.replicas | quote }}\n",
+	})
+}
+
+// archiveOf packs files into a .tgz.
+func archiveOf(t *testing.T, files map[string]string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	for name, body := range files {
 		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), ModTime: time.Now()}); err != nil {
 			t.Fatal(err)
 		}

@@ -46,7 +46,8 @@ type HelmChartSpec struct {
 
 // HelmChartStatus says what the controller last did.
 type HelmChartStatus struct {
-	// Phase is Installed or Failed.
+	// Phase is Installing or Upgrading while Helm works, then Installed or
+	// Failed.
 	Phase    string `json:"phase,omitempty"`
 	Release  string `json:"release,omitempty"`
 	Revision int    `json:"revision,omitempty"`
@@ -139,18 +140,47 @@ func values(spec HelmChartSpec, config string) (map[string]interface{}, error) {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		v := spec.Set[k]
-		var err error
-		if v.Type == intstr.String {
-			err = strvals.ParseIntoString(k+"="+v.StrVal, out)
-		} else {
-			err = strvals.ParseInto(fmt.Sprintf("%s=%d", k, v.IntVal), out)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("set %q: %w", k, err)
+		if err := strvals.ParseInto(setArg(k, spec.Set[k]), out); err != nil {
+			return nil, fmt.Errorf("spec.set %q: %w", k, err)
 		}
 	}
 	return out, nil
+}
+
+// setArg is one spec.set entry as the argument of helm's --set, so that
+// values are typed as --set types them: true, false and null, and whole
+// numbers without a leading zero, are no longer strings; anything else stays
+// a string. As K3s passes them, a comma in a value is escaped (one already
+// escaped with a backslash is left), so "hello, world" stays whole, where
+// --set would split it into two keys; a backslash escapes the next character
+// as in --set. A value in braces, "{a,b}", is a list as in --set.
+func setArg(key string, v intstr.IntOrString) string {
+	if v.Type == intstr.Int {
+		return fmt.Sprintf("%s=%d", key, v.IntVal)
+	}
+	val := v.StrVal
+	if strings.HasPrefix(val, "{") && strings.HasSuffix(val, "}") {
+		return key + "=" + val
+	}
+	var b strings.Builder
+	backslashes := 0
+	for i, r := range val {
+		switch {
+		case r == '\\':
+			backslashes++
+		case r == ',' && backslashes%2 == 0:
+			b.WriteRune('\\')
+			backslashes = 0
+		case r == '{' && i == 0:
+			// Not a list (it does not end with a brace): --set would
+			// read it as the start of one.
+			b.WriteRune('\\')
+		default:
+			backslashes = 0
+		}
+		b.WriteRune(r)
+	}
+	return key + "=" + b.String()
 }
 
 // merge copies src into dst, maps merged key by key, anything else replaced.

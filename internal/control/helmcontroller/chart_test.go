@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -39,7 +40,7 @@ func TestValuesLaterWins(t *testing.T) {
 		ValuesContent: "a: {b: 1, c: 2}\nd: chart\n",
 		Set: map[string]intstr.IntOrString{
 			"a.c":  intstr.FromInt32(5),
-			"flag": intstr.FromString("true"), // a string, as --set-string
+			"flag": intstr.FromString("true"), // a boolean, as --set types it
 		},
 	}
 	v, err := values(spec, "a: {b: 3}\nd: config\n")
@@ -47,7 +48,7 @@ func TestValuesLaterWins(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := v["a"].(map[string]interface{})
-	if a["b"] != float64(3) || a["c"] != int64(5) || v["d"] != "config" || v["flag"] != "true" {
+	if a["b"] != float64(3) || a["c"] != int64(5) || v["d"] != "config" || v["flag"] != true {
 		t.Errorf("values = %#v", v)
 	}
 	if _, err := values(HelmChartSpec{ValuesContent: "a: [\n"}, ""); err == nil || !strings.Contains(err.Error(), "valuesContent") {
@@ -58,6 +59,63 @@ func TestValuesLaterWins(t *testing.T) {
 	h2, _ := inputsHash("x", v)
 	if h1 == h2 {
 		t.Error("the inputs hash does not change with the values")
+	}
+}
+
+func TestSetIsTypedAsHelmSetTypesIt(t *testing.T) {
+	str := intstr.FromString
+	set := map[string]intstr.IntOrString{
+		"enabled":         str("false"),
+		"on":              str("TRUE"),
+		"gone":            str("null"),
+		"replicas":        intstr.FromInt32(3),
+		"port":            str("8080"),
+		"zero":            str("0"),
+		"zip":             str("01234"), // a leading zero: a string, as in --set
+		"ratio":           str("1.5"),   // --set has no floats
+		"greeting":        str("hello, world"),
+		"escaped":         str(`a\,b`), // already escaped, as for K3s: not twice
+		"empty":           str(""),
+		"json":            str(`{"a": 1`),
+		"a.b.c":           str("deep, down"),
+		"list":            str("{x, y,3}"),
+		"servers[1].port": intstr.FromInt32(80),
+		"servers[0].host": str("h,1"),
+		"tls":             str("key=value"),
+	}
+	v, err := values(HelmChartSpec{ValuesContent: "gone: chart-default\na: {b: {keep: 1}}\n", Set: set}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]interface{}{
+		"enabled":  false,
+		"on":       true,
+		"gone":     nil,
+		"replicas": int64(3),
+		"port":     int64(8080),
+		"zero":     int64(0),
+		"zip":      "01234",
+		"ratio":    "1.5",
+		"greeting": "hello, world",
+		"escaped":  "a,b",
+		"empty":    "",
+		"json":     `{"a": 1`,
+		"a":        map[string]interface{}{"b": map[string]interface{}{"keep": float64(1), "c": "deep, down"}},
+		"list":     []interface{}{"x", " y", int64(3)},
+		"servers":  []interface{}{map[string]interface{}{"host": "h,1"}, map[string]interface{}{"port": int64(80)}},
+		"tls":      "key=value",
+	}
+	for k, w := range want {
+		if got, ok := v[k]; !ok || !reflect.DeepEqual(got, w) {
+			t.Errorf("set %s: got %#v (present %v), want %#v", k, got, ok, w)
+		}
+	}
+	if len(v) != len(want) {
+		t.Errorf("values %#v, want exactly the keys of %#v", v, want)
+	}
+	// A key --set cannot parse is named.
+	if _, err := values(HelmChartSpec{Set: map[string]intstr.IntOrString{"a[x]": str("1")}}, ""); err == nil || !strings.Contains(err.Error(), `"a[x]"`) {
+		t.Errorf("bad key: %v", err)
 	}
 }
 

@@ -11,9 +11,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,6 +39,7 @@ import (
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/kubernetes"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
@@ -58,6 +63,10 @@ type Config struct {
 	StaticDir string
 	// HelmDir holds the repository cache for charts fetched from a repo.
 	HelmDir string
+	// Server names this server among the cluster's (its node name, else
+	// its host name): a Lease held as this server by an earlier process
+	// is that process's, which is gone.
+	Server string
 }
 
 // Controller is the Helm controller component.
@@ -71,12 +80,20 @@ type Controller struct {
 	queue    workqueue.TypedRateLimitingInterface[string]
 	recorder record.EventRecorder
 	ready    atomic.Bool
+	// instance names this process's run of the controller on the releases
+	// it operates on; owners tells whether another instance still runs.
+	instance string
+	owners   *owners
+	failures failureLog
 	component.Runner
 }
 
 // New returns the controller.
 func New(cfg Config, log *slog.Logger) *Controller {
-	return &Controller{cfg: cfg, log: log.With("component", "helm-controller")}
+	if cfg.Server == "" {
+		cfg.Server, _ = os.Hostname()
+	}
+	return &Controller{cfg: cfg, log: log.With("component", "helm-controller"), instance: newInstance(time.Now())}
 }
 
 func (c *Controller) Name() string { return "helm-controller" }
@@ -102,6 +119,7 @@ func (c *Controller) Start(context.Context) error {
 	if err != nil {
 		return fmt.Errorf("helm controller: %w", err)
 	}
+	c.owners = &owners{leases: client.CoordinationV1().Leases(leaseNamespace), server: c.cfg.Server, instance: c.instance, now: time.Now}
 	c.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
 		workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, 2*time.Minute),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "helmcharts"})
@@ -122,7 +140,16 @@ func (c *Controller) Start(context.Context) error {
 		UpdateFunc: func(_, obj interface{}) { enqueue(obj) },
 		DeleteFunc: enqueue,
 	}
-	if _, err := charts.Informer().AddEventHandler(handler); err != nil {
+	// The controller's own status writes (Installing, then Installed or
+	// Failed) must not wake it again: that would retry a failing chart at
+	// once, round and round, instead of after the queue's back-off.
+	chartHandler := handler
+	chartHandler.UpdateFunc = func(old, obj interface{}) {
+		if !statusOnly(old, obj) {
+			enqueue(obj)
+		}
+	}
+	if _, err := charts.Informer().AddEventHandler(chartHandler); err != nil {
 		return fmt.Errorf("helm controller: %w", err)
 	}
 	// A HelmChartConfig names its HelmChart by its own name and namespace.
@@ -154,6 +181,37 @@ func (c *Controller) Start(context.Context) error {
 		if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
 			return nil
 		}
+		// This instance's Lease exists before it marks any release.
+		for {
+			err := c.owners.hold(ctx)
+			if err == nil {
+				break
+			}
+			c.log.Debug("waiting to hold the instance Lease", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
+		}
+		if err := c.owners.clearDead(ctx); err != nil {
+			c.log.Warn("clearing Leases of stopped instances", "err", err)
+		}
+		renewed := make(chan struct{})
+		go func() {
+			defer close(renewed)
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(leaseRenew):
+				}
+				if err := c.owners.renew(ctx); err != nil && ctx.Err() == nil {
+					c.log.Warn("renewing the instance Lease", "err", err)
+				}
+			}
+		}()
+		defer func() { <-renewed }()
 		c.ready.Store(true)
 		go func() {
 			<-ctx.Done()
@@ -173,7 +231,10 @@ func (c *Controller) Ready() error {
 	return nil
 }
 
-func (c *Controller) Stop() error { return c.Runner.Stop(30 * time.Second) }
+// Stop ends the controller within 5 s: an install or upgrade running is cut
+// short (its requests to the apiserver, hooks' watches too, end), and its
+// release, left pending, is recovered at the next start.
+func (c *Controller) Stop() error { return c.Runner.Stop(5 * time.Second) }
 
 func (c *Controller) next(ctx context.Context) bool {
 	key, quit := c.queue.Get()
@@ -182,7 +243,10 @@ func (c *Controller) next(ctx context.Context) bool {
 	}
 	defer c.queue.Done(key)
 	if err := c.sync(ctx, key); err != nil {
-		c.log.Warn("helm chart", "helmchart", key, "err", err)
+		if ctx.Err() != nil {
+			return true // stopping: the next start takes it up
+		}
+		c.failures.log(c.log, key, err)
 		c.queue.AddRateLimited(key)
 		return true
 	}
@@ -203,13 +267,26 @@ func (c *Controller) get(lister cache.GenericLister, key string, into interface{
 }
 
 func (c *Controller) sync(ctx context.Context, key string) error {
-	var hc HelmChart
-	u, err := c.get(c.charts, key, &hc)
-	if apierrors.IsNotFound(err) {
+	if _, err := c.charts.Get(key); apierrors.IsNotFound(err) {
 		return nil // gone: its finalizer saw the release uninstalled
 	}
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
 	if err != nil {
 		return err
+	}
+	// Read afresh: the informer may not have seen the status this
+	// controller wrote last (Installing, then Installed), and acting on
+	// a stale one would upgrade a release already up to date.
+	u, err := c.dyn.Resource(chartGVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading HelmChart %s: %w", key, err)
+	}
+	var hc HelmChart
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &hc); err != nil {
+		return fmt.Errorf("HelmChart %s: %w", key, err)
 	}
 	if hc.DeletionTimestamp != nil {
 		return c.remove(ctx, u, &hc)
@@ -240,7 +317,14 @@ func (c *Controller) apply(ctx context.Context, u *unstructured.Unstructured, hc
 	seen := hc.Status.ObservedGeneration == hc.Generation && hc.Status.ConfigVersion == config.ResourceVersion
 	st := HelmChartStatus{Release: hc.Name, Namespace: ns, Revision: hc.Status.Revision, Applied: hc.Status.Applied,
 		ObservedGeneration: hc.Generation, ConfigVersion: config.ResourceVersion}
+	key := hc.Namespace + "/" + hc.Name
 	fail := func(reason string, err error) error {
+		if ctx.Err() != nil {
+			// Cut short by the stop: not a failure of the chart.
+			c.log.Info("helm operation interrupted by the stop; resumed at the next start", "helmchart", key)
+			return ctx.Err()
+		}
+		c.failures.log(c.log, key, err) // as next logs it: once
 		c.recorder.Event(u, corev1.EventTypeWarning, reason, err.Error())
 		st.Phase, st.Message = "Failed", err.Error()
 		st.Namespace = installedIn // still where the release is
@@ -268,11 +352,11 @@ func (c *Controller) apply(ctx context.Context, u *unstructured.Unstructured, hc
 	}
 	if installedIn != ns {
 		// targetNamespace changed: the release moves.
-		if err := c.uninstall(hc, installedIn); err != nil {
+		if err := c.uninstall(ctx, hc, installedIn); err != nil {
 			return fail("UninstallFailed", err)
 		}
 	}
-	cfg, err := c.actionConfig(ns)
+	cfg, err := c.actionConfig(ctx, ns)
 	if err != nil {
 		return err
 	}
@@ -291,6 +375,25 @@ func (c *Controller) apply(ctx context.Context, u *unstructured.Unstructured, hc
 	if last != nil && !owned(last, hc) {
 		return fail("ReleaseExists", errPermanent{fmt.Errorf("release %s/%s exists and was not installed by this HelmChart: rename the HelmChart or remove the release", ns, hc.Name)})
 	}
+	recovered := ""
+	if stuck(last) {
+		if err := c.owners.ownerGone(ctx, last); err != nil {
+			return fmt.Errorf("release %s/%s: %w", ns, hc.Name, err)
+		}
+		st.Phase, st.Message = "Upgrading", fmt.Sprintf("recovering release %s/%s, left %s by a stopped server", ns, hc.Name, last.Info.Status)
+		if last.Info.Status == release.StatusPendingInstall || last.Info.Status == release.StatusUninstalling {
+			st.Phase = "Installing"
+		}
+		c.setStatus(ctx, hc, st)
+		if recovered, err = recoverRelease(cfg, last, operationTimeout); err != nil {
+			return fail("RecoveryFailed", err)
+		}
+		c.log.Warn("helm release recovered", "helmchart", key, "namespace", ns, "did", recovered)
+		c.recorder.Event(u, corev1.EventTypeNormal, "Recovered", recovered)
+		if last, err = cfg.Releases.Last(hc.Name); err != nil && !errors.Is(err, driver.ErrReleaseNotFound) {
+			return fmt.Errorf("reading release %s/%s: %w", ns, hc.Name, err)
+		}
+	}
 	if last != nil && last.Info.Status == release.StatusDeployed && hc.Status.Applied == hash && hc.Status.Phase == "Installed" {
 		if !seen {
 			st.Phase, st.Message = hc.Status.Phase, hc.Status.Message
@@ -298,38 +401,55 @@ func (c *Controller) apply(ctx context.Context, u *unstructured.Unstructured, hc
 		}
 		return nil
 	}
-	labels := map[string]string{OwnerLabel: string(hc.UID)}
+	// The operator label says which process runs the operation, so that a
+	// release it leaves pending is known abandoned once it is gone.
+	labels := map[string]string{OwnerLabel: string(hc.UID), OperatorLabel: c.instance}
+	chartName := ch.Metadata.Name + " " + ch.Metadata.Version
 	var rel *release.Release
 	verb := "Upgraded"
 	if last == nil || last.Info.Status == release.StatusUninstalled {
+		st.Phase, st.Message = "Installing", fmt.Sprintf("installing release %s/%s (chart %s)", ns, hc.Name, chartName)
+		c.setStatus(ctx, hc, st)
 		in := action.NewInstall(cfg)
 		in.ReleaseName, in.Namespace, in.CreateNamespace = hc.Name, ns, true
-		in.Timeout = 5 * time.Minute
+		in.Timeout = operationTimeout
 		in.Labels = labels
-		in.Description = "installed by skiff from HelmChart " + hc.Namespace + "/" + hc.Name
+		in.Description = "installed by skiff from HelmChart " + key
 		rel, err = in.RunWithContext(ctx, ch, vals)
 		verb = "Installed"
 	} else {
+		st.Phase, st.Message = "Upgrading", fmt.Sprintf("upgrading release %s/%s revision %d (chart %s)", ns, hc.Name, last.Version, chartName)
+		c.setStatus(ctx, hc, st)
 		up := action.NewUpgrade(cfg)
 		up.Namespace = ns
-		up.Timeout = 5 * time.Minute
+		up.Timeout = operationTimeout
 		up.Labels = labels
-		// As the helm CLI: a release that keeps failing does not fill the
-		// datastore with revisions.
-		up.MaxHistory = 10
-		up.Description = "upgraded by skiff from HelmChart " + hc.Namespace + "/" + hc.Name
+		up.MaxHistory = maxHistory
+		up.Description = "upgraded by skiff from HelmChart " + key
 		rel, err = up.RunWithContext(ctx, hc.Name, ch, vals)
 	}
 	if err != nil {
 		return fail("InstallFailed", fmt.Errorf("%s %s/%s: %w", map[string]string{"Installed": "installing", "Upgraded": "upgrading"}[verb], ns, hc.Name, err))
 	}
-	msg := fmt.Sprintf("%s release %s/%s revision %d (chart %s %s)", verb, ns, rel.Name, rel.Version, ch.Metadata.Name, ch.Metadata.Version)
+	msg := fmt.Sprintf("%s release %s/%s revision %d (chart %s)", verb, ns, rel.Name, rel.Version, chartName)
+	if recovered != "" {
+		msg += " after recovery: " + recovered
+	}
 	c.recorder.Event(u, corev1.EventTypeNormal, verb, msg)
-	c.log.Info("helm release "+verb, "helmchart", hc.Namespace+"/"+hc.Name, "namespace", ns, "revision", rel.Version, "chart", ch.Metadata.Name+"-"+ch.Metadata.Version)
+	c.log.Info("helm release "+verb, "helmchart", key, "namespace", ns, "revision", rel.Version, "chart", ch.Metadata.Name+"-"+ch.Metadata.Version)
+	c.failures.clear(key)
 	st.Phase, st.Revision, st.Message, st.Applied, st.Namespace = "Installed", rel.Version, msg, hash, ns
 	c.setStatus(ctx, hc, st)
 	return nil
 }
+
+const (
+	// operationTimeout bounds one Helm operation's waits (hooks).
+	operationTimeout = 5 * time.Minute
+	// maxHistory is the revisions kept of a release, as the helm CLI keeps
+	// them: a release that keeps failing does not fill the datastore.
+	maxHistory = 10
+)
 
 // OwnerLabel on a release names the HelmChart (by UID) that installed it: a
 // HelmChart never takes over, upgrades or uninstalls a release it did not
@@ -372,10 +492,13 @@ func (c *Controller) remove(ctx context.Context, u *unstructured.Unstructured, h
 	if !hasFinalizer(hc) {
 		return nil
 	}
-	if err := c.uninstall(hc, installedNamespace(hc)); err != nil {
-		c.recorder.Event(u, corev1.EventTypeWarning, "UninstallFailed", err.Error())
+	if err := c.uninstall(ctx, hc, installedNamespace(hc)); err != nil {
+		if ctx.Err() == nil {
+			c.recorder.Event(u, corev1.EventTypeWarning, "UninstallFailed", err.Error())
+		}
 		return err
 	}
+	c.failures.clear(hc.Namespace + "/" + hc.Name)
 	var keep []string
 	for _, f := range hc.Finalizers {
 		if f != Finalizer {
@@ -392,8 +515,8 @@ func (c *Controller) remove(ctx context.Context, u *unstructured.Unstructured, h
 
 // uninstall removes the HelmChart's release from a namespace, if it is its
 // own: a release of the same name installed otherwise is left alone.
-func (c *Controller) uninstall(hc *HelmChart, ns string) error {
-	cfg, err := c.actionConfig(ns)
+func (c *Controller) uninstall(ctx context.Context, hc *HelmChart, ns string) error {
+	cfg, err := c.actionConfig(ctx, ns)
 	if err != nil {
 		return err
 	}
@@ -410,7 +533,7 @@ func (c *Controller) uninstall(hc *HelmChart, ns string) error {
 	}
 	un := action.NewUninstall(cfg)
 	un.IgnoreNotFound = true
-	un.Timeout = 5 * time.Minute
+	un.Timeout = operationTimeout
 	if _, err := un.Run(hc.Name); err != nil {
 		return fmt.Errorf("uninstalling %s/%s: %w", ns, hc.Name, err)
 	}
@@ -426,15 +549,26 @@ func (c *Controller) setStatus(ctx context.Context, hc *HelmChart, st HelmChartS
 	_, err := c.dyn.Resource(chartGVR).Namespace(hc.Namespace).Patch(ctx, hc.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}, "status")
 	if err != nil && !apierrors.IsNotFound(err) {
 		c.log.Warn("writing HelmChart status", "helmchart", hc.Namespace+"/"+hc.Name, "err", err)
+		return
 	}
+	// The next status of this sync is compared with this one, not with
+	// what the informer saw before.
+	hc.Status = st
 }
 
 // actionConfig is a Helm configuration for one namespace, its releases
-// kept as Secrets there, as the helm CLI keeps them.
-func (c *Controller) actionConfig(namespace string) (*action.Configuration, error) {
+// kept as Secrets there, as the helm CLI keeps them. Its every request to
+// the apiserver ends when ctx does: Helm waits for hooks with watches of
+// its own context, which would otherwise outlive a stop and hold the
+// apiserver's shutdown.
+func (c *Controller) actionConfig(ctx context.Context, namespace string) (*action.Configuration, error) {
 	flags := genericclioptions.NewConfigFlags(false)
 	flags.KubeConfig = &c.cfg.Kubeconfig
 	flags.Namespace = &namespace
+	flags.WrapConfigFn = func(rc *rest.Config) *rest.Config {
+		rc.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &stopTransport{next: rt, stop: ctx} })
+		return rc
+	}
 	cfg := new(action.Configuration)
 	logf := func(format string, v ...interface{}) {
 		c.log.Debug(fmt.Sprintf(format, v...), "namespace", namespace)
@@ -445,6 +579,20 @@ func (c *Controller) actionConfig(namespace string) (*action.Configuration, erro
 	return cfg, nil
 }
 
+// statusOnly reports whether an update of a HelmChart changed nothing the
+// controller acts on: not its spec (generation), deletion or finalizers. A
+// resync (same resourceVersion) is acted on.
+func statusOnly(old, obj interface{}) bool {
+	o, ok1 := old.(*unstructured.Unstructured)
+	n, ok2 := obj.(*unstructured.Unstructured)
+	if !ok1 || !ok2 || o.GetResourceVersion() == n.GetResourceVersion() {
+		return false
+	}
+	return o.GetGeneration() == n.GetGeneration() &&
+		(o.GetDeletionTimestamp() == nil) == (n.GetDeletionTimestamp() == nil) &&
+		slices.Equal(o.GetFinalizers(), n.GetFinalizers())
+}
+
 func hasFinalizer(hc *HelmChart) bool {
 	for _, f := range hc.Finalizers {
 		if f == Finalizer {
@@ -452,4 +600,79 @@ func hasFinalizer(hc *HelmChart) bool {
 		}
 	}
 	return false
+}
+
+// stopTransport ends every request it carries when stop ends, streaming
+// responses (watches) included, whatever the request's own context.
+type stopTransport struct {
+	next http.RoundTripper
+	stop context.Context
+}
+
+func (t *stopTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if err := t.stop.Err(); err != nil {
+		return nil, fmt.Errorf("helm controller stopping: %w", err)
+	}
+	ctx, cancel := context.WithCancel(req.Context())
+	unhook := context.AfterFunc(t.stop, cancel)
+	resp, err := t.next.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		unhook()
+		cancel()
+		return nil, err
+	}
+	resp.Body = &closeHook{ReadCloser: resp.Body, done: func() { unhook(); cancel() }}
+	return resp, nil
+}
+
+// closeHook runs done once the body is closed.
+type closeHook struct {
+	io.ReadCloser
+	done func()
+}
+
+func (b *closeHook) Close() error {
+	err := b.ReadCloser.Close()
+	b.done()
+	return err
+}
+
+// failureRepeat is how long a HelmChart's failure, logged once, stays
+// quiet while it repeats unchanged (its retries back off to 2 minutes).
+const failureRepeat = 10 * time.Minute
+
+// failureLog logs each HelmChart's failures once, with its name, and a
+// failure that repeats unchanged again only after failureRepeat: events say
+// the rest.
+type failureLog struct {
+	mu   sync.Mutex
+	last map[string]failureSeen
+}
+
+type failureSeen struct {
+	msg string
+	at  time.Time
+}
+
+func (f *failureLog) log(log *slog.Logger, key string, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now, msg := time.Now(), err.Error()
+	if seen, ok := f.last[key]; ok && seen.msg == msg && now.Sub(seen.at) < failureRepeat {
+		log.Debug("helm chart failed again", "helmchart", key, "err", err)
+		return
+	}
+	if f.last == nil {
+		f.last = map[string]failureSeen{}
+	}
+	f.last[key] = failureSeen{msg, now}
+	log.Warn("helm chart failed", "helmchart", key, "err", err)
+}
+
+// clear forgets a HelmChart's failure once it succeeded: the next one is
+// logged.
+func (f *failureLog) clear(key string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.last, key)
 }

@@ -69,7 +69,7 @@ spec:
           status:
             type: object
             properties:
-              phase: {type: string}
+              phase: {type: string, description: "Installing or Upgrading while Helm works, then Installed or Failed."}
               release: {type: string}
               revision: {type: integer}
               message: {type: string}

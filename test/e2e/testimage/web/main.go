@@ -1,6 +1,7 @@
 // Command web is the end-to-end tests' workload: an HTTP server that answers with
-// its host name (the pod name), and a client mode so that a test can make requests
-// from inside a pod. It is built by the tests and packed into an image archive.
+// its host name (the pod name), a client mode so that a test can make requests
+// from inside a pod, and a sleep mode for slow jobs. It is built by the tests and
+// packed into an image archive.
 package main
 
 import (
@@ -31,6 +32,16 @@ func main() {
 			os.Exit(1)
 		}
 		os.Stdout.Write(data)
+		return
+	}
+	// sleep makes a slow job: a chart's hook that keeps an install pending.
+	if len(os.Args) == 3 && os.Args[1] == "sleep" {
+		d, err := time.ParseDuration(os.Args[2])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		time.Sleep(d)
 		return
 	}
 	name, _ := os.Hostname()
