@@ -285,6 +285,15 @@ metadata: {name: mf-test}
 		if _, err := configMap("default", "mf-skipped"); !gone(err) {
 			t.Errorf("nested/skipped.yaml, beside its .skip, was applied: %v", err)
 		}
+		// The nested directory is watched: a change applies within seconds,
+		// not at the next 30 s resync.
+		write("nested/deeper/deep.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: mf-deep}\ndata: {changed: \"yes\"}\n")
+		eventually(t, 10*time.Second, func() (string, error) {
+			if cm, err := configMap("default", "mf-deep"); err != nil || cm.Data["changed"] != "yes" {
+				return fmt.Sprint(cm, err), errNotYet
+			}
+			return "", nil
+		})
 
 		removed := time.Now()
 		if err := os.Remove(filepath.Join(dir, "nested", "deeper", "deep.yaml")); err != nil {
