@@ -1,11 +1,15 @@
 package manifests
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
 )
 
 func mkfile(t *testing.T, path, content string) {
@@ -96,5 +100,57 @@ func TestAddonNamesOfNestedFiles(t *testing.T) {
 	long := AddonName(strings.Repeat("d", 40) + "/" + strings.Repeat("f", 40) + ".yaml")
 	if len(long) > 63 {
 		t.Errorf("AddonName of a long nested path: %q is longer than 63", long)
+	}
+}
+
+// TestNestedDirectoriesAreWatched uses a real inotify watcher: a change in
+// a nested directory, in a symlinked one and in one renamed within the
+// tree wakes the controller.
+func TestNestedDirectoriesAreWatched(t *testing.T) {
+	f := newFixture(t)
+	outside := t.TempDir()
+	mkfile(t, filepath.Join(f.dir, "a", "b", "one.yaml"), "")
+	symlink(t, outside, filepath.Join(f.dir, "link"))
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := w.Add(f.dir); err != nil {
+		t.Fatal(err)
+	}
+	f.c.syncAll(context.Background(), w)
+	woken := func(what, path string) {
+		t.Helper()
+		mkfile(t, path, "")
+		deadline := time.After(5 * time.Second)
+		for {
+			select {
+			case ev := <-w.Events:
+				if filepath.Base(ev.Name) == filepath.Base(path) {
+					return
+				}
+			case err := <-w.Errors:
+				t.Fatal(err)
+			case <-deadline:
+				t.Fatalf("no event for a file written in %s", what)
+			}
+		}
+	}
+	woken("a nested directory", filepath.Join(f.dir, "a", "b", "two.yaml"))
+	woken("a symlinked directory", filepath.Join(outside, "three.yaml"))
+	if err := os.Rename(filepath.Join(f.dir, "a"), filepath.Join(f.dir, "c")); err != nil {
+		t.Fatal(err)
+	}
+	f.c.syncAll(context.Background(), w)
+	woken("a renamed directory", filepath.Join(f.dir, "c", "b", "four.yaml"))
+	if err := os.RemoveAll(filepath.Join(f.dir, "c")); err != nil {
+		t.Fatal(err)
+	}
+	f.c.syncAll(context.Background(), w)
+	for _, d := range w.WatchList() {
+		if strings.HasPrefix(d, filepath.Join(f.dir, "a")) || strings.HasPrefix(d, filepath.Join(f.dir, "c")) {
+			t.Errorf("%s is still watched once gone", d)
+		}
 	}
 }

@@ -280,9 +280,22 @@ func (c *Controller) syncAll(ctx context.Context, w dirWatcher) time.Time {
 		for _, d := range t.dirs {
 			read[d] = true
 		}
+		removed := false
 		for d := range watched {
 			if !read[d] {
 				_ = w.Remove(d) // gone already, most often
+				removed = true
+			}
+		}
+		if removed {
+			// A directory renamed within the tree kept its inode, hence
+			// the watch just removed: watch it again under its new name.
+			watched = map[string]bool{}
+			for _, d := range w.WatchList() {
+				watched[d] = true
+			}
+			for _, d := range t.dirs {
+				watch(d)
 			}
 		}
 	}
