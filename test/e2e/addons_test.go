@@ -28,7 +28,8 @@ import (
 )
 
 // TestAddons covers the add-ons of a server with its node: manifests in
-// server/manifests are applied, put back, pruned and skipped; LoadBalancer
+// server/manifests (and its subdirectories) are applied, put back, pruned
+// once their file has settled, and skipped; LoadBalancer
 // Services get the node's address and answer on it; a claim gets a local
 // volume that outlives its pod and goes with the claim; --disable removes
 // what the add-ons had deployed.
@@ -212,6 +213,107 @@ metadata: {name: mf-test}
 			}
 			return "", nil
 		})
+	})
+
+	// Deleting waits for a file to settle: one emptied or truncated for a
+	// moment and written back loses nothing; the tree is read recursively
+	// (subdirectories, symlinked directories, .skip beside a file); a file
+	// removed is pruned once it has been gone for the grace period (10 s).
+	t.Run("manifests tree and grace", func(t *testing.T) {
+		sumOf := func(content string) string {
+			h := sha256.Sum256([]byte(content))
+			return hex.EncodeToString(h[:])
+		}
+		addonHas := func(addon, content string) func() (string, error) {
+			return func() (string, error) {
+				out, err := s.kubectl("get", "addon", "-n", "kube-system", addon, "-o", "jsonpath={.spec.checksum}")
+				if err != nil || out != sumOf(content) {
+					return out, errNotYet
+				}
+				return "", nil
+			}
+		}
+		uids := func() string {
+			ns, err := c.CoreV1().Namespaces().Get(ctx, "mf-grace", metav1.GetOptions{})
+			if err != nil {
+				return err.Error()
+			}
+			cm, err := configMap("mf-grace", "cfg")
+			if err != nil {
+				return err.Error()
+			}
+			return fmt.Sprintf("namespace %s %s, ConfigMap %s", ns.UID, ns.Status.Phase, cm.UID)
+		}
+		nsDoc := "apiVersion: v1\nkind: Namespace\nmetadata: {name: mf-grace}\n"
+		full := nsDoc + "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg, namespace: mf-grace}\ndata: {k: v}\n"
+		write("grace.yaml", full)
+		eventually(t, 30*time.Second, addonHas("grace", full))
+		before := uids()
+		if !strings.Contains(before, "Active") {
+			t.Fatalf("grace.yaml applied, yet: %s", before)
+		}
+		for what, transient := range map[string]string{"emptied": "", "truncated to its first document": nsDoc} {
+			write("grace.yaml", transient)
+			eventually(t, 30*time.Second, addonHas("grace", transient)) // seen by skiff
+			write("grace.yaml", full)
+			eventually(t, 30*time.Second, addonHas("grace", full))
+			if now := uids(); now != before {
+				t.Errorf("grace.yaml %s and written back within the grace period: %s, was %s", what, now, before)
+			}
+		}
+
+		// Nested and symlinked directories; a .skip beside a nested file.
+		outside := t.TempDir()
+		if err := os.WriteFile(filepath.Join(outside, "linked.yaml"), []byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: mf-linked}\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(dir, "nested", "deeper"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		write("nested/skipped.yaml.skip", "")
+		write("nested/skipped.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: mf-skipped}\n")
+		if err := os.Symlink(outside, filepath.Join(dir, "linked")); err != nil {
+			t.Fatal(err)
+		}
+		write("nested/deeper/deep.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: mf-deep}\n")
+		eventually(t, 30*time.Second, func() (string, error) {
+			if _, err := configMap("default", "mf-deep"); err != nil {
+				return "", err
+			}
+			_, err := configMap("default", "mf-linked")
+			return "", err
+		})
+		if _, err := configMap("default", "mf-skipped"); !gone(err) {
+			t.Errorf("nested/skipped.yaml, beside its .skip, was applied: %v", err)
+		}
+		// The nested directory is watched: a change applies within seconds,
+		// not at the next 30 s resync.
+		write("nested/deeper/deep.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: mf-deep}\ndata: {changed: \"yes\"}\n")
+		eventually(t, 10*time.Second, func() (string, error) {
+			if cm, err := configMap("default", "mf-deep"); err != nil || cm.Data["changed"] != "yes" {
+				return fmt.Sprint(cm, err), errNotYet
+			}
+			return "", nil
+		})
+
+		removed := time.Now()
+		if err := os.Remove(filepath.Join(dir, "nested", "deeper", "deep.yaml")); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 40*time.Second, func() (string, error) {
+			if _, err := configMap("default", "mf-deep"); !gone(err) {
+				return "mf-deep still there", errNotYet
+			}
+			return "", nil
+		})
+		if took := time.Since(removed); took < 9*time.Second {
+			t.Errorf("mf-deep pruned %s after its file was removed, before the 10 s grace period", took)
+		}
+		for _, f := range []string{"grace.yaml", "linked", "nested"} {
+			if err := os.RemoveAll(filepath.Join(dir, f)); err != nil {
+				t.Fatal(err)
+			}
+		}
 	})
 
 	t.Run("servicelb", func(t *testing.T) {

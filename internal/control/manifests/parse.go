@@ -29,18 +29,25 @@ func isManifest(name string) bool {
 
 var invalidName = regexp.MustCompile(`[^a-z0-9-]+`)
 
-// AddonName is the Addon object of a manifest file: its name without the
-// extension, as a Kubernetes name. A name too long is cut and given a hash
-// of the whole, so that two long names stay apart; two files that still
-// share a name (a.yaml and a.json) are refused by the controller.
-func AddonName(file string) string {
-	base := strings.TrimSuffix(filepath.Base(file), filepath.Ext(file))
-	name := strings.Trim(invalidName.ReplaceAllString(strings.ToLower(base), "-"), "-")
+// AddonName is the Addon object of a manifest file, from its path relative
+// to the manifests directory: its name without the extension, as a
+// Kubernetes name. A file in a subdirectory is named by its whole path
+// ("apps/web.yaml": "apps-web-" and a hash of "apps/web"), so that files of
+// one name in two directories stay apart. A name too long is cut and given
+// a hash of the whole, so that two long names stay apart; two files that
+// still share a name (a.yaml and a.json) are refused by the controller.
+func AddonName(rel string) string {
+	rel = filepath.ToSlash(rel)
+	stem := strings.TrimSuffix(rel, filepath.Ext(rel))
+	name := strings.Trim(invalidName.ReplaceAllString(strings.ToLower(stem), "-"), "-")
 	if name == "" {
 		name = "manifest"
 	}
-	if len(name) > 63 {
-		name = strings.TrimRight(name[:54], "-") + "-" + checksum([]byte(base))[:8]
+	if strings.Contains(stem, "/") || len(name) > 63 {
+		if len(name) > 54 {
+			name = strings.TrimRight(name[:54], "-")
+		}
+		name += "-" + checksum([]byte(stem))[:8]
 	}
 	return name
 }

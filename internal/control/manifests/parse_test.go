@@ -59,9 +59,9 @@ func TestParseErrorsNameTheDocument(t *testing.T) {
 
 func TestAddonName(t *testing.T) {
 	for in, want := range map[string]string{
-		"/x/local-storage.yaml": "local-storage",
-		"My_App.v2.JSON":        "my-app-v2",
-		"---.yml":               "manifest",
+		"local-storage.yaml": "local-storage",
+		"My_App.v2.JSON":     "my-app-v2",
+		"---.yml":            "manifest",
 	} {
 		if got := AddonName(in); got != want {
 			t.Errorf("AddonName(%q) = %q, want %q", in, got, want)
