@@ -58,6 +58,9 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if err := node.CheckResolvConf(cfg.ResolvConf); err != nil {
+		return err
+	}
 	kind, err := config.DatastoreKind(cfg.DatastoreEndpoint)
 	if err != nil {
 		return err
@@ -148,6 +151,10 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		Port:       coredns.DefaultPort,
 		ServiceIP:  strings.Split(cfg.ClusterDNS, ",")[0],
 		Clients:    dnsClients(cfg),
+		// A given --resolv-conf is the cluster's upstream too, as in K3s, whose
+		// CoreDNS pod gets it; otherwise the host's own file, loopback
+		// servers included: CoreDNS runs in the host's network namespace.
+		ResolvConf: cfg.ResolvConf,
 	}
 	if cfg.Disabled("coredns") {
 		removed = append(removed, coredns.ManifestFile)
