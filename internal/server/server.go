@@ -155,6 +155,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		// CoreDNS pod gets it; otherwise the host's own file, loopback
 		// servers included: CoreDNS runs in the host's network namespace.
 		ResolvConf: cfg.ResolvConf,
+		NodeHosts:  filepath.Join(l.EtcDir(), "node-hosts"),
 	}
 	if cfg.Disabled("coredns") {
 		removed = append(removed, coredns.ManifestFile)
