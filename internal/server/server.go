@@ -30,6 +30,7 @@ import (
 	"github.com/skiffkube/skiff/internal/control/manifests"
 	"github.com/skiffkube/skiff/internal/control/metricsserver"
 	"github.com/skiffkube/skiff/internal/control/nodepassword"
+	"github.com/skiffkube/skiff/internal/control/noderoles"
 	"github.com/skiffkube/skiff/internal/control/rbacbootstrap"
 	"github.com/skiffkube/skiff/internal/control/scheduler"
 	"github.com/skiffkube/skiff/internal/control/servicelb"
@@ -235,6 +236,13 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 			ln.Close()
 			return err
 		}
+		// The server's node gets its role labels, which its kubelet may not
+		// set, in the phase that waits for the node.
+		last := &nodePhases[len(nodePhases)-1]
+		last.Components = append(last.Components, noderoles.New(noderoles.Config{
+			Kubeconfig: l.AdminKubeconfig(),
+			NodeName:   localNode,
+		}, nil, log))
 		phases = append(phases, nodePhases...)
 	}
 	mgr := component.NewManager(log, phases...)
