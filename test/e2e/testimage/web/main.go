@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"time"
@@ -31,6 +32,19 @@ func main() {
 			os.Exit(1)
 		}
 		os.Stdout.Write(data)
+		return
+	}
+	// lookup resolves a name as a program in the pod would (the pod's
+	// resolv.conf, search path included) and prints its addresses.
+	if len(os.Args) == 3 && os.Args[1] == "lookup" {
+		addrs, err := net.LookupHost(os.Args[2])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		for _, a := range addrs {
+			fmt.Println(a)
+		}
 		return
 	}
 	name, _ := os.Hostname()
