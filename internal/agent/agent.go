@@ -43,6 +43,9 @@ func Run(ctx context.Context, cfg *config.Agent, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("token: %w", err)
 	}
+	if err := node.CheckResolvConf(cfg.ResolvConf); err != nil {
+		return err
+	}
 	nodeIP := cfg.NodeIP
 	if nodeIP == "" {
 		ip, err := controlplane.DetectAdvertiseIP(&config.Server{})

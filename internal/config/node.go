@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -22,6 +23,9 @@ type Node struct {
 	FlannelBackend           string   `json:"flannel-backend"`
 	ContainerRuntimeEndpoint string   `json:"container-runtime-endpoint"`
 	PauseImage               string   `json:"pause-image"`
+	// ResolvConf is omitted when empty so that config goldens that do not
+	// set it stay as they are.
+	ResolvConf string `json:"resolv-conf,omitempty"`
 }
 
 // FlannelBackends are the values --flannel-backend takes.
@@ -38,6 +42,7 @@ func (n *Node) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&n.FlannelBackend, "flannel-backend", "vxlan", "pod network backend: vxlan, host-gw or none (bring your own CNI)")
 	fs.StringVar(&n.ContainerRuntimeEndpoint, "container-runtime-endpoint", "", "CRI socket of an external container runtime (default: skiff's own containerd)")
 	fs.StringVar(&n.PauseImage, "pause-image", "", "sandbox (pause) image for pods (default: skiff's built-in image)")
+	fs.StringVar(&n.ResolvConf, "resolv-conf", "", "resolv.conf the kubelet gives pods, used as is (default: the host's, or systemd-resolved's, or one without loopback nameservers)")
 }
 
 // Complete puts the node options into canonical form.
@@ -46,6 +51,12 @@ func (n *Node) Complete() {
 	n.KubeProxyArgs = NormalizeArgs(n.KubeProxyArgs)
 	n.NodeName = strings.ToLower(n.NodeName)
 	n.NodeIP = trimList(n.NodeIP)
+	// The kubelet and CoreDNS read it later, from another working directory.
+	if n.ResolvConf != "" {
+		if abs, err := filepath.Abs(n.ResolvConf); err == nil {
+			n.ResolvConf = abs
+		}
+	}
 }
 
 // Validate returns every problem with the node options, each naming its flag.

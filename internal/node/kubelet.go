@@ -2,7 +2,6 @@ package node
 
 import (
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 
@@ -101,18 +100,6 @@ func parseTaints(specs []string) ([]corev1.Taint, error) {
 		out = append(out, corev1.Taint{Key: key, Value: value, Effect: corev1.TaintEffect(effect)})
 	}
 	return out, nil
-}
-
-// ResolvConf picks the resolv.conf pods inherit: on hosts with systemd-resolved the
-// stub at 127.0.0.53 is unreachable from a pod, so use the real upstream list.
-func ResolvConf() string {
-	const resolved = "/run/systemd/resolve/resolv.conf"
-	if data, err := os.ReadFile("/etc/resolv.conf"); err == nil && strings.Contains(string(data), "127.0.0.53") {
-		if _, err := os.Stat(resolved); err == nil {
-			return resolved
-		}
-	}
-	return "/etc/resolv.conf"
 }
 
 // KubeProxyPlan is what kube-proxy's flags depend on.

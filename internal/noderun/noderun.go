@@ -278,6 +278,31 @@ func checkNodePorts(cfg config.Node) error {
 	return nil
 }
 
+// podResolvConf chooses the resolv.conf the kubelet gives pods, writes it when
+// it is skiff's own, and says once (at every start) what was wrong with the
+// host's.
+func podResolvConf(l node.Layout, given string, clusterDNS []string, log *slog.Logger) (string, error) {
+	c, err := node.ChooseResolvConf(node.ResolvConfInput{
+		Given:      given,
+		Host:       node.HostResolvConf,
+		Resolved:   node.ResolvedResolvConf,
+		Generated:  filepath.Join(l.EtcDir(), "resolv.conf"),
+		ClusterDNS: clusterDNS,
+	})
+	if err != nil {
+		return "", err
+	}
+	if c.Content != nil {
+		if err := atomicfile.Write(c.Path, c.Content, 0o644, 0o700); err != nil {
+			return "", fmt.Errorf("writing the pods' resolv.conf: %w", err)
+		}
+	}
+	if c.Warning != "" {
+		log.Warn(c.Warning, "component", "kubelet")
+	}
+	return c.Path, nil
+}
+
 // Phases are the node's start-up phases.
 func (n *Plan) Phases(log *slog.Logger) ([]component.Phase, error) {
 	cfg, cluster := n.spec.Node, n.spec.Cluster
@@ -310,6 +335,10 @@ func (n *Plan) Phases(log *slog.Logger) ([]component.Phase, error) {
 		)
 	}
 
+	resolv, err := podResolvConf(n.layout, cfg.ResolvConf, strings.Split(cluster.ClusterDNS, ","), log)
+	if err != nil {
+		return nil, err
+	}
 	kplan := node.KubeletPlan{
 		Layout:        n.layout,
 		NodeName:      n.identity.NodeName,
@@ -320,7 +349,7 @@ func (n *Plan) Phases(log *slog.Logger) ([]component.Phase, error) {
 		CRIEndpoint:   n.criEndpoint,
 		ClusterDNS:    strings.Split(cluster.ClusterDNS, ","),
 		ClusterDomain: cluster.ClusterDomain,
-		ResolvConf:    node.ResolvConf(),
+		ResolvConf:    resolv,
 		Address:       cmp.Or(n.spec.KubeletAddress, "0.0.0.0"),
 		ExtraArgs:     cfg.KubeletArgs,
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/skiffkube/skiff/internal/control/manifests"
 	"github.com/skiffkube/skiff/internal/control/metricsserver"
 	"github.com/skiffkube/skiff/internal/control/nodepassword"
+	"github.com/skiffkube/skiff/internal/control/noderoles"
 	"github.com/skiffkube/skiff/internal/control/rbacbootstrap"
 	"github.com/skiffkube/skiff/internal/control/scheduler"
 	"github.com/skiffkube/skiff/internal/control/servicelb"
@@ -56,6 +57,9 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	// Everything that can be refused is refused before the first write.
 	given, err := controlplane.GivenToken(cfg)
 	if err != nil {
+		return err
+	}
+	if err := node.CheckResolvConf(cfg.ResolvConf); err != nil {
 		return err
 	}
 	kind, err := config.DatastoreKind(cfg.DatastoreEndpoint)
@@ -148,6 +152,11 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		Port:       coredns.DefaultPort,
 		ServiceIP:  strings.Split(cfg.ClusterDNS, ",")[0],
 		Clients:    dnsClients(cfg),
+		// A given --resolv-conf is the cluster's upstream too, as in K3s, whose
+		// CoreDNS pod gets it; otherwise the host's own file, loopback
+		// servers included: CoreDNS runs in the host's network namespace.
+		ResolvConf: cfg.ResolvConf,
+		NodeHosts:  filepath.Join(l.EtcDir(), "node-hosts"),
 	}
 	if cfg.Disabled("coredns") {
 		removed = append(removed, coredns.ManifestFile)
@@ -228,6 +237,13 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 			ln.Close()
 			return err
 		}
+		// The server's node gets its role labels, which its kubelet may not
+		// set, in the phase that waits for the node.
+		last := &nodePhases[len(nodePhases)-1]
+		last.Components = append(last.Components, noderoles.New(noderoles.Config{
+			Kubeconfig: l.AdminKubeconfig(),
+			NodeName:   localNode,
+		}, nil, log))
 		phases = append(phases, nodePhases...)
 	}
 	mgr := component.NewManager(log, phases...)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -44,7 +45,22 @@ func TestAddons(t *testing.T) {
 			t.Logf("killall: %v\n%s", err, out)
 		}
 	})
-	s.Start()
+	// Pods with dnsPolicy Default get this file as is. It keeps the host's
+	// nameservers, which CoreDNS then forwards to as before.
+	resolvConf := filepath.Join(t.TempDir(), "pods-resolv.conf")
+	var podResolv strings.Builder
+	if host, err := os.ReadFile("/etc/resolv.conf"); err == nil {
+		for _, l := range strings.Split(string(host), "\n") {
+			if strings.HasPrefix(strings.TrimSpace(l), "nameserver") {
+				podResolv.WriteString(strings.TrimSpace(l) + "\n")
+			}
+		}
+	}
+	podResolv.WriteString("options timeout:3 attempts:4\n")
+	if err := os.WriteFile(resolvConf, []byte(podResolv.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.Start("--resolv-conf", resolvConf)
 	c := s.Client()
 	ctx := context.Background()
 	dir := filepath.Join(s.DataDir, "server", "manifests")
@@ -388,6 +404,59 @@ metadata: {name: mf-test}
 			t.Errorf("an outside name: %v %q, want a lookup error", err, out)
 		}
 		t.Logf("outside name failed in %s", time.Since(begin).Round(time.Millisecond))
+
+		// The node's name resolves to its InternalIP, as with K3s's NodeHosts.
+		nodes, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil || len(nodes.Items) != 1 {
+			t.Fatalf("nodes: %v %v", nodes, err)
+		}
+		nd := nodes.Items[0]
+		if got, want := lookupFrom(t, s, pod, nd.Name), nodeInternalIPs(&nd); got != want {
+			t.Errorf("node name %s from a pod resolves to %q, want %q", nd.Name, got, want)
+		}
+
+		// A dnsPolicy Default pod gets the --resolv-conf file.
+		_, err = c.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "dns-default"},
+			Spec: corev1.PodSpec{DNSPolicy: corev1.DNSDefault, Containers: []corev1.Container{{
+				Name: "web", Image: webImage, ImagePullPolicy: corev1.PullNever,
+			}}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = eventually(t, 2*time.Minute, func() (string, error) {
+			return s.kubectl("exec", "dns-default", "--", "/web", "cat", "/etc/resolv.conf")
+		})
+		// The kubelet may reorder options.
+		for _, want := range append(strings.Split(strings.TrimSpace(podResolv.String()), "\n"), "timeout:3", "attempts:4") {
+			if strings.HasPrefix(want, "options ") {
+				continue
+			}
+			if !strings.Contains(out, want) {
+				t.Errorf("a dnsPolicy Default pod's resolv.conf lacks %q from --resolv-conf:\n%s", want, out)
+			}
+		}
+	})
+
+	t.Run("node roles", func(t *testing.T) {
+		// Set before the server says it is ready.
+		out, err := s.kubectl("get", "nodes", "--no-headers", "-o", "custom-columns=ROLES:.metadata.labels")
+		if err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		for _, want := range []string{"node-role.kubernetes.io/control-plane:true", "node-role.kubernetes.io/master:true"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("server node labels lack %s: %s", want, out)
+			}
+		}
+		if strings.Contains(out, "node-role.kubernetes.io/etcd") {
+			t.Errorf("etcd role without embedded etcd: %s", out)
+		}
+		out, _ = s.kubectl("get", "nodes")
+		if fields := strings.Fields(strings.Split(out, "\n")[1]); len(fields) < 3 || fields[2] != "control-plane,master" {
+			t.Errorf("kubectl get nodes ROLES: %q, want control-plane,master", out)
+		}
 	})
 
 	t.Run("network policy", func(t *testing.T) {
@@ -814,6 +883,28 @@ func linesWith(out, text string) string {
 		}
 	}
 	return strings.Join(keep, "\n")
+}
+
+// lookupFrom resolves name inside a pod (its resolv.conf and search path)
+// and returns the addresses, sorted and comma-separated.
+func lookupFrom(t *testing.T, s *server, pod, name string) string {
+	t.Helper()
+	out := eventually(t, time.Minute, func() (string, error) { return s.kubectl("exec", pod, "--", "/web", "lookup", name) })
+	addrs := strings.Fields(out)
+	slices.Sort(addrs)
+	return strings.Join(addrs, ",")
+}
+
+// nodeInternalIPs are a Node's InternalIPs, sorted and comma-separated.
+func nodeInternalIPs(n *corev1.Node) string {
+	var ips []string
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			ips = append(ips, a.Address)
+		}
+	}
+	slices.Sort(ips)
+	return strings.Join(ips, ",")
 }
 
 // hostOutput runs a command on the host and fails the test if it fails.

@@ -71,6 +71,11 @@ func TestBadInputFailsCleanly(t *testing.T) {
 			want: []string{badConfig, `unknown key "tls-sans"`},
 		},
 		{
+			name: "missing resolv-conf",
+			args: []string{"--resolv-conf", "/nonexistent/skiff-e2e-resolv.conf"},
+			want: []string{"resolv-conf", "/nonexistent/skiff-e2e-resolv.conf", "no such file"},
+		},
+		{
 			name: "invalid CIDR",
 			args: []string{"--cluster-cidr", "10.42.0.0/33"},
 			want: []string{"cluster-cidr", "10.42.0.0/33"},

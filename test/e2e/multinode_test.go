@@ -214,6 +214,21 @@ func TestMultiNode(t *testing.T) {
 		if !strings.Contains(out, "hello from web-") {
 			t.Errorf("agent1 -> web by name: %q", out)
 		}
+		// Every node's name, from a pod on an agent: the servers' CoreDNS
+		// follows the nodes as they join.
+		nodes, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range nodes.Items {
+			if got, want := lookupFrom(t, s, from.Name, nodes.Items[i].Name), nodeInternalIPs(&nodes.Items[i]); got != want {
+				t.Errorf("node name %s from a pod on agent1 resolves to %q, want %q", nodes.Items[i].Name, got, want)
+			}
+			_, role := nodes.Items[i].Labels["node-role.kubernetes.io/control-plane"]
+			if role != (nodes.Items[i].Name == "server") {
+				t.Errorf("node %s: control-plane role %v", nodes.Items[i].Name, role)
+			}
+		}
 		// And back, from agent2 to agent1.
 		out = eventually(t, time.Minute, func() (string, error) {
 			return fetchFrom(byNode["agent2"], "http://"+net.JoinHostPort(from.Status.PodIP, "8080")+"/")

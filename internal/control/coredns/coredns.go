@@ -1,7 +1,8 @@
 // Package coredns serves the cluster's DNS from the server process: CoreDNS,
 // embedded as a library with only the plugins a cluster DNS needs, answers
-// for the cluster domain from the API (Services, headless Services, pods) and
-// forwards other names to the host's resolvers.
+// for the cluster domain from the API (Services, headless Services, pods),
+// answers node names with their InternalIPs, and forwards other names to the
+// host's resolvers.
 //
 // Pods reach it through the usual kube-dns Service at --cluster-dns. That
 // Service has no selector: its EndpointSlice (in the add-on's manifest)
@@ -40,6 +41,7 @@ import (
 	_ "github.com/coredns/coredns/plugin/cache"
 	_ "github.com/coredns/coredns/plugin/errors"
 	_ "github.com/coredns/coredns/plugin/forward"
+	_ "github.com/coredns/coredns/plugin/hosts"
 	_ "github.com/coredns/coredns/plugin/kubernetes"
 	_ "github.com/coredns/coredns/plugin/loadbalance"
 )
@@ -50,8 +52,12 @@ const DefaultPort = 10053
 // ManifestFile is the add-on's file in the manifests dir.
 const ManifestFile = "coredns.yaml"
 
-// directives is the plugins' execution order, as CoreDNS's plugin.cfg has it.
-var directives = []string{"bind", aclPlugin, "errors", "cache", "loadbalance", "kubernetes", "forward"}
+// directives is the plugins' execution order, as CoreDNS's plugin.cfg has it,
+// but for hosts, which comes before cache: node names are answered from
+// memory anyway, and a node that joins, leaves or moves is then answered
+// at once rather than after a cached answer (or a cached NXDOMAIN from the
+// upstream resolvers) expires.
+var directives = []string{"bind", aclPlugin, "errors", "hosts", "cache", "loadbalance", "kubernetes", "forward"}
 
 // Config is what the DNS server needs.
 type Config struct {
@@ -66,6 +72,9 @@ type Config struct {
 	ServiceIP string
 	// ResolvConf names the upstream resolvers; /etc/resolv.conf by default.
 	ResolvConf string
+	// NodeHosts is the hosts file skiff keeps with the nodes' names and
+	// InternalIPs, which CoreDNS serves.
+	NodeHosts string
 	// Clients are the sources besides the nodes' addresses that may query:
 	// the cluster's pod and Service CIDRs. Loopback and ListenIP always may.
 	Clients []netip.Prefix
@@ -78,6 +87,7 @@ type Server struct {
 	corefile string
 	inst     *caddy.Instance
 	acl      *sourceACL
+	hosts    *nodeHosts
 	nodes    cache.SharedIndexInformer
 	stop     context.CancelFunc
 }
@@ -106,6 +116,14 @@ func (s *Server) Init(context.Context) error {
 		fixed = append(fixed, netip.PrefixFrom(ip.Unmap(), ip.Unmap().BitLen()))
 	}
 	s.acl = newSourceACL(fixed)
+	if s.cfg.NodeHosts == "" {
+		// An empty path would have the hosts plugin serve the host's /etc/hosts.
+		return errors.New("coredns: no node hosts file configured")
+	}
+	s.hosts = newNodeHosts(s.cfg.NodeHosts, s.cfg.Domain, s.log)
+	if err := s.hosts.write(); err != nil {
+		return err
+	}
 	return dnsserver.SetDirectives(directives)
 }
 
@@ -116,6 +134,7 @@ func Corefile(cfg Config, upstream bool) string {
 	fmt.Fprintf(&b, "    bind %s\n", cfg.ListenIP)
 	b.WriteString("    " + aclPlugin + "\n")
 	b.WriteString("    errors\n")
+	b.WriteString(hostsStanza(cfg.NodeHosts))
 	fmt.Fprintf(&b, "    kubernetes %s in-addr.arpa ip6.arpa {\n", cfg.Domain)
 	fmt.Fprintf(&b, "        kubeconfig %q\n", cfg.Kubeconfig)
 	b.WriteString("        pods insecure\n        fallthrough in-addr.arpa ip6.arpa\n        ttl 30\n    }\n")
@@ -124,6 +143,13 @@ func Corefile(cfg Config, upstream bool) string {
 	}
 	b.WriteString("    cache 30\n    loadbalance\n}\n")
 	return b.String()
+}
+
+// hostsStanza serves node names from the node hosts file, as K3s's
+// NodeHosts: other names fall through to the plugins below. reload is how
+// soon a rewritten file is served.
+func hostsStanza(path string) string {
+	return fmt.Sprintf("    hosts %q {\n        ttl 30\n        reload 1s\n        fallthrough\n    }\n", path)
 }
 
 // hasNameserver reports whether a resolv.conf names a nameserver.
@@ -162,7 +188,8 @@ func (s *Server) Start(context.Context) error {
 	return nil
 }
 
-// watchNodes keeps the source filter's node addresses from the API.
+// watchNodes keeps the source filter's node addresses and the node hosts
+// file from the API.
 func (s *Server) watchNodes() error {
 	rc, err := clientcmd.BuildConfigFromFlags("", s.cfg.Kubeconfig)
 	if err != nil {
@@ -176,6 +203,7 @@ func (s *Server) watchNodes() error {
 	set := func(obj interface{}) {
 		if n, ok := obj.(*corev1.Node); ok {
 			s.acl.setNode(n.Name, n)
+			s.hosts.setNode(n.Name, n)
 		}
 	}
 	_, err = s.nodes.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -187,6 +215,7 @@ func (s *Server) watchNodes() error {
 			}
 			if n, ok := obj.(*corev1.Node); ok {
 				s.acl.setNode(n.Name, nil)
+				s.hosts.setNode(n.Name, nil)
 			}
 		},
 	})

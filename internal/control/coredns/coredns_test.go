@@ -3,13 +3,18 @@ package coredns
 import (
 	"bytes"
 	"context"
+	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/coredns/caddy"
+	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -17,9 +22,9 @@ import (
 )
 
 func TestCorefile(t *testing.T) {
-	cfg := Config{Kubeconfig: "/d/admin.kubeconfig", Domain: "cluster.local", ListenIP: net.ParseIP("192.0.2.7"), Port: 10053, ResolvConf: "/etc/resolv.conf"}
+	cfg := Config{Kubeconfig: "/d/admin.kubeconfig", Domain: "cluster.local", ListenIP: net.ParseIP("192.0.2.7"), Port: 10053, ResolvConf: "/etc/resolv.conf", NodeHosts: "/d/node-hosts"}
 	got := Corefile(cfg, true)
-	for _, want := range []string{".:10053 {", "bind 192.0.2.7", "kubernetes cluster.local in-addr.arpa ip6.arpa {", `kubeconfig "/d/admin.kubeconfig"`, "skiffacl\n", `forward . "/etc/resolv.conf"`} {
+	for _, want := range []string{".:10053 {", "bind 192.0.2.7", "kubernetes cluster.local in-addr.arpa ip6.arpa {", `kubeconfig "/d/admin.kubeconfig"`, "skiffacl\n", `forward . "/etc/resolv.conf"`, `hosts "/d/node-hosts" {`} {
 		if !strings.Contains(got, want) {
 			t.Errorf("Corefile lacks %q:\n%s", want, got)
 		}
@@ -117,5 +122,134 @@ func TestSourceFilterAllowsPodsAndNodesOnly(t *testing.T) {
 	acl.setNode("agent1", nil)
 	if got := ask("192.0.2.20"); got != dns.RcodeRefused {
 		t.Errorf("a deleted node's address got %s, want REFUSED", dns.RcodeToString[got])
+	}
+}
+
+func node(name string, addrs ...corev1.NodeAddress) *corev1.Node {
+	n := &corev1.Node{}
+	n.Name = name
+	n.Status.Addresses = addrs
+	return n
+}
+
+func internalIP(ip string) corev1.NodeAddress {
+	return corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: ip}
+}
+
+func TestNodeHostsFromNodes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "etc", "node-hosts")
+	h := newNodeHosts(path, "cluster.local", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := h.write(); err != nil {
+		t.Fatal(err)
+	}
+	lines := func() []string {
+		t.Helper()
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, l := range strings.Split(string(data), "\n") {
+			if l != "" && !strings.HasPrefix(l, "#") {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	if got := lines(); len(got) != 0 {
+		t.Errorf("no nodes: %q", got)
+	}
+	// Dual-stack with the IPv6 address listed first, an ExternalIP and a
+	// host name: InternalIPs only, IPv4 first.
+	h.setNode("server1", node("server1",
+		internalIP("2001:db8::10"), corev1.NodeAddress{Type: corev1.NodeExternalIP, Address: "203.0.113.10"},
+		internalIP("192.0.2.10"), corev1.NodeAddress{Type: corev1.NodeHostName, Address: "server1.example"}))
+	h.setNode("agent1", node("agent1", internalIP("192.0.2.20")))
+	// A name inside the cluster domain or a reverse zone would shadow the
+	// kubernetes plugin's answers.
+	h.setNode("kubernetes.default.svc.cluster.local", node("kubernetes.default.svc.cluster.local", internalIP("192.0.2.30")))
+	h.setNode("10.0.43.10.in-addr.arpa", node("10.0.43.10.in-addr.arpa", internalIP("192.0.2.31")))
+	// No InternalIP yet (registered, status not reported): no line.
+	h.setNode("agent2", node("agent2"))
+	want := []string{"192.0.2.20 agent1", "192.0.2.10 server1", "2001:db8::10 server1"}
+	if got := lines(); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("hosts:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// A node that moves, and one that leaves.
+	h.setNode("agent1", node("agent1", internalIP("192.0.2.21")))
+	h.setNode("server1", nil)
+	if got, want := lines(), []string{"192.0.2.21 agent1"}; strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("after a move and a deletion: %q, want %q", got, want)
+	}
+}
+
+// TestHostsStanzaAnswersNodeNames runs CoreDNS's hosts plugin as the
+// Corefile configures it, on the file nodeHosts writes: a node's name is
+// answered, a changed address within the reload interval, and other names
+// (the search-path forms among them) go on to the next plugin.
+func TestHostsStanzaAnswersNodeNames(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "node-hosts")
+	h := newNodeHosts(path, "cluster.local", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h.setNode("agent1", node("agent1", internalIP("192.0.2.20")))
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := pc.LocalAddr().String()
+	_, port, _ := net.SplitHostPort(addr)
+	pc.Close()
+	if err := dnsserver.SetDirectives(directives); err != nil {
+		t.Fatal(err)
+	}
+	caddy.Quiet, dnsserver.Quiet = true, true
+	inst, err := caddy.Start(caddy.CaddyfileInput{Contents: []byte(".:" + port + " {\n    bind 127.0.0.1\n" + hostsStanza(path) + "}\n"), Filepath: "Corefile", ServerTypeName: "dns"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		inst.Stop()
+		inst.ShutdownCallbacks()
+	}()
+	ask := func(name string, qtype uint16) *dns.Msg {
+		t.Helper()
+		m := new(dns.Msg).SetQuestion(name, qtype)
+		r, _, err := (&dns.Client{Timeout: time.Second}).Exchange(m, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	a := func(r *dns.Msg) string {
+		for _, rr := range r.Answer {
+			if rec, ok := rr.(*dns.A); ok {
+				return rec.A.String()
+			}
+		}
+		return ""
+	}
+	if r := ask("agent1.", dns.TypeA); a(r) != "192.0.2.20" {
+		t.Errorf("agent1: %v", r)
+	}
+	if r := ask("AGENT1.", dns.TypeA); a(r) != "192.0.2.20" {
+		t.Errorf("AGENT1: %v", r)
+	}
+	if r := ask("agent1.", dns.TypeAAAA); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 0 {
+		t.Errorf("AAAA of an IPv4-only node: %v, want an empty answer", r)
+	}
+	// Names the file does not hold are not answered here: with no plugin
+	// after hosts in this Corefile, fallthrough ends in SERVFAIL.
+	for _, name := range []string{"agent1.default.svc.cluster.local.", "agent2.", "example.org."} {
+		if r := ask(name, dns.TypeA); r.Rcode != dns.RcodeServerFailure {
+			t.Errorf("%s: %v, want it passed on", name, r)
+		}
+	}
+	h.setNode("agent1", node("agent1", internalIP("192.0.2.21")))
+	h.setNode("agent2", node("agent2", internalIP("192.0.2.22")))
+	deadline := time.Now().Add(5 * time.Second)
+	for a(ask("agent1.", dns.TypeA)) != "192.0.2.21" || a(ask("agent2.", dns.TypeA)) != "192.0.2.22" {
+		if time.Now().After(deadline) {
+			t.Fatalf("new addresses not served 5s after the change: %v %v", ask("agent1.", dns.TypeA), ask("agent2.", dns.TypeA))
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

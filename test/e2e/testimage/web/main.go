@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"time"
@@ -42,6 +43,19 @@ func main() {
 			os.Exit(1)
 		}
 		time.Sleep(d)
+		return
+	}
+	// lookup resolves a name as a program in the pod would (the pod's
+	// resolv.conf, search path included) and prints its addresses.
+	if len(os.Args) == 3 && os.Args[1] == "lookup" {
+		addrs, err := net.LookupHost(os.Args[2])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		for _, a := range addrs {
+			fmt.Println(a)
+		}
 		return
 	}
 	name, _ := os.Hostname()
