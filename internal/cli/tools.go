@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/skiffkube/skiff/internal/atomicfile"
 	"github.com/skiffkube/skiff/internal/containerd/ctr"
 	"github.com/skiffkube/skiff/internal/containerd/daemon"
 	"github.com/skiffkube/skiff/internal/logging"
@@ -31,12 +32,23 @@ func RunCtr(args []string) int { return ctr.Main(append([]string{"ctr"}, args...
 // containerd. crictl is a main package upstream, so it is a separate executable;
 // the one the running node unpacked is used as it is.
 func RunCrictl(args []string) int {
-	bin, err := crictlPath()
+	bin, dataDir, err := crictlPath()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "skiff crictl:", err)
 		return 1
 	}
 	env := os.Environ()
+	// crictl warns on every call when /etc/crictl.yaml is missing, and a
+	// host's own file may name another runtime: like K3s, point it at a
+	// config of ours unless the user chose one.
+	if os.Getenv("CRI_CONFIG_FILE") == "" {
+		path, err := writeCrictlConfig(node.Layout{DataDir: dataDir, RunDir: node.DefaultRunDir})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "skiff crictl:", err)
+			return 1
+		}
+		env = append(env, "CRI_CONFIG_FILE="+path)
+	}
 	if os.Getenv("CONTAINER_RUNTIME_ENDPOINT") == "" {
 		env = append(env, "CONTAINER_RUNTIME_ENDPOINT=unix://"+containerdSocket())
 	}
@@ -48,32 +60,52 @@ func RunCrictl(args []string) int {
 	return 1
 }
 
-// crictlPath finds crictl under the data dir (SKIFF_DATA_DIR, or the default),
-// unpacking the payload only when no node has done so yet.
-func crictlPath() (string, error) {
-	if os.Geteuid() != 0 {
-		return "", fmt.Errorf("must run as root: the node's containerd socket and data dir are root's")
+// crictlConfig is crictl's configuration for the node's containerd.
+func crictlConfig(socket string) string {
+	return "runtime-endpoint: unix://" + socket + "\nimage-endpoint: unix://" + socket + "\n"
+}
+
+// writeCrictlConfig writes <data-dir>/agent/etc/crictl.yaml when it is
+// missing or differs, and returns its path.
+func writeCrictlConfig(l node.Layout) (string, error) {
+	path := filepath.Join(l.EtcDir(), "crictl.yaml")
+	want := crictlConfig(l.ContainerdSocket())
+	if cur, err := os.ReadFile(path); err == nil && string(cur) == want {
+		return path, nil
 	}
-	dataDir := os.Getenv("SKIFF_DATA_DIR")
+	if err := atomicfile.Write(path, []byte(want), 0o644, 0o755); err != nil {
+		return "", fmt.Errorf("writing %s: %w", path, err)
+	}
+	return path, nil
+}
+
+// crictlPath finds crictl under the data dir (SKIFF_DATA_DIR, or the default),
+// unpacking the payload only when no node has done so yet. It returns the
+// binary and the data dir.
+func crictlPath() (bin, dataDir string, err error) {
+	if os.Geteuid() != 0 {
+		return "", "", fmt.Errorf("must run as root: the node's containerd socket and data dir are root's")
+	}
+	dataDir = os.Getenv("SKIFF_DATA_DIR")
 	if dataDir == "" {
 		dataDir = "/var/lib/skiff"
 	}
 	if _, err := os.Stat(dataDir); err != nil {
-		return "", fmt.Errorf("data dir %s: %w (set SKIFF_DATA_DIR to the server's --data-dir)", dataDir, err)
+		return "", "", fmt.Errorf("data dir %s: %w (set SKIFF_DATA_DIR to the server's --data-dir)", dataDir, err)
 	}
 	current := filepath.Join(dataDir, "data", "current", "bin", "crictl")
 	if _, err := os.Stat(current); err == nil {
-		return current, nil
+		return current, dataDir, nil
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	p, err := payload.Unpack(dataDir, self, logging.New(os.Stderr, logging.Options{}).With("component", "crictl"))
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	return filepath.Join(p.BinDir, "crictl"), nil
+	return filepath.Join(p.BinDir, "crictl"), dataDir, nil
 }
 
 // passthrough is a subcommand that hands every argument to a bundled tool.

@@ -17,6 +17,11 @@ type Phase struct {
 	// ReadyTimeout bounds the wait for every component of the phase to be
 	// ready; zero means DefaultReadyTimeout.
 	ReadyTimeout time.Duration
+	// AfterReady, when set, runs once the phase is ready, before the next
+	// phase starts and before the phase's "ready" line (something users can
+	// have before start-up ends, such as a kubeconfig once the API answers).
+	// An error fails the start-up like a component's.
+	AfterReady func() error
 }
 
 // lateGrace is what the components left to stop share once a stop's deadline
@@ -62,7 +67,11 @@ func (m *Manager) Failed() <-chan error { return m.failed }
 func (m *Manager) Start(ctx context.Context) error {
 	for _, p := range m.phases {
 		begin := time.Now()
-		if err := m.startPhase(ctx, p); err != nil {
+		err := m.startPhase(ctx, p)
+		if err == nil && p.AfterReady != nil {
+			err = p.AfterReady()
+		}
+		if err != nil {
 			if stopErr := m.Stop(10 * time.Second); stopErr != nil {
 				m.log.Warn("stopping after failed start", "err", stopErr)
 			}

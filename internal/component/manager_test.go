@@ -3,6 +3,7 @@ package component
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"reflect"
@@ -100,6 +101,41 @@ func TestManagerFailedStartStopsWhatStarted(t *testing.T) {
 	}
 	want := []string{"init a", "start a", "init b", "start b", "stop b", "stop a"}
 	if got := rec.list(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("events\n got %v\nwant %v", got, want)
+	}
+}
+
+// AfterReady runs once its phase is ready and before the next phase starts;
+// its error fails the start-up and stops what was started.
+func TestManagerAfterReady(t *testing.T) {
+	rec := &recorder{}
+	a := &fake{name: "a", rec: rec, readyAfter: 2}
+	b := &fake{name: "b", rec: rec}
+	m := NewManager(quiet(),
+		Phase{Name: "one", Components: []Component{a}, AfterReady: func() error {
+			rec.add(fmt.Sprintf("after one (a ready: %v)", a.readyCalls > 2))
+			return nil
+		}},
+		Phase{Name: "two", Components: []Component{b}})
+	if err := m.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	_ = m.Stop(time.Second)
+	want := []string{"init a", "start a", "after one (a ready: true)", "init b", "start b", "stop b", "stop a"}
+	if got := rec.list(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("events\n got %v\nwant %v", got, want)
+	}
+
+	rec = &recorder{}
+	a = &fake{name: "a", rec: rec}
+	b = &fake{name: "b", rec: rec}
+	m = NewManager(quiet(),
+		Phase{Name: "one", Components: []Component{a}, AfterReady: func() error { return errors.New("cannot write kubeconfig") }},
+		Phase{Name: "two", Components: []Component{b}})
+	if err := m.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "cannot write kubeconfig") {
+		t.Fatalf("AfterReady error: got %v", err)
+	}
+	if got, want := rec.list(), []string{"init a", "start a", "stop a"}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("events\n got %v\nwant %v", got, want)
 	}
 }

@@ -20,6 +20,10 @@ type CertInputs struct {
 	ServiceCIDR string
 	// AdvertiseIP is the address other machines reach this server on.
 	AdvertiseIP net.IP
+	// BindIP is --bind-address when it names one address: clients on this
+	// machine reach the supervisor there (LocalHost), so it must be a SAN
+	// even when it is a loopback address other than 127.0.0.1.
+	BindIP net.IP
 	// TLSSANs are --tls-san: DNS names or IPs.
 	TLSSANs []string
 	// HostDNS and HostIPs are the machine's own names (pki.HostSANs).
@@ -55,6 +59,9 @@ func APIServerSANs(in CertInputs) (dns []string, ips []net.IP, err error) {
 		addIP(ip)
 	}
 	addIP(in.AdvertiseIP)
+	if in.BindIP != nil && !in.BindIP.IsUnspecified() {
+		addIP(in.BindIP)
+	}
 	svcIPs, err := ServiceIPs(in.ServiceCIDR)
 	if err != nil {
 		return nil, nil, err

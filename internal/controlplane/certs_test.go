@@ -119,6 +119,30 @@ func TestAPIServerSANsMinimal(t *testing.T) {
 	}
 }
 
+// A specific --bind-address is where local clients dial (LocalHost), so it
+// is a SAN even with another advertise address and outside the host's
+// interface addresses (127.0.0.2); a wildcard adds nothing.
+func TestAPIServerSANsBindAddress(t *testing.T) {
+	for _, bind := range []string{"127.0.0.2", "192.0.2.7", "fd00::7"} {
+		_, ips, err := APIServerSANs(CertInputs{ClusterDomain: "cluster.local", ServiceCIDR: "10.43.0.0/16", AdvertiseIP: net.ParseIP("192.0.2.99"), BindIP: net.ParseIP(bind)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(ipStrs(ips), LocalHost(bind)) {
+			t.Errorf("IP SANs %q lack the bind address %s", ipStrs(ips), bind)
+		}
+	}
+	for _, bind := range []string{"0.0.0.0", "::"} {
+		_, ips, err := APIServerSANs(CertInputs{ClusterDomain: "cluster.local", ServiceCIDR: "10.43.0.0/16", BindIP: net.ParseIP(bind)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := ipStrs(ips), []string{"10.43.0.1", "127.0.0.1", "::1"}; !slices.Equal(got, want) {
+			t.Errorf("bind %s: IP SANs %q, want %q", bind, got, want)
+		}
+	}
+}
+
 func TestAPIServerSANsDualStack(t *testing.T) {
 	_, ips, err := APIServerSANs(CertInputs{ClusterDomain: "cluster.local", ServiceCIDR: "10.43.0.0/16, fd00:43::/112"})
 	if err != nil {

@@ -52,6 +52,15 @@ func (p Plan) serviceAccountIssuer() string {
 	return "https://kubernetes.default.svc." + p.Config.ClusterDomain
 }
 
+// ServiceAccountJWKSURI is where the service-account issuer's discovery
+// document (/.well-known/openid-configuration) says the signing keys are:
+// the supervisor's port on the advertise address, the address pods and other
+// machines reach. Left to itself the apiserver would publish its own
+// external address, which is its loopback-only port.
+func (p Plan) ServiceAccountJWKSURI() string {
+	return "https://" + net.JoinHostPort(p.AdvertiseIP.String(), strconv.Itoa(p.Config.HTTPSListenPort)) + "/openid/v1/jwks"
+}
+
 // APIServerArgs is kube-apiserver's command line: secure by default (Node and
 // RBAC authorizers, NodeRestriction, anonymous access only to health
 // endpoints, profiling off), then --kube-apiserver-arg on top.
@@ -60,7 +69,7 @@ func (p Plan) APIServerArgs() []string {
 	g := map[string]string{
 		"advertise-address":        p.AdvertiseIP.String(),
 		"allow-privileged":         "true",
-		"api-audiences":            p.serviceAccountIssuer() + ",skiff",
+		"api-audiences":            p.apiAudiences(),
 		"authorization-mode":       "Node,RBAC",
 		"bind-address":             "127.0.0.1",
 		"secure-port":              strconv.Itoa(DefaultAPIServerPort),
@@ -89,6 +98,7 @@ func (p Plan) APIServerArgs() []string {
 		"requestheader-group-headers":        "X-Remote-Group",
 		"requestheader-username-headers":     "X-Remote-User",
 		"service-account-issuer":             p.serviceAccountIssuer(),
+		"service-account-jwks-uri":           p.ServiceAccountJWKSURI(),
 		"service-account-key-file":           l.ServiceAccountPub(),
 		"service-account-signing-key-file":   l.ServiceAccountKey(),
 		"service-cluster-ip-range":           p.Config.ServiceCIDR,
@@ -107,6 +117,17 @@ func (p Plan) APIServerArgs() []string {
 		g["egress-selector-config-file"] = l.EgressSelectorConfig()
 	}
 	return args.Build(g, user)
+}
+
+// apiAudiences are the audiences the apiserver accepts in tokens: the issuer
+// that signs them (the user's --kube-apiserver-arg=service-account-issuer when
+// given, as upstream defaults the audiences to it) and "skiff".
+func (p Plan) apiAudiences() string {
+	issuer := p.serviceAccountIssuer()
+	if v, ok := args.Value(p.Config.KubeAPIServerArgs, "service-account-issuer"); ok && v != "" {
+		issuer = v
+	}
+	return issuer + ",skiff"
 }
 
 // authenticationConfig allows anonymous requests on the health endpoints

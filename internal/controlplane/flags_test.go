@@ -158,6 +158,49 @@ func TestAPIServerArgsCustomDomainAndDualStack(t *testing.T) {
 	})
 }
 
+// The issuer's discovery document must name a jwks_uri that pods and other
+// machines can fetch: the supervisor on the advertise address, never the
+// apiserver's loopback port. A user's issuer, jwks URI or audiences win, and
+// the default audiences follow the user's issuer.
+func TestAPIServerArgsServiceAccountIssuerDiscovery(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		advertise string
+		port      int
+		user      []string
+		want      map[string]string
+	}{
+		{"defaults", "192.0.2.10", 6443, nil, map[string]string{
+			"service-account-issuer":   "https://kubernetes.default.svc.cluster.local",
+			"service-account-jwks-uri": "https://192.0.2.10:6443/openid/v1/jwks",
+			"api-audiences":            "https://kubernetes.default.svc.cluster.local,skiff",
+		}},
+		{"other supervisor port", "10.1.2.3", 7443, nil, map[string]string{
+			"service-account-jwks-uri": "https://10.1.2.3:7443/openid/v1/jwks",
+		}},
+		{"IPv6 advertise address", "fd00::5", 6443, nil, map[string]string{
+			"service-account-jwks-uri": "https://[fd00::5]:6443/openid/v1/jwks",
+		}},
+		{"user issuer", "192.0.2.10", 6443, []string{"service-account-issuer=https://issuer.example"}, map[string]string{
+			"service-account-issuer":   "https://issuer.example",
+			"service-account-jwks-uri": "https://192.0.2.10:6443/openid/v1/jwks",
+			"api-audiences":            "https://issuer.example,skiff",
+		}},
+		{"user jwks uri", "192.0.2.10", 6443, []string{"--service-account-jwks-uri=https://keys.example/jwks"}, map[string]string{
+			"service-account-jwks-uri": "https://keys.example/jwks",
+		}},
+		{"user audiences", "192.0.2.10", 6443, []string{"api-audiences=a,b"}, map[string]string{
+			"api-audiences": "a,b",
+		}},
+	} {
+		p := testPlan(t, Layout{DataDir: t.TempDir()})
+		p.AdvertiseIP = net.ParseIP(tc.advertise)
+		p.Config.HTTPSListenPort = tc.port
+		p.Config.KubeAPIServerArgs = tc.user
+		wantArgs(t, "kube-apiserver ("+tc.name+")", parseArgs(t, p.APIServerArgs()), tc.want)
+	}
+}
+
 func TestAPIServerArgsUserAuthentication(t *testing.T) {
 	for _, tc := range []struct {
 		user []string

@@ -4,6 +4,11 @@
 // secret and the node password, and returns the node's certificates and what the
 // node needs of the cluster configuration.
 //
+// A node that has joined before comes back the same way to renew its
+// credentials at every start, but may present its kubelet client certificate
+// instead of a token that is still accepted: tokens are for joining, and a
+// `skiff token create` token expires.
+//
 // The node password ties a node name to one machine: the first join stores a hash
 // of it in the Secret <node>.node-password.skiff in kube-system, and a later join
 // of the same name with another password is refused, so a second machine cannot
@@ -13,12 +18,14 @@ package join
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -128,13 +135,29 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(resp)
 }
 
+// RefusedTokenMessage is the answer to a join whose token no longer (or never)
+// let it in, and which holds no node certificate of its own.
+const RefusedTokenMessage = "token not accepted by this server: check --token (it must be the server's token, an agent token, " +
+	"or a `skiff token create` token, which may have expired or been deleted: create a new one with `skiff token create`)"
+
 func (s *Server) join(r *http.Request) (*Response, error) {
-	if !s.authorized(r) {
-		return nil, fail(http.StatusUnauthorized, "token not accepted by this server: check --token (it must be the server's token or an agent token)")
+	tokenOK := s.authorized(r)
+	// A node that joined before presents its kubelet client certificate:
+	// tokens are for joining, and a `skiff token create` token may be gone
+	// by the time the agent restarts.
+	certNode := ""
+	if !tokenOK {
+		certNode = s.certificateNode(r)
+		if certNode == "" {
+			return nil, fail(http.StatusUnauthorized, "%s", RefusedTokenMessage)
+		}
 	}
 	var req Request
 	if err := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 64<<10)).Decode(&req); err != nil {
 		return nil, fail(http.StatusBadRequest, "malformed join request: %v", err)
+	}
+	if certNode != "" && certNode != req.NodeName {
+		return nil, fail(http.StatusForbidden, "the client certificate is node %q's, not %q's: a node may renew only its own credentials", certNode, req.NodeName)
 	}
 	ips, err := validate(req)
 	if err != nil {
@@ -144,6 +167,8 @@ func (s *Server) join(r *http.Request) (*Response, error) {
 	if err != nil {
 		return nil, fmt.Errorf("join: API client: %w", err)
 	}
+	// The node password is checked on both ways in: a stolen certificate
+	// alone does not let another machine take the name.
 	if err := checkPassword(r.Context(), client, req.NodeName, req.NodePassword); err != nil {
 		return nil, err
 	}
@@ -178,7 +203,11 @@ func (s *Server) join(r *http.Request) (*Response, error) {
 		*leaf.cert, *leaf.key = string(cert), string(key)
 	}
 	if s.Log != nil {
-		s.Log.Info("node joined", "component", "join", "node", req.NodeName, "remote", r.RemoteAddr)
+		how := "token"
+		if certNode != "" {
+			how = "node certificate"
+		}
+		s.Log.Info("node joined", "component", "join", "node", req.NodeName, "remote", r.RemoteAddr, "with", how)
 	}
 	return resp, nil
 }
@@ -199,6 +228,35 @@ func (s *Server) authorized(r *http.Request) bool {
 		return true
 	}
 	return s.Bootstrap != nil && s.Bootstrap(r.Context(), given)
+}
+
+// certificateNode is the node name in the request's client certificate when
+// it is a kubelet client certificate (system:node:<name> in group
+// system:nodes, client auth) that the cluster's client CA signed and that has
+// not expired; "" otherwise.
+func (s *Server) certificateNode(r *http.Request) string {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 || s.CAs == nil {
+		return ""
+	}
+	clientCA, _, err := s.CAs()
+	if err != nil {
+		return ""
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(clientCA.Cert)
+	leaf := r.TLS.PeerCertificates[0]
+	opts := x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	if s.Now != nil {
+		opts.CurrentTime = s.Now()
+	}
+	if _, err := leaf.Verify(opts); err != nil {
+		return ""
+	}
+	name, ok := strings.CutPrefix(leaf.Subject.CommonName, "system:node:")
+	if !ok || !slices.Contains(leaf.Subject.Organization, "system:nodes") {
+		return ""
+	}
+	return name
 }
 
 func validate(req Request) ([]net.IP, error) {

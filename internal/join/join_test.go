@@ -2,6 +2,7 @@ package join
 
 import (
 	"bytes"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -152,6 +154,80 @@ func TestJoinRefusals(t *testing.T) {
 	}
 	for _, c := range cases {
 		code, msg, _ := f.post(t, c.secret, c.req)
+		if code != c.status || !strings.Contains(msg, c.contains) {
+			t.Errorf("%s: %d %q, want %d containing %q", c.name, code, msg, c.status, c.contains)
+		}
+	}
+}
+
+// postWithCert posts as a client presenting certPEM over TLS.
+func (f fixture) postWithCert(t *testing.T, secret, certPEM string, req Request) (int, string) {
+	t.Helper()
+	body, _ := json.Marshal(req)
+	r := httptest.NewRequest(http.MethodPost, Path, bytes.NewReader(body))
+	if secret != "" {
+		r.Header.Set("Authorization", "Bearer "+secret)
+	}
+	r.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{parse(t, certPEM)}}
+	w := httptest.NewRecorder()
+	f.srv.ServeHTTP(w, r)
+	return w.Code, w.Body.String()
+}
+
+// A joined node comes back with its kubelet client certificate when its
+// token is gone; the certificate names the one node it may renew, the node
+// password is still checked, and anything else that is not a current kubelet
+// certificate of this cluster is no way in.
+func TestRejoinWithNodeCertificate(t *testing.T) {
+	f := newFixture(t)
+	code, msg, resp := f.post(t, "agent-secret", agent)
+	if code != http.StatusOK {
+		t.Fatalf("join: %d %s", code, msg)
+	}
+	if code, msg := f.postWithCert(t, "deleted-token", resp.KubeletClientCert, agent); code != http.StatusOK {
+		t.Errorf("rejoin with the node certificate and a deleted token: %d %s", code, msg)
+	}
+	if code, msg := f.postWithCert(t, "", resp.KubeletClientCert, agent); code != http.StatusOK {
+		t.Errorf("rejoin with the node certificate and no token: %d %s", code, msg)
+	}
+
+	otherName := agent
+	otherName.NodeName = "edge-2"
+	otherPassword := agent
+	otherPassword.NodePassword = "another-machine-password"
+	// A certificate from another cluster's client CA.
+	foreign, _, err := pki.LoadOrCreateCA(filepath.Join(t.TempDir(), "f.crt"), filepath.Join(t.TempDir(), "f.key"), "client")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeSpec := pki.LeafSpec{CommonName: "system:node:edge-1", Organizations: []string{"system:nodes"}, Usage: pki.ClientAuth}
+	foreignCert, _, err := foreign.IssueLeaf(nodeSpec, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired, _, err := f.clientCA.IssueLeaf(nodeSpec, time.Now().Add(-2*365*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	notANode, _, err := f.clientCA.IssueLeaf(pki.LeafSpec{CommonName: "system:node:edge-1", Usage: pki.ClientAuth}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name     string
+		cert     string
+		req      Request
+		status   int
+		contains string
+	}{
+		{"another node's name", resp.KubeletClientCert, otherName, http.StatusForbidden, `node "edge-1"'s, not "edge-2"'s`},
+		{"another node password", resp.KubeletClientCert, otherPassword, http.StatusForbidden, "taken by another machine"},
+		{"kube-proxy's certificate", resp.KubeProxyCert, agent, http.StatusUnauthorized, "may have expired or been deleted"},
+		{"another cluster's CA", string(foreignCert), agent, http.StatusUnauthorized, "token not accepted"},
+		{"expired certificate", string(expired), agent, http.StatusUnauthorized, "token not accepted"},
+		{"not in system:nodes", string(notANode), agent, http.StatusUnauthorized, "token not accepted"},
+	} {
+		code, msg := f.postWithCert(t, "deleted-token", c.cert, c.req)
 		if code != c.status || !strings.Contains(msg, c.contains) {
 			t.Errorf("%s: %d %q, want %d containing %q", c.name, code, msg, c.status, c.contains)
 		}

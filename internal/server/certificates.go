@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/skiffkube/skiff/internal/config"
@@ -49,6 +51,7 @@ func (c *certificates) Start(context.Context) error {
 		ClusterDomain: c.cfg.ClusterDomain,
 		ServiceCIDR:   c.cfg.ServiceCIDR,
 		AdvertiseIP:   c.advertiseIP,
+		BindIP:        net.ParseIP(c.cfg.BindAddress),
 		TLSSANs:       c.cfg.TLSSANs,
 		HostDNS:       hostDNS,
 		HostIPs:       hostIPs,
@@ -56,9 +59,13 @@ func (c *certificates) Start(context.Context) error {
 	if err != nil {
 		return err
 	}
-	for _, issued := range res.Issued {
-		c.log.Debug("issued", "component", "certificates", "what", issued)
+	// On the first start every file is new: one line says so. Later, each
+	// certificate re-issued (expiring, new SANs, removed) is a line with why.
+	firstRun := slices.ContainsFunc(res.Issued, func(s string) bool { return strings.HasSuffix(s, ": new CA") })
+	if firstRun {
+		c.log.Info("created the cluster CAs and certificates", "component", "certificates", "dir", c.layout.TLSDir(), "files", len(res.Issued))
 	}
+	c.logIssued(res.Issued, firstRun)
 	if _, err := controlplane.EnsureToken(c.layout, c.given, res.ServerCAPEM); err != nil {
 		return err
 	}
@@ -73,10 +80,21 @@ func (c *certificates) Start(context.Context) error {
 		if err != nil {
 			return fmt.Errorf("node certificates: %w", err)
 		}
-		for _, what := range issued {
-			c.log.Debug("issued", "component", "certificates", "what", what)
-		}
+		c.logIssued(issued, firstRun)
 	}
 	c.serverCAPEM = res.ServerCAPEM
 	return nil
+}
+
+// logIssued logs each certificate (re)issued, given as "file: reason": at
+// Info with the reason, or at Debug on the first start, when all are new.
+func (c *certificates) logIssued(issued []string, firstRun bool) {
+	for _, what := range issued {
+		file, reason, _ := strings.Cut(what, ": ")
+		if firstRun {
+			c.log.Debug("certificate issued", "component", "certificates", "file", file, "reason", reason)
+			continue
+		}
+		c.log.Info("certificate re-issued", "component", "certificates", "file", file, "reason", reason)
+	}
 }

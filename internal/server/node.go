@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
 	"time"
 
 	"github.com/skiffkube/skiff/internal/config"
@@ -46,11 +45,7 @@ func clusterConfig(cfg *config.Server) join.Cluster {
 // supervisor's connections are skiff's to close at stop; the kubelet, which cannot
 // be stopped in process, would otherwise hold the apiserver's own listener open.
 func supervisorLocalURL(cfg *config.Server) string {
-	host := "127.0.0.1"
-	if ip := net.ParseIP(cfg.BindAddress); ip != nil && !ip.IsUnspecified() {
-		host = ip.String()
-	}
-	return "https://" + net.JoinHostPort(host, strconv.Itoa(cfg.HTTPSListenPort))
+	return controlplane.LocalURL(cfg.BindAddress, cfg.HTTPSListenPort)
 }
 
 // nodeCertificates issues the server node's certificates from the server's CAs,

@@ -228,7 +228,11 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		// After the apiserver in the list, so stopped before it: the apiserver's
 		// shutdown waits for the tunnel's Node watch to end. The egress
 		// socket listens from Init on, before the apiserver dials a kubelet.
-		{Name: "apiserver", Components: []component.Component{api, tun}},
+		// The admin kubeconfig is written as soon as the API answers, so that
+		// while a later phase is slow or failing `kubectl get events` can say why.
+		{Name: "apiserver", Components: []component.Component{api, tun}, AfterReady: func() error {
+			return writeAdminKubeconfig(cfg, l, certs.serverCAPEM, log)
+		}},
 		{Name: "controllers", Components: controllers},
 	}
 	if nd != nil {
@@ -248,10 +252,6 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	}
 	mgr := component.NewManager(log, phases...)
 	if err := mgr.Start(ctx); err != nil {
-		return err
-	}
-	if err := writeAdminKubeconfig(cfg, l, certs.serverCAPEM); err != nil {
-		_ = mgr.Stop(StopTimeout)
 		return err
 	}
 	log.Info(fmt.Sprintf("skiff server ready in %s", component.FormatDuration(time.Since(begin))),
@@ -301,15 +301,16 @@ func reservedPorts(cfg *config.Server, dnsPort, metricsPort int) []servicelb.Res
 }
 
 // writeAdminKubeconfig writes the kubeconfig users and tools use: it points
-// at the supervisor on loopback and embeds the admin credentials, so it can
-// be copied elsewhere (with the address changed).
-func writeAdminKubeconfig(cfg *config.Server, l controlplane.Layout, caPEM []byte) error {
+// at the supervisor on an address it listens on (loopback, or the
+// --bind-address) and embeds the admin credentials, so it can be copied
+// elsewhere (with the address changed).
+func writeAdminKubeconfig(cfg *config.Server, l controlplane.Layout, caPEM []byte, log *slog.Logger) error {
 	if cfg.WriteKubeconfig == "" {
 		return nil
 	}
-	_, err := pki.WriteKubeconfig(pki.KubeconfigSpec{
+	changed, err := pki.WriteKubeconfig(pki.KubeconfigSpec{
 		Path:      cfg.WriteKubeconfig,
-		ServerURL: "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.HTTPSListenPort)),
+		ServerURL: controlplane.LocalURL(cfg.BindAddress, cfg.HTTPSListenPort),
 		CAPEM:     caPEM,
 		CertPath:  l.ClientAdmin().Cert,
 		KeyPath:   l.ClientAdmin().Key,
@@ -318,6 +319,9 @@ func writeAdminKubeconfig(cfg *config.Server, l controlplane.Layout, caPEM []byt
 	})
 	if err != nil {
 		return fmt.Errorf("write-kubeconfig %s: %w", cfg.WriteKubeconfig, err)
+	}
+	if changed {
+		log.Info("wrote the admin kubeconfig", "component", "server", "path", cfg.WriteKubeconfig)
 	}
 	return nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/hashicorp/yamux"
 
 	"github.com/skiffkube/skiff/internal/component"
+	"github.com/skiffkube/skiff/internal/logging"
 	"github.com/skiffkube/skiff/internal/netutil"
 )
 
@@ -46,6 +47,7 @@ type ClientConfig struct {
 type Client struct {
 	cfg       ClientConfig
 	log       *slog.Logger
+	failures  *logging.Throttle
 	pool      *x509.CertPool
 	connected atomic.Int32
 	component.Runner
@@ -53,7 +55,8 @@ type Client struct {
 
 // NewClient returns the agent side of the tunnel as a component.
 func NewClient(cfg ClientConfig, log *slog.Logger) *Client {
-	return &Client{cfg: cfg, log: log.With("component", "tunnel")}
+	log = log.With("component", "tunnel")
+	return &Client{cfg: cfg, log: log, failures: logging.NewThrottle(log, failureLogInterval)}
 }
 
 func (c *Client) Name() string { return "tunnel" }
@@ -215,7 +218,7 @@ func (c *Client) serveStream(ctx context.Context, stream net.Conn) {
 	}
 	target, err := c.dial(ctx, addr)
 	if err != nil {
-		c.log.Info("server's connection refused or failed", "addr", addr, "err", err)
+		c.failures.Log(addr, "server's connection refused or failed", "addr", addr, "err", err)
 		_, _ = io.WriteString(stream, "error: "+oneLine(err)+"\n")
 		stream.Close()
 		return

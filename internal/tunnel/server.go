@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/skiffkube/skiff/internal/component"
+	"github.com/skiffkube/skiff/internal/logging"
 	"github.com/skiffkube/skiff/internal/netutil"
 )
 
@@ -55,6 +56,7 @@ type ServerConfig struct {
 type Server struct {
 	cfg      ServerConfig
 	log      *slog.Logger
+	failures *logging.Throttle
 	pool     *x509.CertPool
 	ln       net.Listener
 	upgrader websocket.Upgrader
@@ -73,7 +75,8 @@ type Server struct {
 // NewServer returns the server side of the tunnel as a component; it is also
 // the http.Handler for Path.
 func NewServer(cfg ServerConfig, log *slog.Logger) *Server {
-	return &Server{cfg: cfg, log: log.With("component", "tunnel"), sessions: map[string][]*yamux.Session{}}
+	log = log.With("component", "tunnel")
+	return &Server{cfg: cfg, log: log, failures: logging.NewThrottle(log, failureLogInterval), sessions: map[string][]*yamux.Session{}}
 }
 
 func (s *Server) Name() string { return "tunnel" }
@@ -285,7 +288,7 @@ func (s *Server) serveEgress(ctx context.Context, c net.Conn) {
 	addr := req.URL.Host
 	target, err := s.Dial(ctx, addr)
 	if err != nil {
-		s.log.Info("apiserver connection failed", "addr", addr, "err", err)
+		s.failures.Log(addr, "apiserver connection failed", "addr", addr, "err", err)
 		fmt.Fprintf(c, "HTTP/1.1 502 %s\r\nContent-Length: 0\r\n\r\n", oneLine(err))
 		c.Close()
 		return

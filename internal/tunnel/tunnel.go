@@ -70,6 +70,10 @@ func readLine(r io.Reader) (string, error) {
 const (
 	handshakeTimeout = 15 * time.Second
 	dialTimeout      = 10 * time.Second
+	// failureLogInterval is how often one address's failing dials are
+	// logged at Info: at start the apiserver retries a port that is not
+	// up yet (metrics-server) many times a second.
+	failureLogInterval = 5 * time.Minute
 )
 
 // dialStream asks the agent at the other end of stream to dial addr.

@@ -103,10 +103,19 @@ func TestAgentJoins(t *testing.T) {
 		}
 	})
 
+	// The agent joins with a token for agents that expires, as an operator
+	// would hand out; it must outlive the token (below).
+	out, err := runToExit(t, time.Minute, "token", "create", "--kubeconfig", s.Kubeconfig, "--ttl", "1h")
+	if err != nil {
+		t.Fatalf("token create: %v\n%s", err, out)
+	}
+	agentTok := strings.TrimSpace(out)
+
 	// The server's apiserver has 6444 on this host: the agent's load balancer
 	// takes another port.
 	lbPort := strconv.Itoa(freePort(t))
-	a := startAgent(t, "--server", s.URL(), "--token", tok, "--data-dir", agentDir, "--lb-server-port", lbPort)
+	agentArgs := []string{"--server", s.URL(), "--token", agentTok, "--data-dir", agentDir, "--lb-server-port", lbPort}
+	a := startAgent(t, agentArgs...)
 	a.waitFor(t, "skiff agent ready in", 2*time.Minute)
 	// The node's components reach the API through the agent's load balancer.
 	for _, kc := range []string{"kubelet.kubeconfig", "kubeproxy.kubeconfig", "flannel.kubeconfig"} {
@@ -143,10 +152,25 @@ func TestAgentJoins(t *testing.T) {
 	if out, err := s.kubectl("exec", pods[0].Name, "--", "/web", "fetch", "http://127.0.0.1:8080/"); err != nil || !strings.Contains(out, "hello from") {
 		t.Errorf("kubectl exec into the agent's pod: %v %q", err, out)
 	}
-	_ = a.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-a.exited:
-	case <-time.After(30 * time.Second):
-		t.Errorf("agent did not stop 30s after SIGINT")
+	stop := func(a *agentProc) {
+		_ = a.cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-a.exited:
+		case <-time.After(30 * time.Second):
+			t.Errorf("agent did not stop 30s after SIGINT")
+		}
 	}
+	stop(a)
+
+	// Tokens are for joining: once its token is deleted, the joined agent
+	// restarts on the credentials it holds.
+	if out, err := runToExit(t, time.Minute, "token", "delete", "--kubeconfig", s.Kubeconfig, agentTok); err != nil {
+		t.Fatalf("token delete: %v\n%s", err, out)
+	}
+	a = startAgent(t, agentArgs...)
+	a.waitFor(t, "skiff agent ready in", 2*time.Minute)
+	if !strings.Contains(s.Output(), "node certificate") {
+		t.Errorf("the server did not log a rejoin with the node certificate:\n%s", s.Output())
+	}
+	stop(a)
 }

@@ -125,8 +125,13 @@ func TestJoinAPI(t *testing.T) {
 		}
 		req2 := req
 		req2.NodeName, req2.NodePassword = "agent-2", "e2e-node-password-2"
-		if code, body := post(tok.Secret, req2); code != http.StatusOK {
-			t.Errorf("join with a created token: %d %s", code, body)
+		code, body := post(tok.Secret, req2)
+		if code != http.StatusOK {
+			t.Fatalf("join with a created token: %d %s", code, body)
+		}
+		var joined join.Response
+		if err := json.Unmarshal(body, &joined); err != nil {
+			t.Fatal(err)
 		}
 		id, _, _ := strings.Cut(tok.Secret, ".")
 		if out, err := runToExit(t, time.Minute, "token", "list", "--kubeconfig", s.Kubeconfig); err != nil || !strings.Contains(out, id) || !strings.Contains(out, "e2e agents") {
@@ -135,8 +140,29 @@ func TestJoinAPI(t *testing.T) {
 		if out, err := runToExit(t, time.Minute, "token", "delete", "--kubeconfig", s.Kubeconfig, id); err != nil {
 			t.Fatalf("token delete: %v\n%s", err, out)
 		}
+		// A restarting agent comes back with its kubelet client certificate
+		// once its token is gone; the supervisor's TLS hands it to the join.
+		pair, err := tls.X509KeyPair([]byte(joined.KubeletClientCert), []byte(joined.KubeletClientKey))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM([]byte(joined.ServerCA))
+		asNode := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}}}}
+		body, _ = json.Marshal(req2)
+		r, _ := http.NewRequest(http.MethodPost, s.URL()+join.Path, bytes.NewReader(body))
+		r.Header.Set("Authorization", "Bearer "+tok.Secret)
+		resp, err := asNode.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out2, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("rejoin with the node's certificate after its token was deleted: %d %s", resp.StatusCode, out2)
+		}
 		req2.NodeName = "agent-3"
-		if code, body := post(tok.Secret, req2); code != http.StatusUnauthorized {
+		if code, body := post(tok.Secret, req2); code != http.StatusUnauthorized || !strings.Contains(string(body), "may have expired or been deleted") {
 			t.Errorf("join with a deleted token: %d %s", code, body)
 		}
 	})

@@ -161,6 +161,11 @@ func TestNode(t *testing.T) {
 		if err != nil || strings.Count(out, "web-") < 3 {
 			t.Errorf("skiff crictl pods: %v\n%s", err, out)
 		}
+		// It finds the node's containerd by itself: no warning about a
+		// missing /etc/crictl.yaml or a default endpoint.
+		if strings.Contains(out, "level=warn") || strings.Contains(out, "WARN") {
+			t.Errorf("skiff crictl pods warned:\n%s", out)
+		}
 		out, err = runToExitEnv(t, nil, bin, "ctr", "images", "ls", "-q")
 		if err != nil || !strings.Contains(out, webImage) || !strings.Contains(out, "skiff.local/skiff/pause:1.0") {
 			t.Errorf("skiff ctr images ls: %v\n%s", err, out)

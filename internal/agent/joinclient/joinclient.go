@@ -80,14 +80,75 @@ func NodePassword(path string) (string, error) {
 	return p, nil
 }
 
+// RefusedError is a join the server answered with an error status.
+type RefusedError struct {
+	Server  string
+	Status  int    // HTTP status: 401 bad token, 403 node name taken, 400 bad request
+	Message string // the server's explanation
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("server %s refused the join (%d): %s", e.Server, e.Status, e.Message)
+}
+
+// NodeCertificate returns the kubelet client certificate this node already
+// holds in l, to present when joining again: a joined node restarts on its
+// own credentials, since the token it joined with may have expired or been
+// deleted. It returns nil and why not when there is none, or it is not
+// system:node:<nodeName>, or the server CA saved with it is not caPEM (the
+// CA the agent just pinned: another cluster), or the client CA saved with it
+// did not sign it, or it is not valid at now. The server checks it again.
+func NodeCertificate(l node.Layout, nodeName string, caPEM []byte, now time.Time) (*tls.Certificate, string) {
+	savedCA, err := os.ReadFile(l.ServerCA())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, "not joined before"
+	}
+	if err != nil {
+		return nil, err.Error()
+	}
+	if !bytes.Equal(bytes.TrimSpace(savedCA), bytes.TrimSpace(caPEM)) {
+		return nil, "its credentials are from another server CA than the one the token pins"
+	}
+	pair, err := tls.LoadX509KeyPair(l.ClientKubelet().Cert, l.ClientKubelet().Key)
+	if err != nil {
+		return nil, "kubelet client certificate: " + err.Error()
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return nil, "kubelet client certificate: " + err.Error()
+	}
+	if want := "system:node:" + nodeName; leaf.Subject.CommonName != want {
+		return nil, fmt.Sprintf("kubelet client certificate is %q, not %q", leaf.Subject.CommonName, want)
+	}
+	clientCA, err := os.ReadFile(l.ClientCA())
+	if err != nil {
+		return nil, err.Error()
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(clientCA) {
+		return nil, l.ClientCA() + " holds no certificate"
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return nil, "kubelet client certificate: " + err.Error()
+	}
+	pair.Leaf = leaf
+	return &pair, ""
+}
+
 // Join posts the join request over TLS verified against caPEM and returns the
-// server's answer.
-func Join(ctx context.Context, r Request, caPEM []byte, password string) (*join.Response, error) {
+// server's answer. The token's secret goes as bearer; nodeCert, when not nil,
+// is presented as the TLS client certificate, which the server accepts in the
+// token's place for that node.
+func Join(ctx context.Context, r Request, caPEM []byte, password string, nodeCert *tls.Certificate) (*join.Response, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, errors.New("the server CA from /cacerts holds no certificate")
 	}
-	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Proxy: nil, TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	tc := &tls.Config{RootCAs: pool}
+	if nodeCert != nil {
+		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return nodeCert, nil }
+	}
+	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Proxy: nil, TLSClientConfig: tc}}
 	body, _ := json.Marshal(join.Request{NodeName: r.NodeName, NodePassword: password, Hostname: r.Hostname, NodeIPs: r.NodeIPs})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(r.ServerURL, "/")+join.Path, bytes.NewReader(body))
 	if err != nil {
@@ -102,7 +163,7 @@ func Join(ctx context.Context, r Request, caPEM []byte, password string) (*join.
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("server %s refused the join (%d): %s", r.ServerURL, resp.StatusCode, strings.TrimSpace(string(data)))
+		return nil, &RefusedError{Server: r.ServerURL, Status: resp.StatusCode, Message: strings.TrimSpace(string(data))}
 	}
 	var out join.Response
 	if err := json.Unmarshal(data, &out); err != nil {
@@ -173,14 +234,22 @@ func WarnUnpinned(log *slog.Logger, serverURL string, pinned bool) {
 	}
 }
 
-// JoinWithCA is Run after FetchCA: password, request, files.
+// JoinWithCA is Run after FetchCA: password, request, files. A node that
+// joined before presents its kubelet client certificate (NodeCertificate)
+// besides the token, so it gets fresh credentials even once the token is
+// gone.
 func JoinWithCA(ctx context.Context, r Request, l node.Layout, caPEM []byte) (*join.Response, error) {
 	password, err := NodePassword(filepath.Join(l.AgentDir(), "node-password"))
 	if err != nil {
 		return nil, err
 	}
-	resp, err := Join(ctx, r, caPEM, password)
+	nodeCert, why := NodeCertificate(l, r.NodeName, caPEM, time.Now())
+	resp, err := Join(ctx, r, caPEM, password, nodeCert)
 	if err != nil {
+		var refused *RefusedError
+		if nodeCert == nil && errors.As(err, &refused) && refused.Status == http.StatusUnauthorized {
+			return nil, fmt.Errorf("%w (the node's own credentials could not stand in for the token: %s)", err, why)
+		}
 		return nil, err
 	}
 	apiserverURL := r.APIServerURL

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -27,6 +29,14 @@ import (
 // TLS with a certificate from the server CA.
 func testServer(t *testing.T) (url string, serverCA *pki.CA) {
 	t.Helper()
+	url, serverCA, _ = testServerWith(t, func() []string { return []string{"cluster-secret"} })
+	return url, serverCA
+}
+
+// testServerWith accepts the token secrets that secrets returns at each
+// request, and asks for client certificates as the supervisor does.
+func testServerWith(t *testing.T, secrets func() []string) (url string, serverCA, clientCA *pki.CA) {
+	t.Helper()
 	dir := t.TempDir()
 	clientCA, _, err := pki.LoadOrCreateCA(filepath.Join(dir, "c.crt"), filepath.Join(dir, "c.key"), "client")
 	if err != nil {
@@ -48,16 +58,16 @@ func testServer(t *testing.T) (url string, serverCA *pki.CA) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /cacerts", func(w http.ResponseWriter, _ *http.Request) { w.Write(serverCA.CertPEM) })
 	mux.Handle("POST "+join.Path, &join.Server{
-		Secrets: func() []string { return []string{"cluster-secret"} },
+		Secrets: secrets,
 		CAs:     func() (*pki.CA, *pki.CA, error) { return clientCA, serverCA, nil },
 		Client:  func() (kubernetes.Interface, error) { return client, nil },
 		Cluster: join.Cluster{ClusterCIDR: "10.42.0.0/16"},
 	})
 	srv := httptest.NewUnstartedServer(mux)
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, ClientAuth: tls.RequestClientCert}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	return srv.URL, serverCA
+	return srv.URL, serverCA, clientCA
 }
 
 func TestJoinWritesCredentialsAndKeepsPassword(t *testing.T) {
@@ -128,5 +138,92 @@ func TestJoinRefusals(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "was not verified") {
 		t.Errorf("no warning for a short token; logs: %s", logs.String())
+	}
+}
+
+// A joined agent restarts after its token is deleted: it presents the
+// kubelet client certificate it holds, and the server renews its
+// credentials. Without credentials of its own the same token is refused with
+// a message that says the token may have expired or been deleted.
+func TestRejoinAfterTokenDeleted(t *testing.T) {
+	valid := true
+	url, serverCA, _ := testServerWith(t, func() []string {
+		if valid {
+			return []string{"token-create-secret"}
+		}
+		return nil
+	})
+	l := node.Layout{DataDir: t.TempDir(), RunDir: t.TempDir()}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	req := Request{ServerURL: url, Token: token.Token{CAHash: token.HashCA(serverCA.CertPEM), Username: "node", Secret: "token-create-secret"}, NodeName: "edge-1", NodeIPs: []string{"192.0.2.9"}}
+	if _, err := Run(context.Background(), req, l, log); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(l.ClientKubelet().Cert)
+	valid = false
+	if _, err := Run(context.Background(), req, l, log); err != nil {
+		t.Fatalf("restart after the token was deleted: %v", err)
+	}
+	if after, _ := os.ReadFile(l.ClientKubelet().Cert); bytes.Equal(before, after) {
+		t.Error("the rejoin did not renew the kubelet client certificate")
+	}
+
+	fresh := node.Layout{DataDir: t.TempDir(), RunDir: t.TempDir()}
+	_, err := Run(context.Background(), req, fresh, log)
+	var refused *RefusedError
+	if !errors.As(err, &refused) || refused.Status != http.StatusUnauthorized ||
+		!strings.Contains(err.Error(), "may have expired or been deleted") || !strings.Contains(err.Error(), "not joined before") {
+		t.Errorf("first join with a deleted token: %v", err)
+	}
+}
+
+// NodeCertificate offers the node's kubelet certificate only when it is this
+// node's, from the cluster the token pins, and current.
+func TestNodeCertificate(t *testing.T) {
+	url, serverCA, _ := testServerWith(t, func() []string { return []string{"s"} })
+	l := node.Layout{DataDir: t.TempDir(), RunDir: t.TempDir()}
+	req := Request{ServerURL: url, Token: token.Token{Secret: "s"}, NodeName: "edge-1", NodeIPs: []string{"192.0.2.9"}}
+	now := time.Now()
+	if cert, why := NodeCertificate(l, "edge-1", serverCA.CertPEM, now); cert != nil || why != "not joined before" {
+		t.Errorf("empty data dir: %v %q", cert, why)
+	}
+	if _, err := JoinWithCA(context.Background(), req, l, serverCA.CertPEM); err != nil {
+		t.Fatal(err)
+	}
+	otherCA, _, err := pki.LoadOrCreateCA(filepath.Join(t.TempDir(), "o.crt"), filepath.Join(t.TempDir(), "o.key"), "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name   string
+		node   string
+		ca     []byte
+		now    time.Time
+		ok     bool
+		reason string
+	}{
+		{"joined, current", "edge-1", serverCA.CertPEM, now, true, ""},
+		{"another node name", "edge-2", serverCA.CertPEM, now, false, `not "system:node:edge-2"`},
+		{"token pins another CA", "edge-1", otherCA.CertPEM, now, false, "another server CA"},
+		{"expired", "edge-1", serverCA.CertPEM, now.Add(400 * 24 * time.Hour), false, "expired"},
+	} {
+		cert, why := NodeCertificate(l, c.node, c.ca, c.now)
+		if (cert != nil) != c.ok || !strings.Contains(why, c.reason) {
+			t.Errorf("%s: cert %v, reason %q; want ok=%v, reason containing %q", c.name, cert != nil, why, c.ok, c.reason)
+		}
+	}
+	// A client CA that did not sign it (the cluster was reinstalled).
+	if err := os.WriteFile(l.ClientCA(), otherCA.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if cert, why := NodeCertificate(l, "edge-1", serverCA.CertPEM, now); cert != nil || !strings.Contains(why, "unknown authority") {
+		t.Errorf("certificate not from the saved client CA: %v %q", cert != nil, why)
+	}
+	// Damaged files are no credentials.
+	if err := os.WriteFile(l.ClientKubelet().Key, []byte("junk"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if cert, _ := NodeCertificate(l, "edge-1", serverCA.CertPEM, now); cert != nil {
+		t.Error("a damaged key was offered")
 	}
 }
