@@ -18,10 +18,17 @@ func newKillallCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "killall",
 		Short: "Stop skiff and its pods and undo their host changes, keeping cluster data",
-		Long: `Stop the skiff server, containerd and every pod, then unmount their
-filesystems, delete the CNI and flannel network links, remove the
-Kubernetes, CNI and flannel firewall rules and the runtime state under
-/run/skiff, /run/flannel and /var/lib/cni.
+		Long: `Stop every skiff server and agent, containerd and every pod on this host,
+then unmount their filesystems, delete the CNI and flannel network links,
+remove the Kubernetes, CNI, flannel and network policy firewall rules
+(iptables and nftables) and the runtime state under /run/skiff,
+/run/flannel and /var/lib/cni.
+
+Skiff's processes are found by what they are, whatever data dir they use;
+--data-dir only names one more data dir whose containerd mounts to undo. A
+skiff node in other mount and network namespaces (a container, the
+multi-node test harness) is left alone. If a node process cannot be
+stopped, nothing is removed.
 
 The data dir is kept: ` + "`skiff server`" + ` starts again from where it was.
 Stop a service manager's unit first, or it may restart the server.`,
@@ -30,11 +37,18 @@ Stop a service manager's unit first, or it may restart the server.`,
 			if os.Geteuid() != 0 {
 				return fmt.Errorf("skiff killall must run as root: it signals other users' processes, unmounts filesystems and edits the firewall")
 			}
-			dir, err := killallDataDir(cmd.Flags().Lookup("data-dir").Changed, dataDir)
-			if err != nil {
-				return err
-			}
 			log := logging.New(os.Stderr, logging.Options{})
+			explicit := cmd.Flags().Lookup("data-dir").Changed
+			dir, err := killallDataDir(explicit, dataDir)
+			if err != nil {
+				if explicit {
+					return err
+				}
+				// Only a hint: the running node and its record name their
+				// data dirs, and a broken config must not stop a cleanup.
+				log.Warn("not reading the server's data dir from its settings", "component", "killall", "err", err)
+				dir = ""
+			}
 			ctx, stop := signalContext()
 			defer stop()
 			rep, err := killall.Run(ctx, killall.Options{DataDir: dir, Log: log})
@@ -45,13 +59,14 @@ Stop a service manager's unit first, or it may restart the server.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&dataDir, "data-dir", killall.DefaultDataDir, "the server's data dir (kept); default: the server's own setting")
+	cmd.Flags().StringVar(&dataDir, "data-dir", killall.DefaultDataDir, "a data dir whose containerd mounts to undo too (kept); default: the server's own setting. Processes are found whatever their data dir")
 	return cmd
 }
 
-// killallDataDir finds the data dir the server uses. Without --data-dir it
-// reads the server's own sources (SKIFF_DATA_DIR, the config file), so that
-// killall cleans up the node `skiff server` would run and not another.
+// killallDataDir finds the data dir the server would use. Without
+// --data-dir it reads the server's own sources (SKIFF_DATA_DIR, the config
+// file), so that killall undoes that data dir's mounts even when no node
+// process or record names it any more.
 func killallDataDir(explicit bool, flagValue string) (string, error) {
 	dir := flagValue
 	if !explicit {

@@ -11,7 +11,8 @@ import (
 
 // Chains created by kube-proxy and the kubelet (KUBE-), the CNI portmap and
 // bridge plugins (CNI-), flannel (FLANNEL-) and skiff's network policy
-// queueing (SKIFF-NETPOL).
+// queueing (SKIFF-NETPOL). firewall_test.go checks every chain name in the
+// bundled modules' sources against them.
 var ourChainPrefixes = []string{"KUBE-", "CNI-", "FLANNEL-", "SKIFF-NETPOL"}
 
 // Words in a rule's comment that mark it as ours, for rules in built-in
@@ -122,11 +123,25 @@ func splitRule(s string) []string {
 // NftTable is a table from `nft list tables`.
 type NftTable struct{ Family, Name string }
 
-// ourNftTables are kube-proxy's nftables mode, flannel's nftables mode and
-// the network policy engine's (and skiff's probe of it, if a crash left it).
+// ourNftTables are the nftables tables of the bundled components, by the
+// names their modules use (firewall_test.go reads them from the module
+// sources of the versions in go.mod):
+//   - kube-proxy's nftables mode (k8s.io/kubernetes pkg/proxy/nftables,
+//     kubeProxyTable, families ip and ip6);
+//   - flannel's nftables mode (pkg/trafficmngr/nftables, ipv4Table in ip,
+//     ipv6Table in ip6);
+//   - the CNI portmap plugin's nftables backend, used when the host has no
+//     iptables (plugins/meta/portmap, tableName, ip and ip6);
+//   - skiff's network policy engine (internal/node/netpol.NFTable, inet)
+//     and its probe table, should a crash have left it.
+//
+// The bridge plugin's cni_plugins_masquerade is not among them: skiff runs
+// the bridge with ipMasq off, and another CNI user on the host (podman) may
+// own that table.
 var ourNftTables = []NftTable{
 	{"ip", "kube-proxy"}, {"ip6", "kube-proxy"},
-	{"ip", "flannel"}, {"ip6", "flannel"},
+	{"ip", "flannel-ipv4"}, {"ip6", "flannel-ipv6"},
+	{"ip", "cni_hostport"}, {"ip6", "cni_hostport"},
 	{"inet", "skiff-network-policy"}, {"inet", "skiff-queue-probe"},
 }
 

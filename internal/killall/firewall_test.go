@@ -195,9 +195,9 @@ func TestSplitRule(t *testing.T) {
 }
 
 func TestSelectNftTables(t *testing.T) {
-	list := "table inet filter\ntable ip kube-proxy\ntable ip6 kube-proxy\ntable ip flannel\ntable ip6 flannel\ntable inet kube-proxy\ntable ip nat\ntable inet skiff-network-policy\ntable ip kube-network-policies\n"
+	list := "table inet filter\ntable ip kube-proxy\ntable ip6 kube-proxy\ntable ip flannel-ipv4\ntable ip6 flannel-ipv6\ntable ip6 flannel-ipv4\ntable inet kube-proxy\ntable ip nat\ntable ip cni_hostport\ntable inet skiff-network-policy\ntable ip kube-network-policies\n"
 	got := SelectNftTables(list)
-	want := []NftTable{{"ip", "kube-proxy"}, {"ip6", "kube-proxy"}, {"ip", "flannel"}, {"ip6", "flannel"}, {"inet", "skiff-network-policy"}}
+	want := []NftTable{{"ip", "kube-proxy"}, {"ip6", "kube-proxy"}, {"ip", "flannel-ipv4"}, {"ip6", "flannel-ipv6"}, {"ip", "cni_hostport"}, {"inet", "skiff-network-policy"}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("SelectNftTables = %v, want %v", got, want)
 	}

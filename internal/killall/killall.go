@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 )
 
@@ -24,8 +25,8 @@ const (
 	DefaultRunDir     = "/run/skiff"
 	DefaultKubeletDir = "/var/lib/kubelet"
 	DefaultProcRoot   = "/proc"
-	// DefaultDataDir must match the default of `skiff server --data-dir`: a
-	// server started without the flag is recognised as using it.
+	// DefaultDataDir must match the default of `skiff server --data-dir`:
+	// the data dir of a server started without the flag.
 	DefaultDataDir = "/var/lib/skiff"
 )
 
@@ -41,13 +42,16 @@ const (
 	componentName = "killall"
 )
 
-// Options say which node to clean up. Only DataDir is required.
+// Options say where the node's state is. All are optional: killall finds
+// skiff's processes by what they are, whatever data dir they use.
 type Options struct {
-	// DataDir is the server's --data-dir. It is kept; it is only used to
-	// recognise our processes and mounts.
+	// DataDir is a data dir whose containerd mounts (under
+	// <DataDir>/agent/containerd) are undone, besides those of the data
+	// dirs the running processes and the node record name. It is kept.
 	DataDir string
 	// RunDir is skiff's runtime state (containerd state, flannel subnet
-	// file); it is unmounted and removed. Default DefaultRunDir.
+	// file, the node record); it is unmounted and removed. Default
+	// DefaultRunDir.
 	RunDir string
 	// KubeletDir is the kubelet's root. Mounts under its pods/ and plugins/
 	// are undone. Default DefaultKubeletDir.
@@ -70,6 +74,9 @@ type Report struct {
 	ChainsRemoved    int // iptables and ip6tables chains
 	NftTablesDeleted int
 	DirsRemoved      int
+	// NodesElsewhere counts skiff node processes in other mount and
+	// network namespaces, left alone.
+	NodesElsewhere int
 	// DirsEmptied are state dirs that are mount points: emptied, kept.
 	DirsEmptied int
 }
@@ -80,20 +87,30 @@ func (r Report) String() string {
 	if r.DirsEmptied > 0 {
 		emptied = fmt.Sprintf(", emptied %d (mount points)", r.DirsEmptied)
 	}
-	return fmt.Sprintf("killed %d processes, unmounted %d mounts, deleted %d links, removed %d firewall rules (%d chains, %d nftables tables), removed %d state dirs%s",
-		r.ProcessesKilled, r.MountsUnmounted, r.LinksDeleted, r.RulesRemoved, r.ChainsRemoved, r.NftTablesDeleted, r.DirsRemoved, emptied)
+	elsewhere := ""
+	if r.NodesElsewhere > 0 {
+		elsewhere = fmt.Sprintf("; left %d processes of skiff nodes in other namespaces alone", r.NodesElsewhere)
+	}
+	return fmt.Sprintf("killed %d processes, unmounted %d mounts, deleted %d links, removed %d firewall rules (%d chains, %d nftables tables), removed %d state dirs%s%s",
+		r.ProcessesKilled, r.MountsUnmounted, r.LinksDeleted, r.RulesRemoved, r.ChainsRemoved, r.NftTablesDeleted, r.DirsRemoved, emptied, elsewhere)
 }
 
 // Run stops skiff's processes and undoes its host state, in the order that
 // lets each step succeed: processes first (they hold mounts and links busy),
 // then mounts, links, firewall rules and finally state directories.
 //
-// Run keeps going when a step fails and returns every failure joined, with
-// the report of what was done.
+// What it stops and what it removes are one set: every skiff node in
+// killall's mount or network namespace, whatever its data dir (a node in
+// other namespaces keeps its processes, and its mounts, links and rules are
+// out of killall's sight). When a node process survives SIGKILL, Run
+// removes nothing and says which process runs.
+//
+// Run keeps going when a later step fails and returns every failure
+// joined, with the report of what was done.
 func Run(ctx context.Context, o Options) (Report, error) {
 	exe, err := os.Executable()
 	if err != nil {
-		// Only used to recognise a `skiff server` started without --data-dir.
+		// Only used to recognise skiff installed under another name.
 		exe = ""
 	}
 	r, err := newRunner(o, hostSystem{}, os.Getpid(), exe)
@@ -108,14 +125,19 @@ func Run(ctx context.Context, o Options) (Report, error) {
 type runner struct {
 	dataDir, runDir, kubeletDir string
 	procRoot                    string
-	log                         *slog.Logger
-	exec                        Exec
-	sys                         system
-	self                        int
-	selfExe                     string
-	netnsDir                    string
-	stateDirs                   []string
-	grace, poll                 time.Duration
+	// foundDataDirs are the data dirs the stopped processes named.
+	foundDataDirs []string
+	// rec is the node record, read once (recordRead).
+	rec               NodeRecord
+	recOK, recordRead bool
+	log               *slog.Logger
+	exec              Exec
+	sys               system
+	self              int
+	selfExe           string
+	netnsDir          string
+	stateDirs         []string
+	grace, poll       time.Duration
 }
 
 func newRunner(o Options, sys system, self int, selfExe string) (*runner, error) {
@@ -139,16 +161,20 @@ func newRunner(o Options, sys system, self int, selfExe string) (*runner, error)
 	for _, f := range []struct{ name, path string }{
 		{"data dir", o.DataDir}, {"run dir", o.RunDir}, {"kubelet dir", o.KubeletDir}, {"proc root", o.ProcRoot},
 	} {
-		if f.path == "" {
-			return nil, fmt.Errorf("killall: %s must be set", f.name)
+		if f.path == "" && f.name == "data dir" {
+			continue
 		}
 		if !filepath.IsAbs(f.path) || filepath.Clean(f.path) == "/" {
 			return nil, fmt.Errorf("killall: %s must be an absolute path other than /, got %q", f.name, f.path)
 		}
 	}
 	runDir := filepath.Clean(o.RunDir)
+	dataDir := ""
+	if o.DataDir != "" {
+		dataDir = filepath.Clean(o.DataDir)
+	}
 	return &runner{
-		dataDir:    filepath.Clean(o.DataDir),
+		dataDir:    dataDir,
 		runDir:     runDir,
 		kubeletDir: filepath.Clean(o.KubeletDir),
 		procRoot:   filepath.Clean(o.ProcRoot),
@@ -184,9 +210,55 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 		}
 		if err := s.fn(ctx, &rep); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", s.name, err))
+			if errors.Is(err, errNodeRunning) {
+				// Dismantling around a running node would leave it
+				// without its network and mounts.
+				break
+			}
 		}
 	}
 	return rep, errors.Join(errs...)
+}
+
+// record reads the node record in the run dir; a broken one is logged and
+// ignored, since killall must work on a broken node.
+// It is read once: the last step removes it.
+func (r *runner) record() (NodeRecord, bool) {
+	if !r.recordRead {
+		rec, ok, err := ReadNodeRecord(r.runDir)
+		if err != nil {
+			r.log.Warn("ignoring the node record", "err", err)
+		}
+		r.rec, r.recOK, r.recordRead = rec, ok, true
+	}
+	return r.rec, r.recOK
+}
+
+// knownDataDirs are the data dirs whose containerd mounts are ours: the one
+// given, the recorded one and those the stopped processes named.
+func (r *runner) knownDataDirs() []string {
+	var dirs []string
+	add := func(d string) {
+		if d != "" && !slices.Contains(dirs, d) {
+			dirs = append(dirs, d)
+		}
+	}
+	add(r.dataDir)
+	if rec, ok := r.record(); ok && rec.DataDir != "" {
+		add(filepath.Clean(rec.DataDir))
+	}
+	for _, d := range r.foundDataDirs {
+		add(d)
+	}
+	return dirs
+}
+
+func (r *runner) addDataDirs(dirs []string) {
+	for _, d := range dirs {
+		if !slices.Contains(r.foundDataDirs, d) {
+			r.foundDataDirs = append(r.foundDataDirs, d)
+		}
+	}
 }
 
 // aliases returns p and, when it differs, p with symlinks resolved: the

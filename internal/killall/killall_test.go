@@ -26,11 +26,12 @@ type fakeHost struct {
 	kubeletDir, netns string
 	stateDirs         []string
 
-	stubborn  map[int]bool // ignore SIGTERM
-	zombie    map[int]bool // become zombies instead of vanishing
-	failMount map[string]error
-	signals   []string
-	unmounts  []string
+	stubborn   map[int]bool // ignore SIGTERM
+	unkillable map[int]bool // survive SIGKILL (stuck in the kernel)
+	zombie     map[int]bool // become zombies instead of vanishing
+	failMount  map[string]error
+	signals    []string
+	unmounts   []string
 
 	installed map[string]bool
 	outputs   map[string]string
@@ -47,7 +48,7 @@ func newFakeHost(t *testing.T) *fakeHost {
 		runDir:     filepath.Join(root, "run/skiff"),
 		kubeletDir: filepath.Join(root, "var/lib/kubelet"),
 		netns:      filepath.Join(root, "run/netns"),
-		stubborn:   map[int]bool{}, zombie: map[int]bool{}, failMount: map[string]error{},
+		stubborn:   map[int]bool{}, unkillable: map[int]bool{}, zombie: map[int]bool{}, failMount: map[string]error{},
 		installed: map[string]bool{}, outputs: map[string]string{}, stdin: map[string]string{},
 	}
 	h.stateDirs = []string{filepath.Join(root, "var/lib/cni"), h.runDir, filepath.Join(root, "run/flannel")}
@@ -97,7 +98,7 @@ func (h *fakeHost) Kill(pid int, sig syscall.Signal) error {
 	if _, err := os.Stat(dir); err != nil {
 		return syscall.ESRCH
 	}
-	if sig == syscall.SIGTERM && h.stubborn[pid] {
+	if (sig == syscall.SIGTERM && h.stubborn[pid]) || h.unkillable[pid] {
 		return nil
 	}
 	if h.zombie[pid] {
@@ -150,8 +151,13 @@ func (h *fakeHost) Run(_ context.Context, stdin io.Reader, name string, args ...
 }
 
 func (h *fakeHost) runner(t *testing.T, self int) *runner {
+	return h.runnerFor(t, self, h.dataDir)
+}
+
+// runnerFor runs with --data-dir dataDir ("": none given).
+func (h *fakeHost) runnerFor(t *testing.T, self int, dataDir string) *runner {
 	r, err := newRunner(Options{
-		DataDir: h.dataDir, RunDir: h.runDir, KubeletDir: h.kubeletDir, ProcRoot: h.procRoot, Exec: h,
+		DataDir: dataDir, RunDir: h.runDir, KubeletDir: h.kubeletDir, ProcRoot: h.procRoot, Exec: h,
 	}, h, self, "/usr/local/bin/skiff")
 	must(t, err)
 	r.netnsDir = h.netns
@@ -162,7 +168,7 @@ func (h *fakeHost) runner(t *testing.T, self int) *runner {
 
 func TestRun(t *testing.T) {
 	h := newFakeHost(t)
-	shim := h.dataDir + "/data/4f2a/bin/containerd-shim-runc-v2"
+	shim := h.dataDir + "/data/" + testHash + "/bin/containerd-shim-runc-v2"
 	h.addProc(1, 0, "/sbin/init", "/sbin/init")
 	h.addProc(20, 1, "/usr/bin/bash", "-bash")
 	h.addProc(99, 20, "/usr/local/bin/skiff", "skiff", "killall", "--data-dir", h.dataDir) // self
@@ -193,7 +199,7 @@ func TestRun(t *testing.T) {
 	}
 	h.outputs["ip -o link show"] = sampleIPLinks
 	h.outputs["iptables-save"] = sampleSave
-	h.outputs["nft list tables"] = "table inet filter\ntable ip kube-proxy\ntable ip flannel\n"
+	h.outputs["nft list tables"] = "table inet filter\ntable ip kube-proxy\ntable ip flannel-ipv4\ntable ip6 flannel-ipv6\n"
 
 	rep, err := h.runner(t, 99).run(context.Background())
 	if err != nil {
@@ -201,7 +207,7 @@ func TestRun(t *testing.T) {
 	}
 	want := Report{
 		ProcessesKilled: 6, MountsUnmounted: 6, NetnsRemoved: 2, LinksDeleted: 4,
-		RulesRemoved: 25, ChainsRemoved: 17, NftTablesDeleted: 2, DirsRemoved: 3,
+		RulesRemoved: 25, ChainsRemoved: 17, NftTablesDeleted: 3, DirsRemoved: 3,
 	}
 	if rep != want {
 		t.Errorf("report = %+v\nwant       %+v", rep, want)
@@ -239,7 +245,7 @@ func TestRun(t *testing.T) {
 		"ip -o link show",
 		"ip link delete veth3f1c2a4b", "ip link delete veth9a8b7c6d", "ip link delete cni0", "ip link delete flannel.1",
 		"iptables-save", "iptables-restore",
-		"nft list tables", "nft delete table ip kube-proxy", "nft delete table ip flannel",
+		"nft list tables", "nft delete table ip kube-proxy", "nft delete table ip flannel-ipv4", "nft delete table ip6 flannel-ipv6",
 	}
 	if !slices.Equal(h.calls, wantCalls) {
 		t.Errorf("commands =\n%s\nwant\n%s", strings.Join(h.calls, "\n"), strings.Join(wantCalls, "\n"))
@@ -337,7 +343,6 @@ func TestRunCancelled(t *testing.T) {
 
 func TestOptionsValidation(t *testing.T) {
 	for _, o := range []Options{
-		{},
 		{DataDir: "/"},
 		{DataDir: "var/lib/skiff"},
 		{DataDir: "/var/lib/skiff", RunDir: "/"},
@@ -347,6 +352,9 @@ func TestOptionsValidation(t *testing.T) {
 		if _, err := newRunner(o, hostSystem{}, 1, ""); err == nil {
 			t.Errorf("newRunner(%+v): want an error", o)
 		}
+	}
+	if r, err := newRunner(Options{}, hostSystem{}, 1, ""); err != nil || r.dataDir != "" {
+		t.Errorf("no data dir: %v, %q; want none, and no error", err, r.dataDir)
 	}
 	r, err := newRunner(Options{DataDir: "/var/lib/skiff/"}, hostSystem{}, 1, "")
 	must(t, err)
@@ -387,5 +395,97 @@ func TestAliveRejectsZombiesAndReusedPIDs(t *testing.T) {
 	}
 	if sent, err := r.signal(p, syscall.SIGTERM); sent || err != nil || len(h.signals) != 0 {
 		t.Errorf("signal to a zombie: sent=%v err=%v signals=%v", sent, err, h.signals)
+	}
+}
+
+// The issue's case: a server ran with --data-dir /some/dir and stopped; its
+// shims and pods run on. killall without --data-dir finds them by what they
+// are and the snapshot mounts through the node record.
+func TestRunWithoutDataDir(t *testing.T) {
+	h := newFakeHost(t)
+	other := filepath.Join(h.root, "some/dir")
+	shim := other + "/data/" + testHash + "/bin/containerd-shim-runc-v2"
+	h.addProc(1, 0, "/sbin/init", "/sbin/init")
+	h.addProc(99, 1, "/usr/local/bin/skiff", "skiff", "killall")
+	h.addProc(50, 1, shim, shim, "-namespace", "k8s.io", "-id", "aaa", "-address", h.runDir+"/containerd/containerd.sock")
+	h.addProc(51, 50, "/pause", "/pause")
+	lock, err := os.Create(filepath.Join(h.runDir, NodeLockFile))
+	must(t, err)
+	must(t, WriteNodeRecord(lock, NodeRecord{DataDir: filepath.Join(h.root, "recorded"), KubeletCgroupRoot: "/"}))
+	must(t, lock.Close())
+	snapshots := "/agent/containerd/io.containerd.snapshotter.v1.overlayfs/snapshots/1/fs"
+	h.setMounts(h.runDir+"/containerd/io.containerd.runtime.v2.task/k8s.io/aaa/rootfs",
+		other+snapshots, h.root+"/recorded"+snapshots, h.dataDir+snapshots)
+
+	rep, err := h.runnerFor(t, 99, "").run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.ProcessesKilled != 2 {
+		t.Errorf("killed %d processes, want the shim and its pod", rep.ProcessesKilled)
+	}
+	// The default data dir is nobody's here: its mount is not ours.
+	want := []string{other + snapshots, h.runDir + "/containerd/io.containerd.runtime.v2.task/k8s.io/aaa/rootfs", h.root + "/recorded" + snapshots}
+	if !slices.Equal(h.unmounts, want) {
+		t.Errorf("unmounts =\n%s\nwant\n%s", strings.Join(h.unmounts, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// A node process that outlives SIGKILL keeps everything it uses: removing
+// its rules, links and mounts would leave it running half dismantled.
+func TestRunKeepsHostStateWhileANodeRuns(t *testing.T) {
+	h := newFakeHost(t)
+	h.addProc(1, 0, "/sbin/init", "/sbin/init")
+	h.addProc(99, 1, "/usr/local/bin/skiff", "skiff", "killall", "--data-dir", "/some/empty/dir")
+	h.addProc(40, 1, "/usr/local/bin/skiff", "skiff", "server")
+	h.unkillable[40] = true
+	h.setMounts(h.runDir + "/containerd/io.containerd.runtime.v2.task/k8s.io/aaa/rootfs")
+	for _, b := range []string{"ip", "iptables-save", "iptables-restore", "nft"} {
+		h.installed[b] = true
+	}
+	r := h.runnerFor(t, 99, "/some/empty/dir")
+	r.grace = 20 * time.Millisecond
+	_, err := r.run(context.Background())
+	if !errors.Is(err, errNodeRunning) || !strings.Contains(err.Error(), "40 (skiff server)") {
+		t.Fatalf("err = %v, want the surviving server named", err)
+	}
+	if want := []string{"40:terminated", "40:killed"}; !slices.Equal(h.signals[:2], want) {
+		t.Errorf("signals = %v, want %v first", h.signals, want)
+	}
+	if len(h.unmounts) != 0 || len(h.calls) != 0 {
+		t.Errorf("dismantled a running node: unmounts %v, commands %v", h.unmounts, h.calls)
+	}
+	for _, d := range h.stateDirs {
+		if _, err := os.Stat(d); err != nil {
+			t.Errorf("%s removed while the node runs", d)
+		}
+	}
+}
+
+func TestNodeRecord(t *testing.T) {
+	dir := t.TempDir()
+	if _, ok, err := ReadNodeRecord(dir); ok || err != nil {
+		t.Errorf("no record: ok=%v err=%v, want neither", ok, err)
+	}
+	f, err := os.Create(filepath.Join(dir, NodeLockFile))
+	must(t, err)
+	defer f.Close()
+	if _, ok, err := ReadNodeRecord(dir); ok || err != nil {
+		t.Errorf("empty lock of an older skiff: ok=%v err=%v, want neither", ok, err)
+	}
+	must(t, WriteNodeRecord(f, NodeRecord{DataDir: "/a/much/longer/data/dir", KubeletCgroupRoot: "/x"}))
+	want := NodeRecord{DataDir: "/d", KubeletCgroupRoot: "/"}
+	must(t, WriteNodeRecord(f, want)) // a restart rewrites it, shorter
+	got, ok, err := ReadNodeRecord(dir)
+	if !ok || err != nil || got != want {
+		t.Errorf("ReadNodeRecord = %+v, %v, %v; want %+v", got, ok, err, want)
+	}
+	must(t, os.WriteFile(filepath.Join(dir, NodeLockFile), []byte(`{"dataDir":"relative","kubeletCgroupRoot":"x"}`), 0o600))
+	if got, ok, err := ReadNodeRecord(dir); !ok || err != nil || got != (NodeRecord{}) {
+		t.Errorf("relative paths: %+v, %v, %v; want them dropped", got, ok, err)
+	}
+	must(t, os.WriteFile(filepath.Join(dir, NodeLockFile), []byte("{"), 0o600))
+	if _, _, err := ReadNodeRecord(dir); err == nil {
+		t.Error("broken record: want an error")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -19,7 +20,17 @@ type Link struct {
 // Docker or libvirt veth survives.
 const cniBridge = "cni0"
 
-var ourDevices = []string{cniBridge, "flannel.1", "flannel-v6.1"}
+// isFlannelDevice recognises flannel's VXLAN devices, "flannel.<VNI>" and
+// "flannel-v6.<VNI>" (pkg/backend/vxlan): the VNI is 1 unless the flannel
+// config sets another.
+func isFlannelDevice(name string) bool {
+	for _, prefix := range []string{"flannel.", "flannel-v6."} {
+		if vni, ok := strings.CutPrefix(name, prefix); ok && vni != "" && strings.Trim(vni, "0123456789") == "" {
+			return true
+		}
+	}
+	return false
+}
 
 // ParseIPLinks reads `ip -o link show`, one interface a line:
 //
@@ -53,20 +64,18 @@ func ParseIPLinks(out string) []Link {
 // SelectLinks returns the links to delete: the bridge's veths first, then
 // the bridge and flannel's devices, each only when present.
 func SelectLinks(links []Link) []string {
-	var veths, devices []string
-	present := map[string]bool{}
+	var veths, bridge, flannel []string
 	for _, l := range links {
-		present[l.Name] = true
-		if strings.HasPrefix(l.Name, "veth") && l.Master == cniBridge {
+		switch {
+		case strings.HasPrefix(l.Name, "veth") && l.Master == cniBridge:
 			veths = append(veths, l.Name)
+		case l.Name == cniBridge:
+			bridge = append(bridge, l.Name)
+		case isFlannelDevice(l.Name):
+			flannel = append(flannel, l.Name)
 		}
 	}
-	for _, d := range ourDevices {
-		if present[d] {
-			devices = append(devices, d)
-		}
-	}
-	return append(veths, devices...)
+	return slices.Concat(veths, bridge, flannel)
 }
 
 func (r *runner) deleteLinks(ctx context.Context, rep *Report) error {

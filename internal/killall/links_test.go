@@ -33,6 +33,11 @@ func TestSelectLinks(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("SelectLinks = %v, want %v", got, want)
 	}
+	// Any VNI, IPv6 too; the bridge's veths before the bridge.
+	got = SelectLinks([]Link{{Name: "flannel-v6.7"}, {Name: "flannel.7"}, {Name: "cni0"}, {Name: "veth1", Master: "cni0"}, {Name: "flannel0"}})
+	if want := []string{"veth1", "cni0", "flannel-v6.7", "flannel.7"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("SelectLinks = %v, want %v", got, want)
+	}
 	if got := SelectLinks([]Link{{Name: "eth0"}}); len(got) != 0 {
 		t.Errorf("SelectLinks on a clean host = %v, want none", got)
 	}

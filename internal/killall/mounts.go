@@ -141,15 +141,19 @@ func (r *runner) readMounts() ([]Mount, error) {
 }
 
 // mountRoots are the trees whose mounts are ours: containerd's state and
-// rootfs mounts, the kubelet's volume and plugin mounts, the snapshots.
+// rootfs mounts, the kubelet's volume and plugin mounts, the snapshots of
+// every data dir known (given, recorded or named by a stopped process).
 func (r *runner) mountRoots() []string {
-	var roots []string
-	for _, p := range []string{
+	paths := []string{
 		r.runDir,
 		filepath.Join(r.kubeletDir, "pods"),
 		filepath.Join(r.kubeletDir, "plugins"),
-		filepath.Join(r.dataDir, "agent", "containerd"),
-	} {
+	}
+	for _, d := range r.knownDataDirs() {
+		paths = append(paths, filepath.Join(d, "agent", "containerd"))
+	}
+	var roots []string
+	for _, p := range paths {
 		roots = append(roots, aliases(p)...)
 	}
 	return roots

@@ -27,6 +27,7 @@ import (
 	"github.com/skiffkube/skiff/internal/control/args"
 	"github.com/skiffkube/skiff/internal/host"
 	"github.com/skiffkube/skiff/internal/join"
+	"github.com/skiffkube/skiff/internal/killall"
 	"github.com/skiffkube/skiff/internal/node"
 	"github.com/skiffkube/skiff/internal/node/flannel"
 	"github.com/skiffkube/skiff/internal/node/kubelet"
@@ -143,7 +144,17 @@ func Prepare(spec Spec, log *slog.Logger) (*Plan, error) {
 		return nil, err
 	}
 	n := &Plan{spec: spec, layout: node.Layout{DataDir: spec.DataDir, RunDir: node.DefaultRunDir}, begin: time.Now()}
-	release, err := lockNode(n.layout)
+	// The record lets `skiff killall` find this node's mounts and
+	// containers whatever data dir and cgroup root it uses.
+	// With another runtime the containers are that runtime's to stop.
+	cgroupRoot, set := args.Value(cfg.KubeletArgs, "cgroup-root")
+	if !set || cgroupRoot == "" {
+		cgroupRoot = "/"
+	}
+	if cfg.ContainerRuntimeEndpoint != "" {
+		cgroupRoot = ""
+	}
+	release, err := lockNode(n.layout, killall.NodeRecord{DataDir: spec.DataDir, KubeletCgroupRoot: cgroupRoot})
 	if err != nil {
 		return nil, err
 	}
@@ -234,7 +245,7 @@ func loadBridgeNetfilter(log *slog.Logger) {
 // lockNode makes sure one node runs on this host: nodes share the run dir
 // (containerd's socket), the kubelet's directories and ports. A second server on
 // another data dir is refused here, before it can take the socket over.
-func lockNode(l node.Layout) (func(), error) {
+func lockNode(l node.Layout, rec killall.NodeRecord) (func(), error) {
 	if err := os.MkdirAll(l.RunDir, 0o711); err != nil {
 		return nil, fmt.Errorf("creating %s: %w", l.RunDir, err)
 	}
@@ -249,6 +260,10 @@ func lockNode(l node.Layout) (func(), error) {
 			return nil, fmt.Errorf("another skiff node runs on this host (lock %s): stop it, or start this server with --disable-agent", path)
 		}
 		return nil, fmt.Errorf("locking the node (%s): %w", path, err)
+	}
+	if err := killall.WriteNodeRecord(f, rec); err != nil {
+		f.Close()
+		return nil, err
 	}
 	return func() { f.Close() }, nil
 }

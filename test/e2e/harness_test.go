@@ -79,6 +79,7 @@ type server struct {
 	Kubeconfig string
 	Port       int
 	extra      []string
+	env        []string // added to the clean environment ("PATH=...")
 	ports      []string
 	cmd        *exec.Cmd
 	out        *syncBuffer
@@ -148,7 +149,7 @@ func (s *server) start(extra ...string) error {
 	s.out = &syncBuffer{}
 	s.cmd.Stdout = s.out
 	s.cmd.Stderr = s.out
-	s.cmd.Env = cleanEnv()
+	s.cmd.Env = append(cleanEnv(), s.env...)
 	if err := s.cmd.Start(); err != nil {
 		return err
 	}
