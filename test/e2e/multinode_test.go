@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"net"
@@ -283,6 +284,35 @@ func TestMultiNode(t *testing.T) {
 	})
 	t.Run("cross-node traffic", crossNode)
 	t.Run("logs and exec through the tunnel", logsAndExec)
+
+	t.Run("load balancer on every node's loopback", func(t *testing.T) {
+		lb := createLB(t, c, "web-lb", 8090)
+		eventually(t, 30*time.Second, func() (string, error) {
+			ips, err := lbIngress(c, lb)
+			if err != nil || strings.Count(ips, ",") != 2 {
+				return ips, errNotYet
+			}
+			return ips, nil
+		})
+		for _, a := range agents {
+			// bash's /dev/tcp, inside the agent's network namespace.
+			eventually(t, 30*time.Second, func() (string, error) {
+				out, err := a.node.Exec(a.cmd.Process.Pid, "bash", "-c",
+					`exec 3<>/dev/tcp/127.0.0.1/8090 && printf 'GET / HTTP/1.0\r\n\r\n' >&3 && cat <&3`).CombinedOutput()
+				if err != nil || !strings.Contains(string(out), "hello from web-") {
+					return fmt.Sprintf("127.0.0.1:8090 on %s: %v %s", a.node.Name, err, out), errNotYet
+				}
+				return "", nil
+			})
+		}
+		out := eventually(t, 30*time.Second, func() (string, error) { return httpGet("http://127.0.0.1:8090/") })
+		if !strings.Contains(out, "hello from web-") {
+			t.Errorf("127.0.0.1:8090 on the server: %q", out)
+		}
+		if err := c.CoreV1().Services("default").Delete(ctx, lb, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	})
 
 	t.Run("network policy across nodes", func(t *testing.T) {
 		target := byNode["agent2"]
