@@ -18,6 +18,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
@@ -312,6 +313,35 @@ func TestMultiNode(t *testing.T) {
 		if err := c.CoreV1().Services("default").Delete(ctx, lb, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
+	})
+
+	t.Run("local storage on an agent, non-root", func(t *testing.T) {
+		// The volume's directory is made on the agent the pod lands on,
+		// writable by a pod of any user.
+		_, err := c.CoreV1().PersistentVolumeClaims("default").Create(ctx, &corev1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: "data-agent"},
+			Spec: corev1.PersistentVolumeClaimSpec{
+				AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("16Mi")}},
+			},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		uid := int64(1000)
+		runVolumePodWith(t, c, "vol-agent", "data-agent", func(p *corev1.PodSpec) {
+			p.NodeSelector = map[string]string{corev1.LabelHostname: "agent1"}
+			p.SecurityContext = &corev1.PodSecurityContext{RunAsUser: &uid, RunAsGroup: &uid}
+		})
+		if out, err := s.kubectl("exec", "vol-agent", "--", "/web", "write", "/data/f", "by 1000"); err != nil {
+			t.Fatalf("a pod running as uid 1000 on agent1 writing its volume: %v %s", err, out)
+		}
+		if out, err := s.kubectl("exec", "vol-agent", "--", "/web", "cat", "/data/f"); err != nil || out != "by 1000" {
+			t.Errorf("reading it back: %q %v", out, err)
+		}
+		zero := int64(0)
+		_ = c.CoreV1().Pods("default").Delete(ctx, "vol-agent", metav1.DeleteOptions{GracePeriodSeconds: &zero})
+		_ = c.CoreV1().PersistentVolumeClaims("default").Delete(ctx, "data-agent", metav1.DeleteOptions{})
 	})
 
 	t.Run("network policy across nodes", func(t *testing.T) {
