@@ -132,6 +132,8 @@ func (i *Images) Start(ctx context.Context) error {
 		builtin[a] = true
 	}
 	next := map[string]record{}
+	// failed are not tried again by the watcher until they change.
+	failed := map[string]record{}
 	imported, skipped := 0, 0
 	for _, path := range files {
 		if err := ctx.Err(); err != nil {
@@ -159,6 +161,7 @@ func (i *Images) Start(ctx context.Context) error {
 				return fmt.Errorf("importing built-in image archive %s: %w", path, err)
 			}
 			i.log.Warn("image archive not imported", "file", path, "err", err)
+			failed[path] = record{Size: st.Size(), ModTime: st.ModTime()}
 			continue
 		}
 		i.log.Info("imported", "file", filepath.Base(path), "images", strings.Join(names, ","), "took", time.Since(begin).Round(time.Millisecond))
@@ -185,7 +188,7 @@ func (i *Images) Start(ctx context.Context) error {
 		fsw.Close()
 		return fmt.Errorf("watching %s: %w", i.cfg.Dir, err)
 	}
-	w := newArchiveWatcher(i.cfg.Dir, next, func(ctx context.Context, path string) ([]string, error) {
+	w := newArchiveWatcher(i.cfg.Dir, next, failed, func(ctx context.Context, path string) ([]string, error) {
 		return importArchive(namespaces.WithNamespace(ctx, Namespace), client, path)
 	}, i.saveState, i.log)
 	keep = true

@@ -52,15 +52,19 @@ type sighting struct {
 
 // newArchiveWatcher watches dir; imported is what was imported already (it
 // may hold archives from elsewhere, the built-in ones, which are kept as
-// they are). importFn imports one file and names its images; save writes
-// the records after every change.
-func newArchiveWatcher(dir string, imported map[string]record, importFn func(context.Context, string) ([]string, error), save func(map[string]record) error, log *slog.Logger) *archiveWatcher {
+// they are), failed what failed at start (already reported). importFn
+// imports one file and names its images; save writes the records after
+// every change.
+func newArchiveWatcher(dir string, imported, failed map[string]record, importFn func(context.Context, string) ([]string, error), save func(map[string]record) error, log *slog.Logger) *archiveWatcher {
 	if imported = maps.Clone(imported); imported == nil {
 		imported = map[string]record{}
 	}
+	if failed = maps.Clone(failed); failed == nil {
+		failed = map[string]record{}
+	}
 	return &archiveWatcher{
 		dir: dir, quiet: archiveQuiet,
-		imported: imported, failed: map[string]record{}, settling: map[string]sighting{},
+		imported: imported, failed: failed, settling: map[string]sighting{},
 		importFn: importFn, save: save, log: log, now: time.Now,
 	}
 }

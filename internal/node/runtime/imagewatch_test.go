@@ -52,7 +52,7 @@ func TestWatcherImportsOnceAFileHasSettled(t *testing.T) {
 	ctx := context.Background()
 	builtin := "/payload/pause.tar"
 	f := &fakeImports{fail: map[string]bool{}}
-	w := newArchiveWatcher(dir, map[string]record{builtin: {Size: 1, ModTime: time.Unix(1, 0)}}, f.importFn, f.save, slog.New(slog.DiscardHandler))
+	w := newArchiveWatcher(dir, map[string]record{builtin: {Size: 1, ModTime: time.Unix(1, 0)}}, nil, f.importFn, f.save, slog.New(slog.DiscardHandler))
 	clock := time.Unix(1000, 0)
 	w.now = func() time.Time { return clock }
 	step := func(d time.Duration) { clock = clock.Add(d) }
@@ -139,7 +139,7 @@ func TestWatcherImportsOnceAFileHasSettled(t *testing.T) {
 }
 
 // TestWatcherSkipsWhatStartImported: an archive the start-up import
-// recorded is not imported again by the watcher.
+// recorded, or reported as failed, is not imported again by the watcher.
 func TestWatcherSkipsWhatStartImported(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "app.tar.zst")
@@ -148,7 +148,13 @@ func TestWatcherSkipsWhatStartImported(t *testing.T) {
 	}
 	st, _ := os.Stat(path)
 	f := &fakeImports{}
-	w := newArchiveWatcher(dir, map[string]record{path: {Size: st.Size(), ModTime: st.ModTime()}}, f.importFn, f.save, slog.New(slog.DiscardHandler))
+	broken := filepath.Join(dir, "broken.tar.gz")
+	if err := os.WriteFile(broken, []byte("not an image"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bst, _ := os.Stat(broken)
+	w := newArchiveWatcher(dir, map[string]record{path: {Size: st.Size(), ModTime: st.ModTime()}},
+		map[string]record{broken: {Size: bst.Size(), ModTime: bst.ModTime()}}, f.importFn, f.save, slog.New(slog.DiscardHandler))
 	w.quiet = 0
 	w.pass(context.Background())
 	w.pass(context.Background())
@@ -170,7 +176,7 @@ func TestWatcherRunImportsADroppedArchive(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := &fakeImports{}
-	w := newArchiveWatcher(dir, nil, f.importFn, f.save, slog.New(slog.DiscardHandler))
+	w := newArchiveWatcher(dir, nil, nil, f.importFn, f.save, slog.New(slog.DiscardHandler))
 	w.quiet = 300 * time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
