@@ -10,9 +10,10 @@
 // one PID namespace, orphaned processes are re-parented to it, so it must reap
 // them or they linger as zombies.
 //
-// It has one more use, so that no other image is needed: the local-path
-// storage's cleanup pod runs `pause remove-dir DIR` to delete a released
-// volume's directory on its node.
+// It has two more uses, so that no other image is needed: the local-path
+// storage's helper pods run `pause create-dir DIR` to make a new volume's
+// directory on its node, writable by any user as K3s's provisioner makes
+// it, and `pause remove-dir DIR` to delete a released volume's directory.
 //
 // It uses only os/signal and syscall, not fmt or log, to keep the static binary
 // around a megabyte: one copy runs per pod.
@@ -31,6 +32,13 @@ func main() {
 	}
 	if len(os.Args) == 3 && os.Args[1] == "remove-dir" {
 		if err := os.RemoveAll(os.Args[2]); err != nil {
+			os.Stderr.WriteString("pause: " + err.Error() + "\n")
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) == 3 && os.Args[1] == "create-dir" {
+		if err := createDir(os.Args[2]); err != nil {
 			os.Stderr.WriteString("pause: " + err.Error() + "\n")
 			os.Exit(1)
 		}
@@ -70,4 +78,24 @@ func reap() {
 			return
 		}
 	}
+}
+
+// createDir makes a volume's directory with mode 0777, so that a pod running
+// as any user (runAsUser, fsGroup or neither) can write it: the kubelet does
+// not change a hostPath volume's owner or mode. The mode is set after mkdir
+// because the umask would take bits off. A directory that already exists is
+// left as it is: it may hold data whose modes its owner chose.
+func createDir(dir string) error {
+	err := os.Mkdir(dir, 0o777)
+	if os.IsExist(err) {
+		st, serr := os.Stat(dir)
+		if serr == nil && !st.IsDir() {
+			return &os.PathError{Op: "create-dir", Path: dir, Err: syscall.ENOTDIR}
+		}
+		return serr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Chmod(dir, 0o777)
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/skiffkube/skiff/internal/node/flannel"
 	"github.com/skiffkube/skiff/internal/node/kubelet"
 	"github.com/skiffkube/skiff/internal/node/kubeproxy"
+	"github.com/skiffkube/skiff/internal/node/lbloopback"
 	"github.com/skiffkube/skiff/internal/node/netpol"
 	"github.com/skiffkube/skiff/internal/node/nodeready"
 	"github.com/skiffkube/skiff/internal/node/runtime"
@@ -384,6 +385,11 @@ func (n *Plan) Phases(log *slog.Logger) ([]component.Phase, error) {
 			Layout: n.layout, NodeName: n.identity.NodeName, ClusterCIDR: cluster.ClusterCIDR, Mode: n.proxyMode, ExtraArgs: cfg.KubeProxyArgs,
 		})}, log),
 	}
+	// LoadBalancer Services answer on this node's loopback too; kube-proxy's
+	// identity may watch Services and this Node.
+	nodeComponents = append(nodeComponents, lbloopback.New(lbloopback.Config{
+		Kubeconfig: n.layout.KubeProxyKubeconfig(), NodeName: n.identity.NodeName,
+	}, log))
 	if cluster.FlannelBackend != "none" {
 		nodeComponents = append(nodeComponents, flannel.New(flannel.Config{
 			Kubeconfig:  n.spec.FlannelKubeconfig,

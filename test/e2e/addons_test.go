@@ -16,6 +16,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -28,17 +29,24 @@ import (
 	"k8s.io/client-go/kubernetes"
 )
 
+// hotImage is imported from an archive dropped in while the server runs.
+const hotImage = "skiff.local/e2e/hot:1"
+
 // TestAddons covers the add-ons of a server with its node: manifests in
 // server/manifests (and its subdirectories) are applied, put back, pruned
-// once their file has settled, and skipped; LoadBalancer
-// Services get the node's address and answer on it; a claim gets a local
-// volume that outlives its pod and goes with the claim; --disable removes
-// what the add-ons had deployed.
+// once their file has settled, and skipped; LoadBalancer Services get the
+// node's address and answer on it and on the node's loopback; a claim gets a
+// local volume that outlives its pod and goes with the claim, writable by a
+// non-root pod; an image archive dropped in while the server runs is
+// imported; --disable removes what the add-ons had deployed.
 func TestAddons(t *testing.T) {
 	bin := skiffBin(t)
 	requireRoot(t)
 	s := newServerWith(t)
 	buildWebImage(t, filepath.Join(s.DataDir, "agent", "images", "web.tar"))
+	// Dropped into the images dir only once the server runs.
+	hotArchive := filepath.Join(t.TempDir(), "hot.tar")
+	buildWebImageAs(t, hotArchive, hotImage)
 	t.Cleanup(func() {
 		s.kill()
 		if out, err := exec.Command(bin, "killall", "--data-dir", s.DataDir).CombinedOutput(); err != nil {
@@ -350,6 +358,22 @@ metadata: {name: mf-test}
 		if !strings.Contains(out, "hello from web-") {
 			t.Errorf("web-lb on %s:8088 answered %q", nodeIP, out)
 		}
+		// And on the node's loopback, as on K3s.
+		out = eventually(t, 30*time.Second, func() (string, error) { return httpGet("http://127.0.0.1:8088/") })
+		if !strings.Contains(out, "hello from web-") {
+			t.Errorf("web-lb on 127.0.0.1:8088 answered %q", out)
+		}
+		// A port already taken on loopback is reported on the Service.
+		taken, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer taken.Close()
+		busy := createLB(t, c, "web-busy", int32(taken.Addr().(*net.TCPAddr).Port))
+		eventually(t, 30*time.Second, func() (string, error) { return warning(c, busy, "LoopbackPortInUse", "address already in use") })
+		if err := c.CoreV1().Services("default").Delete(ctx, busy, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
 
 		// The same port again: refused with an event, until the port is free.
 		second := createLB(t, c, "web-lb2", 8088)
@@ -614,6 +638,65 @@ metadata: {name: mf-test}
 		})
 	})
 
+	t.Run("local storage non-root", func(t *testing.T) {
+		// A fresh volume is writable by a pod of any user, as with K3s.
+		_, err := c.CoreV1().PersistentVolumeClaims("default").Create(ctx, &corev1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: "data-nonroot"},
+			Spec: corev1.PersistentVolumeClaimSpec{
+				AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("16Mi")}},
+			},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		uid := int64(1000)
+		runVolumePodWith(t, c, "vol-nonroot", "data-nonroot", func(p *corev1.PodSpec) {
+			p.SecurityContext = &corev1.PodSecurityContext{RunAsUser: &uid, RunAsGroup: &uid}
+		})
+		if out, err := s.kubectl("exec", "vol-nonroot", "--", "/web", "write", "/data/f", "by 1000"); err != nil {
+			t.Fatalf("a pod running as uid 1000 writing its volume: %v %s", err, out)
+		}
+		pvc, err := c.CoreV1().PersistentVolumeClaims("default").Get(ctx, "data-nonroot", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := filepath.Join(s.DataDir, "storage", pvc.Spec.VolumeName+"_default_data-nonroot")
+		st, err := os.Stat(filepath.Join(dir, "f"))
+		if err != nil || st.Sys().(*syscall.Stat_t).Uid != 1000 {
+			t.Errorf("the file written as uid 1000: %v %v", st, err)
+		}
+		if st, err := os.Stat(dir); err != nil || st.Mode().Perm() != 0o777 {
+			t.Errorf("the volume's directory: %v %v, want mode 0777", st, err)
+		}
+		zero := int64(0)
+		_ = c.CoreV1().Pods("default").Delete(ctx, "vol-nonroot", metav1.DeleteOptions{GracePeriodSeconds: &zero})
+		_ = c.CoreV1().PersistentVolumeClaims("default").Delete(ctx, "data-nonroot", metav1.DeleteOptions{})
+	})
+
+	t.Run("image import while running", func(t *testing.T) {
+		data, err := os.ReadFile(hotArchive)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dropped := time.Now()
+		if err := os.WriteFile(filepath.Join(s.DataDir, "agent", "images", "hot.tar"), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, func() (string, error) {
+			out, err := runToExitEnv(t, nil, bin, "ctr", "-n", "k8s.io", "images", "ls", "-q")
+			if err != nil || !strings.Contains(out, hotImage) {
+				return out, errNotYet
+			}
+			return "", nil
+		})
+		t.Logf("imported %s after %s", hotImage, time.Since(dropped).Round(100*time.Millisecond))
+		if !strings.Contains(s.Output(), "hot.tar") {
+			t.Errorf("no log line for the import of hot.tar")
+		}
+		runImagePod(t, c, "hot", hotImage)
+	})
+
 	t.Run("helm", func(t *testing.T) {
 		archive := chartArchive(t)
 		apply := func(doc string) {
@@ -866,6 +949,14 @@ spec:
 		if ip, err := lbIngress(c, "web-lb2"); ip != "" || err == nil {
 			t.Errorf("web-lb2 keeps address %q with servicelb disabled", ip)
 		}
+		// Nor a loopback listener.
+		eventually(t, 30*time.Second, func() (string, error) {
+			if conn, err := net.DialTimeout("tcp", "127.0.0.1:8088", time.Second); err == nil {
+				conn.Close()
+				return "127.0.0.1:8088 still answers with servicelb disabled", errNotYet
+			}
+			return "", nil
+		})
 		createLB(t, c, "web-lb3", 8089)
 		time.Sleep(5 * time.Second)
 		if ip, _ := lbIngress(c, "web-lb3"); ip != "" {
@@ -997,11 +1088,22 @@ func eventOn(c kubernetes.Interface, ns, name, reason string) (string, error) {
 // until it runs.
 func runClientPod(t *testing.T, c kubernetes.Interface, name string, labels map[string]string) string {
 	t.Helper()
+	return runPod(t, c, name, webImage, labels)
+}
+
+// runImagePod runs an image (never pulled) as a pod and waits until it runs.
+func runImagePod(t *testing.T, c kubernetes.Interface, name, image string) string {
+	t.Helper()
+	return runPod(t, c, name, image, nil)
+}
+
+func runPod(t *testing.T, c kubernetes.Interface, name, image string, labels map[string]string) string {
+	t.Helper()
 	ctx := context.Background()
 	_, err := c.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{
-			Name: "web", Image: webImage, ImagePullPolicy: corev1.PullNever,
+			Name: "web", Image: image, ImagePullPolicy: corev1.PullNever,
 		}}},
 	}, metav1.CreateOptions{})
 	if err != nil {
@@ -1020,19 +1122,27 @@ func runClientPod(t *testing.T, c kubernetes.Interface, name string, labels map[
 // runVolumePod runs the web image with the claim "data" at /data.
 func runVolumePod(t *testing.T, c kubernetes.Interface, name string) {
 	t.Helper()
+	runVolumePodWith(t, c, name, "data")
+}
+
+// runVolumePodWith runs the web image with a claim at /data, the pod spec
+// changed by opts.
+func runVolumePodWith(t *testing.T, c kubernetes.Interface, name, claim string, opts ...func(*corev1.PodSpec)) {
+	t.Helper()
 	ctx := context.Background()
-	_, err := c.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: corev1.PodSpec{
-			Containers: []corev1.Container{{
-				Name: "web", Image: webImage, ImagePullPolicy: corev1.PullNever,
-				VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data"}},
-			}},
-			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
-				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "data"},
-			}}},
-		},
-	}, metav1.CreateOptions{})
+	spec := corev1.PodSpec{
+		Containers: []corev1.Container{{
+			Name: "web", Image: webImage, ImagePullPolicy: corev1.PullNever,
+			VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data"}},
+		}},
+		Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim},
+		}}},
+	}
+	for _, o := range opts {
+		o(&spec)
+	}
+	_, err := c.CoreV1().Pods("default").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: spec}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"net"
@@ -17,6 +18,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
@@ -298,6 +300,64 @@ func TestMultiNode(t *testing.T) {
 	})
 	t.Run("cross-node traffic", crossNode)
 	t.Run("logs and exec through the tunnel", logsAndExec)
+
+	t.Run("load balancer on every node's loopback", func(t *testing.T) {
+		lb := createLB(t, c, "web-lb", 8090)
+		eventually(t, 30*time.Second, func() (string, error) {
+			ips, err := lbIngress(c, lb)
+			if err != nil || strings.Count(ips, ",") != 2 {
+				return ips, errNotYet
+			}
+			return ips, nil
+		})
+		for _, a := range agents {
+			// bash's /dev/tcp, inside the agent's network namespace.
+			eventually(t, 30*time.Second, func() (string, error) {
+				out, err := a.node.Exec(a.cmd.Process.Pid, "bash", "-c",
+					`exec 3<>/dev/tcp/127.0.0.1/8090 && printf 'GET / HTTP/1.0\r\n\r\n' >&3 && cat <&3`).CombinedOutput()
+				if err != nil || !strings.Contains(string(out), "hello from web-") {
+					return fmt.Sprintf("127.0.0.1:8090 on %s: %v %s", a.node.Name, err, out), errNotYet
+				}
+				return "", nil
+			})
+		}
+		out := eventually(t, 30*time.Second, func() (string, error) { return httpGet("http://127.0.0.1:8090/") })
+		if !strings.Contains(out, "hello from web-") {
+			t.Errorf("127.0.0.1:8090 on the server: %q", out)
+		}
+		if err := c.CoreV1().Services("default").Delete(ctx, lb, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("local storage on an agent, non-root", func(t *testing.T) {
+		// The volume's directory is made on the agent the pod lands on,
+		// writable by a pod of any user.
+		_, err := c.CoreV1().PersistentVolumeClaims("default").Create(ctx, &corev1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Name: "data-agent"},
+			Spec: corev1.PersistentVolumeClaimSpec{
+				AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("16Mi")}},
+			},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		uid := int64(1000)
+		runVolumePodWith(t, c, "vol-agent", "data-agent", func(p *corev1.PodSpec) {
+			p.NodeSelector = map[string]string{corev1.LabelHostname: "agent1"}
+			p.SecurityContext = &corev1.PodSecurityContext{RunAsUser: &uid, RunAsGroup: &uid}
+		})
+		if out, err := s.kubectl("exec", "vol-agent", "--", "/web", "write", "/data/f", "by 1000"); err != nil {
+			t.Fatalf("a pod running as uid 1000 on agent1 writing its volume: %v %s", err, out)
+		}
+		if out, err := s.kubectl("exec", "vol-agent", "--", "/web", "cat", "/data/f"); err != nil || out != "by 1000" {
+			t.Errorf("reading it back: %q %v", out, err)
+		}
+		zero := int64(0)
+		_ = c.CoreV1().Pods("default").Delete(ctx, "vol-agent", metav1.DeleteOptions{GracePeriodSeconds: &zero})
+		_ = c.CoreV1().PersistentVolumeClaims("default").Delete(ctx, "data-agent", metav1.DeleteOptions{})
+	})
 
 	t.Run("network policy across nodes", func(t *testing.T) {
 		target := byNode["agent2"]

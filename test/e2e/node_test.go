@@ -28,6 +28,12 @@ const webImage = "skiff.local/e2e/web:1"
 // buildWebImage compiles test/e2e/testimage/web and packs it as an image archive.
 func buildWebImage(t *testing.T, dest string) {
 	t.Helper()
+	buildWebImageAs(t, dest, webImage)
+}
+
+// buildWebImageAs packs the web program as an image named ref.
+func buildWebImageAs(t *testing.T, dest, ref string) {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "web")
 	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./testimage/web")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -40,7 +46,7 @@ func buildWebImage(t *testing.T, dest string) {
 	}
 	var buf bytes.Buffer
 	if err := imagearchive.Write(&buf, imagearchive.Image{
-		Ref:        webImage,
+		Ref:        ref,
 		Files:      []imagearchive.File{{Path: "/web", Mode: 0o755, Data: data}},
 		Entrypoint: []string{"/web"},
 	}); err != nil {

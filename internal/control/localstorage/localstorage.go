@@ -4,10 +4,13 @@
 // and with no image of its own.
 //
 // The server provisions: once the scheduler has chosen a node for a claim's
-// first pod, it creates a hostPath PersistentVolume (DirectoryOrCreate, so
-// the kubelet makes the directory) pinned to that node. When a volume with
-// the Delete policy is released, a short pod on that node runs the built-in
-// pause image's `remove-dir` on the directory, then the volume is deleted.
+// first pod, a short pod on that node runs the built-in pause image's
+// `create-dir`, which makes the volume's directory with mode 0777 (as K3s's
+// provisioner does: the pod may run as any user, and the kubelet neither
+// chowns a hostPath volume nor makes its directory writable), and then the
+// server creates a hostPath PersistentVolume pinned to that node. When a
+// volume with the Delete policy is released, another short pod runs
+// `remove-dir` on the directory, then the volume is deleted.
 package localstorage
 
 import (
@@ -48,6 +51,12 @@ const (
 	provisionedByAnnotation = "pv.kubernetes.io/provisioned-by"
 	cleanupNamespace        = "kube-system"
 	helperMount             = "/storage"
+	// helperNodeAnnotation on a create-dir pod is the hostname it runs on.
+	helperNodeAnnotation = "skiff.io/local-path-node"
+	// helperClaimAnnotation on a create-dir pod is its claim's UID.
+	helperClaimAnnotation = "skiff.io/local-path-claim"
+	managedByLabel        = "app.kubernetes.io/managed-by"
+	managedBy             = "skiff-local-storage"
 )
 
 // Manifest is the StorageClass, applied through the manifests controller so
@@ -71,7 +80,8 @@ type Config struct {
 	Kubeconfig string
 	// StoragePath is where volumes' directories go on every node.
 	StoragePath string
-	// HelperImage runs the cleanup pods: skiff's built-in pause image.
+	// HelperImage runs the pods that make and remove volumes' directories:
+	// skiff's built-in pause image.
 	HelperImage string
 	// Client, when set, replaces the kubeconfig (tests).
 	Client kubernetes.Interface
@@ -185,6 +195,7 @@ func (c *Controller) reconcile(ctx context.Context) {
 			c.recorder.Event(pvc, corev1.EventTypeWarning, "ProvisioningFailed", err.Error())
 		}
 	}
+	c.dropStaleCreatePods(ctx, claims)
 	volumes, _ := c.volumes.List(labels.Everything())
 	for _, pv := range volumes {
 		if err := c.reclaim(ctx, pv); err != nil {
@@ -222,9 +233,40 @@ func (c *Controller) provision(ctx context.Context, pvc *corev1.PersistentVolume
 	if err != nil {
 		return err
 	}
+	// The directory first, made on its node by a helper pod; the volume
+	// once that pod has succeeded.
+	podName := helperPodName("create", pv.Name)
+	pod, err := c.pods.Pods(cleanupNamespace).Get(podName)
+	if apierrors.IsNotFound(err) {
+		spec, err := CreatePod(pv, c.cfg.HelperImage, c.cfg.StoragePath)
+		if err != nil {
+			return err
+		}
+		if _, err := c.client.CoreV1().Pods(cleanupNamespace).Create(ctx, spec, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("creating the pod that makes the volume's directory: %w", err)
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if pod.Annotations[helperNodeAnnotation] != volumeNode(pv) {
+		// The scheduler picked another node meanwhile: start over there.
+		return c.deletePod(ctx, podName)
+	}
+	switch pod.Status.Phase {
+	case corev1.PodSucceeded:
+	case corev1.PodFailed:
+		// Tried again on the next pass, with a fresh pod.
+		_ = c.deletePod(ctx, podName)
+		return fmt.Errorf("making %s on node %s failed (pod %s/%s)", pv.Spec.HostPath.Path, nodeName, cleanupNamespace, podName)
+	default:
+		return nil
+	}
 	if _, err := c.client.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
+	_ = c.deletePod(ctx, podName)
 	c.log.Info("volume provisioned", "claim", pvc.Namespace+"/"+pvc.Name, "node", nodeName, "path", pv.Spec.HostPath.Path)
 	c.recorder.Eventf(pvc, corev1.EventTypeNormal, "ProvisioningSucceeded", "volume %s at %s on node %s", name, pv.Spec.HostPath.Path, nodeName)
 	return nil
@@ -283,7 +325,7 @@ func (c *Controller) reclaim(ctx context.Context, pv *corev1.PersistentVolume) e
 		pv.Spec.PersistentVolumeReclaimPolicy != corev1.PersistentVolumeReclaimDelete || pv.Spec.HostPath == nil {
 		return nil
 	}
-	podName := cleanupPodName(pv.Name)
+	podName := helperPodName("cleanup", pv.Name)
 	pod, err := c.pods.Pods(cleanupNamespace).Get(podName)
 	if apierrors.IsNotFound(err) {
 		spec, err := CleanupPod(pv, c.cfg.HelperImage, c.cfg.StoragePath)
@@ -313,12 +355,44 @@ func (c *Controller) reclaim(ctx context.Context, pv *corev1.PersistentVolume) e
 	return nil
 }
 
-func cleanupPodName(pv string) string {
-	name := "local-path-cleanup-" + pv
+func (c *Controller) deletePod(ctx context.Context, name string) error {
+	if err := c.client.CoreV1().Pods(cleanupNamespace).Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting helper pod %s/%s: %w", cleanupNamespace, name, err)
+	}
+	return nil
+}
+
+// dropStaleCreatePods deletes create-dir pods whose claim no longer waits
+// for a volume (deleted, or bound): nothing will collect them otherwise.
+func (c *Controller) dropStaleCreatePods(ctx context.Context, claims []*corev1.PersistentVolumeClaim) {
+	waiting := map[string]bool{}
+	for _, pvc := range claims {
+		if pvc.Spec.VolumeName == "" && pvc.Status.Phase == corev1.ClaimPending {
+			waiting[string(pvc.UID)] = true
+		}
+	}
+	pods, _ := c.pods.Pods(cleanupNamespace).List(labels.SelectorFromSet(labels.Set{managedByLabel: managedBy}))
+	for _, p := range pods {
+		if uid, ok := p.Annotations[helperClaimAnnotation]; ok && !waiting[uid] {
+			if err := c.deletePod(ctx, p.Name); err != nil {
+				c.log.Warn("deleting a stale helper pod", "err", err)
+			}
+		}
+	}
+}
+
+func helperPodName(verb, pv string) string {
+	name := "local-path-" + verb + "-" + pv
 	if len(name) > 63 {
 		name = strings.TrimRight(name[:63], "-")
 	}
 	return name
+}
+
+// CreatePod makes a new volume's directory on the volume's node with mode
+// 0777 (see `pause create-dir`), under the same checks as CleanupPod.
+func CreatePod(pv *corev1.PersistentVolume, image, storagePath string) (*corev1.Pod, error) {
+	return helperPod(pv, "create", image, storagePath)
 }
 
 // CleanupPod removes a volume's directory on the volume's node. Only a
@@ -326,25 +400,40 @@ func cleanupPodName(pv string) string {
 // path, named after the volume (and so the claim's UID). Anyone who may
 // edit a PersistentVolume could otherwise have any host directory deleted.
 func CleanupPod(pv *corev1.PersistentVolume, image, storagePath string) (*corev1.Pod, error) {
+	return helperPod(pv, "cleanup", image, storagePath)
+}
+
+// helperPod runs the pause image's create-dir ("create") or remove-dir
+// ("cleanup") on a volume's directory, on the volume's node.
+func helperPod(pv *corev1.PersistentVolume, verb, image, storagePath string) (*corev1.Pod, error) {
 	node := volumeNode(pv)
 	if node == "" {
 		return nil, fmt.Errorf("volume %s names no node", pv.Name)
 	}
+	what, mode := "remove", "remove-dir"
+	if verb == "create" {
+		what, mode = "create", "create-dir"
+	}
 	dir := filepath.Clean(pv.Spec.HostPath.Path)
 	parent := filepath.Dir(dir)
 	if parent == "/" || dir == parent {
-		return nil, fmt.Errorf("volume %s: refusing to remove %s", pv.Name, dir)
+		return nil, fmt.Errorf("volume %s: refusing to %s %s", pv.Name, what, dir)
 	}
 	if parent != filepath.Clean(storagePath) {
-		return nil, fmt.Errorf("volume %s: refusing to remove %s: not in the storage path %s (moved with --default-local-storage-path? remove it by hand and delete the volume)", pv.Name, dir, storagePath)
+		return nil, fmt.Errorf("volume %s: refusing to %s %s: not in the storage path %s (moved with --default-local-storage-path? remove it by hand and delete the volume)", pv.Name, what, dir, storagePath)
 	}
 	if pv.Spec.ClaimRef == nil || pv.Name != "pvc-"+string(pv.Spec.ClaimRef.UID) || !strings.HasPrefix(filepath.Base(dir), pv.Name+"_") {
-		return nil, fmt.Errorf("volume %s: refusing to remove %s: not the directory made for its claim", pv.Name, dir)
+		return nil, fmt.Errorf("volume %s: refusing to %s %s: not the directory made for its claim", pv.Name, what, dir)
+	}
+	annotations := map[string]string{}
+	if verb == "create" {
+		annotations[helperNodeAnnotation] = node
+		annotations[helperClaimAnnotation] = string(pv.Spec.ClaimRef.UID)
 	}
 	dirType := corev1.HostPathDirectoryOrCreate
 	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: cleanupPodName(pv.Name), Namespace: cleanupNamespace,
-			Labels: map[string]string{"app.kubernetes.io/managed-by": "skiff-local-storage"}},
+		ObjectMeta: metav1.ObjectMeta{Name: helperPodName(verb, pv.Name), Namespace: cleanupNamespace,
+			Labels: map[string]string{managedByLabel: managedBy}, Annotations: annotations},
 		Spec: corev1.PodSpec{
 			RestartPolicy: corev1.RestartPolicyNever,
 			// The node selector term, not nodeName: the scheduler then
@@ -354,10 +443,10 @@ func CleanupPod(pv *corev1.PersistentVolume, image, storagePath string) (*corev1
 			}},
 			Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
 			Containers: []corev1.Container{{
-				Name:            "remove-dir",
+				Name:            mode,
 				Image:           image,
 				ImagePullPolicy: corev1.PullNever,
-				Command:         []string{"/pause", "remove-dir", filepath.Join(helperMount, filepath.Base(dir))},
+				Command:         []string{"/pause", mode, filepath.Join(helperMount, filepath.Base(dir))},
 				VolumeMounts:    []corev1.VolumeMount{{Name: "storage", MountPath: helperMount}},
 			}},
 			Volumes: []corev1.Volume{{Name: "storage", VolumeSource: corev1.VolumeSource{

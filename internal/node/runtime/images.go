@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
@@ -17,8 +18,10 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/platforms"
 	"github.com/distribution/reference"
+	"github.com/fsnotify/fsnotify"
 
 	"github.com/skiffkube/skiff/internal/atomicfile"
+	"github.com/skiffkube/skiff/internal/component"
 )
 
 // Namespace is the containerd namespace of the CRI service.
@@ -33,18 +36,20 @@ type ImagesConfig struct {
 	// Archives are imported first (the built-in pause image).
 	Archives []string
 	// Dir is the air-gap images directory: every *.tar, *.tar.gz, *.tgz and
-	// *.tar.zst in it is imported.
+	// *.tar.zst in it is imported at start, and while the node runs once it
+	// is new or changed and has stopped changing.
 	Dir string
 	// StateFile records what was imported, so that unchanged files are skipped.
 	StateFile string
 }
 
-// Images imports image archives into containerd at start. It is a start-up phase
-// with no long-running work.
+// Images imports image archives into containerd at start, then watches the
+// images directory and imports archives dropped into it while the node runs.
 type Images struct {
 	cfg  ImagesConfig
 	log  *slog.Logger
-	done bool
+	done atomic.Bool
+	component.Runner
 }
 
 // NewImages returns the component.
@@ -54,9 +59,9 @@ func NewImages(cfg ImagesConfig, log *slog.Logger) *Images {
 
 func (i *Images) Name() string               { return "images" }
 func (i *Images) Init(context.Context) error { return nil }
-func (i *Images) Stop() error                { return nil }
+func (i *Images) Stop() error                { return i.Runner.Stop(5 * time.Second) }
 func (i *Images) Ready() error {
-	if !i.done {
+	if !i.done.Load() {
 		return errors.New("importing")
 	}
 	return nil
@@ -80,19 +85,23 @@ func ArchiveNames(dir string) ([]string, error) {
 	}
 	var out []string
 	for _, e := range entries {
-		n := e.Name()
-		if e.Type().IsRegular() && (strings.HasSuffix(n, ".tar") || strings.HasSuffix(n, ".tar.gz") ||
-			strings.HasSuffix(n, ".tgz") || strings.HasSuffix(n, ".tar.zst")) {
-			out = append(out, filepath.Join(dir, n))
+		if e.Type().IsRegular() && isArchiveName(e.Name()) {
+			out = append(out, filepath.Join(dir, e.Name()))
 		}
 	}
 	sort.Strings(out)
 	return out, nil
 }
 
+func isArchiveName(n string) bool {
+	return strings.HasSuffix(n, ".tar") || strings.HasSuffix(n, ".tar.gz") ||
+		strings.HasSuffix(n, ".tgz") || strings.HasSuffix(n, ".tar.zst")
+}
+
 // Start imports every archive that is new or changed, or whose images are gone from
 // containerd. A file that fails to import is reported and skipped; the others
-// still import.
+// still import. Then it watches the images directory (creating it) for the
+// life of the node.
 func (i *Images) Start(ctx context.Context) error {
 	files, err := ArchiveNames(i.cfg.Dir)
 	if err != nil {
@@ -110,7 +119,12 @@ func (i *Images) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("connecting to containerd: %w", err)
 	}
-	defer client.Close()
+	keep := false
+	defer func() {
+		if !keep {
+			client.Close()
+		}
+	}()
 	ctx = namespaces.WithNamespace(ctx, Namespace)
 
 	builtin := map[string]bool{}
@@ -118,6 +132,8 @@ func (i *Images) Start(ctx context.Context) error {
 		builtin[a] = true
 	}
 	next := map[string]record{}
+	// failed are not tried again by the watcher until they change.
+	failed := map[string]record{}
 	imported, skipped := 0, 0
 	for _, path := range files {
 		if err := ctx.Err(); err != nil {
@@ -145,18 +161,51 @@ func (i *Images) Start(ctx context.Context) error {
 				return fmt.Errorf("importing built-in image archive %s: %w", path, err)
 			}
 			i.log.Warn("image archive not imported", "file", path, "err", err)
+			failed[path] = record{Size: st.Size(), ModTime: st.ModTime()}
 			continue
 		}
 		i.log.Info("imported", "file", filepath.Base(path), "images", strings.Join(names, ","), "took", time.Since(begin).Round(time.Millisecond))
 		next[path] = record{Size: st.Size(), ModTime: st.ModTime(), Images: names}
 		imported++
 	}
-	data, _ := json.MarshalIndent(next, "", "  ")
+	if err := i.saveState(next); err != nil {
+		return err
+	}
+	i.log.Debug("image archives", "imported", imported, "unchanged", skipped)
+
+	if i.cfg.Dir == "" {
+		i.done.Store(true)
+		return nil
+	}
+	if err := os.MkdirAll(i.cfg.Dir, 0o700); err != nil {
+		return fmt.Errorf("creating the images directory: %w", err)
+	}
+	fsw, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watching %s: %w", i.cfg.Dir, err)
+	}
+	if err := fsw.Add(i.cfg.Dir); err != nil {
+		fsw.Close()
+		return fmt.Errorf("watching %s: %w", i.cfg.Dir, err)
+	}
+	w := newArchiveWatcher(i.cfg.Dir, next, failed, func(ctx context.Context, path string) ([]string, error) {
+		return importArchive(namespaces.WithNamespace(ctx, Namespace), client, path)
+	}, i.saveState, i.log)
+	keep = true
+	i.Go(func(ctx context.Context) error {
+		defer client.Close()
+		defer fsw.Close()
+		return w.run(ctx, fsw.Events, fsw.Errors)
+	})
+	i.done.Store(true)
+	return nil
+}
+
+func (i *Images) saveState(state map[string]record) error {
+	data, _ := json.MarshalIndent(state, "", "  ")
 	if err := atomicfile.Write(i.cfg.StateFile, data, 0o600, 0o700); err != nil {
 		return fmt.Errorf("writing %s: %w", i.cfg.StateFile, err)
 	}
-	i.log.Debug("image archives", "imported", imported, "unchanged", skipped)
-	i.done = true
 	return nil
 }
 
