@@ -65,8 +65,9 @@ func run() error {
 
 	serverDir := filepath.Join(*dir, "server")
 	kubeconfig := filepath.Join(*dir, "kubeconfig.yaml")
-	server := exec.Command(bin, "server", "--data-dir", filepath.Join(serverDir, "data"),
-		append([]string{"--advertise-address", gw, "--node-name", "server", "--write-kubeconfig", kubeconfig}, dual...)...)
+	serverArgs := append([]string{"server", "--data-dir", filepath.Join(serverDir, "data"),
+		"--advertise-address", gw, "--node-name", "server", "--write-kubeconfig", kubeconfig}, dual...)
+	server := exec.Command(bin, serverArgs...)
 	srv, err := startLogged(server, filepath.Join(*dir, "server.log"))
 	if err != nil {
 		return err
