@@ -19,6 +19,7 @@ import (
 	"github.com/skiffkube/skiff/internal/component"
 	"github.com/skiffkube/skiff/internal/config"
 	"github.com/skiffkube/skiff/internal/controlplane"
+	"github.com/skiffkube/skiff/internal/host"
 	"github.com/skiffkube/skiff/internal/node"
 	"github.com/skiffkube/skiff/internal/noderun"
 	"github.com/skiffkube/skiff/internal/token"
@@ -27,6 +28,10 @@ import (
 
 // StopTimeout bounds a graceful stop.
 const StopTimeout = 10 * time.Second
+
+// kubeletAddress is where an agent's kubelet listens: the server reaches it
+// through the tunnel only.
+const kubeletAddress = "127.0.0.1"
 
 // Run joins and runs the node until ctx ends or a component fails.
 func Run(ctx context.Context, cfg *config.Agent, log *slog.Logger) error {
@@ -54,11 +59,15 @@ func Run(ctx context.Context, cfg *config.Agent, log *slog.Logger) error {
 		}
 		nodeIP = ip.String()
 	}
-	name := cfg.NodeName
-	if name == "" {
-		if name, err = config.Hostname(); err != nil {
-			return err
-		}
+	name, err := cfg.Node.ResolveNodeName(os.Hostname)
+	if err != nil {
+		return err
+	}
+	// Every port the agent listens on is checked before anything is written.
+	ports := append([]host.PortUse{{Port: cfg.LBPort, What: "agent load balancer", Hint: "; move it with --lb-server-port"}},
+		noderun.Ports(cfg.Node, kubeletAddress)...)
+	if err := host.CheckPortsFree(ports); err != nil {
+		return err
 	}
 	hostname, _ := os.Hostname()
 	layout := node.Layout{DataDir: cfg.DataDir, RunDir: node.DefaultRunDir}
@@ -85,8 +94,7 @@ func Run(ctx context.Context, cfg *config.Agent, log *slog.Logger) error {
 		Node:              nodeCfg,
 		FlannelKubeconfig: layout.FlannelKubeconfig(),
 		ReadyKubeconfig:   layout.KubeletKubeconfig(),
-		// The server reaches the kubelet through the tunnel only.
-		KubeletAddress: "127.0.0.1",
+		KubeletAddress:    kubeletAddress,
 	}, log)
 	if err != nil {
 		return err

@@ -32,7 +32,7 @@ SKIFF_TOKEN too), then the config file, then defaults.`,
 				}
 				return cfg.Complete()
 			}
-			if err := loadConfig(cmd.Flags(), complete, cfg.Validate); err != nil {
+			if _, err := loadConfig(cmd.Flags(), complete, cfg.Validate); err != nil {
 				return err
 			}
 			log := logging.New(os.Stderr, logging.Options{Debug: cfg.Debug, Verbosity: cfg.LogLevel})

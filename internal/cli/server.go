@@ -30,10 +30,14 @@ Settings come from flags, then SKIFF_<FLAG> environment variables, then
 the config file (` + config.DefaultConfigFile + ` and its .d/ directory), then defaults.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := loadConfig(cmd.Flags(), cfg.Complete, cfg.Validate); err != nil {
+			origins, err := loadConfig(cmd.Flags(), cfg.Complete, cfg.Validate)
+			if err != nil {
 				return err
 			}
 			log := logging.New(os.Stderr, logging.Options{Debug: cfg.Debug, Verbosity: cfg.LogLevel})
+			for _, w := range origins.Explain(cfg.Warnings()) {
+				log.Warn(w.Error(), "component", "config")
+			}
 			ctx, stop := signalContext()
 			defer stop()
 			return server.Run(ctx, cfg, log)
@@ -46,15 +50,18 @@ the config file (` + config.DefaultConfigFile + ` and its .d/ directory), then d
 }
 
 // loadConfig fills a command's typed config from its flags, SKIFF_<FLAG>
-// variables and config files, completes it and returns every problem at once.
-func loadConfig(fs *pflag.FlagSet, complete func() error, validate func() []error) error {
-	if err := config.ApplySources(fs, config.SourcesFromFlags(fs, os.LookupEnv)); err != nil {
-		return err
+// variables and config files, completes it and returns every problem at once,
+// each naming the file or variable its value came from. The origins are for
+// warnings about the loaded config.
+func loadConfig(fs *pflag.FlagSet, complete func() error, validate func() []error) (config.Origins, error) {
+	origins, err := config.LoadSources(fs, config.SourcesFromFlags(fs, os.LookupEnv))
+	if err != nil {
+		return nil, err
 	}
 	if err := complete(); err != nil {
-		return err
+		return nil, err
 	}
-	return errors.Join(validate()...)
+	return origins, errors.Join(origins.Explain(validate())...)
 }
 
 // signalContext ends on the first SIGINT or SIGTERM; a second one exits at

@@ -87,23 +87,9 @@ func configPaths(path string, explicit bool) ([]string, error) {
 // keeps the text the user wrote: "0644" stays "0644" instead of becoming the
 // integer 420, and every value reaches the flag's own parser as written.
 func mergeFile(fs *pflag.FlagSet, merged map[string]*fileValue, path string, data []byte) error {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
-		return nil // empty or only comments
-	} else if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if err := dec.Decode(new(yaml.Node)); !errors.Is(err, io.EOF) {
-		if err != nil {
-			return fmt.Errorf("%s: %w", path, err)
-		}
-		return fmt.Errorf("%s: more than one YAML document; use one document per file", path)
-	}
-
-	root := resolveAlias(doc.Content[0])
-	if isNull(root) {
-		return nil
+	root, err := settingsDocument(path, data)
+	if err != nil || root == nil {
+		return err
 	}
 	if root.Kind != yaml.MappingNode {
 		return fmt.Errorf("%s: line %d: want a mapping of option names to values", path, root.Line)
@@ -140,6 +126,11 @@ func mergeFile(fs *pflag.FlagSet, merged map[string]*fileValue, path string, dat
 		if err != nil {
 			return fmt.Errorf("%s: key %q: %w", path, key, err)
 		}
+		if flag.Value.Type() == "bool" && valueNode.Kind == yaml.ScalarNode && valueNode.Style == 0 {
+			if b, ok := yaml11Bools[valueNode.Value]; ok {
+				values = []string{b}
+			}
+		}
 		var items []fileItem
 		if prev := merged[name]; appending && prev != nil {
 			items = append(items, prev.items...)
@@ -150,6 +141,49 @@ func mergeFile(fs *pflag.FlagSet, merged map[string]*fileValue, path string, dat
 		merged[name] = &fileValue{items: items}
 	}
 	return nil
+}
+
+// settingsDocument returns the one document of a config file that holds
+// settings, or nil if there is none. Documents that are empty, null or only
+// comments are skipped, so a "---" at the start or the end of a file (as
+// many editors and generators write) is harmless. Two documents with
+// settings are refused: which one wins would be a guess.
+func settingsDocument(path string, data []byte) (*yaml.Node, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var found *yaml.Node
+	for {
+		var doc yaml.Node
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			return found, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if len(doc.Content) == 0 {
+			continue
+		}
+		root := resolveAlias(doc.Content[0])
+		if isNull(root) {
+			continue
+		}
+		if found != nil {
+			return nil, fmt.Errorf("%s: line %d: a second YAML document with settings (the first starts at line %d); keep one document per file (another file can go in the config's .d/ directory)", path, root.Line, found.Line)
+		}
+		found = root
+	}
+}
+
+// yaml11Bools are the plain (unquoted) scalars that YAML 1.1 reads as
+// booleans. K3s reads its config files with a YAML 1.1 library and so
+// accepts "enabled: yes"; skiff's YAML library follows YAML 1.2, which
+// leaves them as strings, so a boolean option maps them itself. (The
+// spellings strconv.ParseBool knows, such as "1" or "T", need no mapping.)
+var yaml11Bools = map[string]string{
+	"y": "true", "Y": "true", "yes": "true", "Yes": "true", "YES": "true",
+	"on": "true", "On": "true", "ON": "true",
+	"n": "false", "N": "false", "no": "false", "No": "false", "NO": "false",
+	"off": "false", "Off": "false", "OFF": "false",
 }
 
 // nodeValues returns the scalar texts of a value. A null clears a list, and

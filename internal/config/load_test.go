@@ -27,13 +27,14 @@ func loadServer(t *testing.T, args []string, env map[string]string, src Sources)
 		t.Fatalf("parsing %q: %v", args, err)
 	}
 	src.LookupEnv = mapEnv(env)
-	if err := ApplySources(fs, src); err != nil {
+	origins, err := LoadSources(fs, src)
+	if err != nil {
 		return nil, err
 	}
 	if err := s.Complete(); err != nil {
 		return nil, err
 	}
-	if err := errors.Join(s.Validate()...); err != nil {
+	if err := errors.Join(origins.Explain(s.Validate())...); err != nil {
 		return nil, err
 	}
 	return &s, nil

@@ -2,12 +2,15 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
+	kubeletapis "k8s.io/kubelet/pkg/apis"
 )
 
 // Node is the configuration of the node a server (and, later, an agent) runs:
@@ -64,18 +67,20 @@ func (n *Node) Validate() []error {
 	var errs []error
 	add := func(err error) { errs = append(errs, err) }
 	if n.NodeName != "" {
-		if msgs := validation.IsDNS1123Subdomain(n.NodeName); len(msgs) > 0 {
-			add(fieldError("node-name", "invalid node name %q: %s", n.NodeName, strings.Join(msgs, "; ")))
+		if err := checkNodeName(n.NodeName); err != nil {
+			add(fieldError("node-name", "%v", err))
 		}
 	}
 	for _, l := range n.NodeLabels {
 		if err := validateLabel(l); err != nil {
-			add(fieldError("node-label", "%v", err))
+			add(itemError("node-label", l, "%v", err))
+		} else if err := checkOwnLabel(l); err != nil {
+			add(itemError("node-label", l, "%v", err))
 		}
 	}
 	for _, t := range n.NodeTaints {
 		if err := validateTaint(t); err != nil {
-			add(fieldError("node-taint", "%v", err))
+			add(itemError("node-taint", t, "%v", err))
 		}
 	}
 	if n.NodeIP != "" {
@@ -103,14 +108,57 @@ func (n *Node) Validate() []error {
 	return errs
 }
 
-// Hostname is the default node name: the host name, lower-cased, as the kubelet
-// would register it.
-func Hostname() (string, error) {
-	h, err := os.Hostname()
+// ResolveNodeName is the node's name: --node-name, else the host name that
+// hostname (os.Hostname) returns, lower-cased as the kubelet does. A name
+// the API would refuse for a Node (not a DNS-1123 subdomain: at most 253
+// lower-case letters, digits, '-' and '.') is an error naming the value, the
+// rule and --node-name, so start-up stops before it writes anything rather
+// than waiting for a Node that can never register.
+func (n *Node) ResolveNodeName(hostname func() (string, error)) (string, error) {
+	if n.NodeName != "" {
+		if err := checkNodeName(n.NodeName); err != nil {
+			return "", fieldError("node-name", "%v", err)
+		}
+		return n.NodeName, nil
+	}
+	h, err := hostname()
 	if err != nil {
 		return "", fmt.Errorf("reading host name for the node name (set --node-name): %w", err)
 	}
-	return strings.ToLower(h), nil
+	name := strings.ToLower(h)
+	if err := checkNodeName(name); err != nil {
+		return "", fmt.Errorf("the host name is not a valid node name: %w; set one with --node-name", err)
+	}
+	return name, nil
+}
+
+// checkNodeName applies the API server's rule for a Node's name.
+func checkNodeName(name string) error {
+	if msgs := validation.IsDNS1123Subdomain(name); len(msgs) > 0 {
+		return fmt.Errorf("invalid node name %q: %s", name, strings.Join(msgs, "; "))
+	}
+	return nil
+}
+
+// checkOwnLabel refuses a label the node may not set on its own Node: the
+// kubelet and the NodeRestriction admission plugin (which skiff enables)
+// refuse labels in the kubernetes.io and k8s.io namespaces other than the
+// kubelet's own (kubeletapis.IsKubeletLabel), and any label under
+// node-restriction.kubernetes.io. Such a label is for an administrator to
+// set with kubectl once the Node exists.
+func checkOwnLabel(l string) error {
+	key, _, _ := strings.Cut(l, "=")
+	ns, _, found := strings.Cut(key, "/")
+	if !found {
+		return nil
+	}
+	inNS := func(parent string) bool { return ns == parent || strings.HasSuffix(ns, "."+parent) }
+	restricted := inNS(corev1.LabelNamespaceNodeRestriction) ||
+		(inNS("kubernetes.io") || inNS("k8s.io")) && !kubeletapis.IsKubeletLabel(key)
+	if restricted {
+		return fmt.Errorf("%q: a node may not set this label on itself: the kubelet and NodeRestriction allow a node only its own kubernetes.io and k8s.io labels (under %s, or the well-known hostname, os, arch, instance-type and topology labels); label the Node with kubectl once it is up", l, strings.Join(kubeletapis.KubeletLabelNamespaces(), "/ or ")+"/")
+	}
+	return nil
 }
 
 func validateLabel(l string) error {

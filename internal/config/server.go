@@ -53,6 +53,24 @@ type Server struct {
 // Addons are the bundled add-ons that --disable names.
 var Addons = []string{"coredns", "local-storage", "metrics-server", "servicelb"}
 
+// K3sOnlyAddons are the packaged components K3s's --disable names that
+// skiff does not ship (K3s v1.36: traefik and runtimes). Disabling one is
+// accepted with a warning, so a K3s config file works unchanged.
+var K3sOnlyAddons = []string{"traefik", "runtimes"}
+
+// Warnings are settings that are accepted but do nothing, each a
+// *FieldError naming its flag (Origins.Explain adds the file). Call it after
+// Validate.
+func (s *Server) Warnings() []error {
+	var warns []error
+	for _, name := range s.Disable {
+		if slices.Contains(K3sOnlyAddons, name) {
+			warns = append(warns, itemError("disable", name, "%q is a K3s component that skiff does not ship; nothing to disable", name))
+		}
+	}
+	return warns
+}
+
 // LocalStoragePath is where local-path volumes go on every node.
 func (s *Server) LocalStoragePath() string {
 	if s.DefaultLocalStoragePath != "" {
@@ -114,6 +132,11 @@ func (s *Server) Complete() error {
 		}
 		s.DataDir = abs
 	}
+	// "disable: traefik, servicelb" is one comma-separated string; K3s
+	// trims the spaces around each name.
+	for i, name := range s.Disable {
+		s.Disable[i] = strings.TrimSpace(name)
+	}
 	s.KubeAPIServerArgs = NormalizeArgs(s.KubeAPIServerArgs)
 	s.KubeControllerManagerArgs = NormalizeArgs(s.KubeControllerManagerArgs)
 	s.KubeSchedulerArgs = NormalizeArgs(s.KubeSchedulerArgs)
@@ -151,7 +174,7 @@ func (s *Server) Validate() []error {
 	}
 	for _, san := range s.TLSSANs {
 		if err := validateSAN(san); err != nil {
-			add(fieldError("tls-san", "%v", err))
+			add(itemError("tls-san", san, "%v", err))
 		}
 	}
 
@@ -159,8 +182,8 @@ func (s *Server) Validate() []error {
 		add(fieldError("default-local-storage-path", "must be an absolute path, got %q", p))
 	}
 	for _, name := range s.Disable {
-		if !slices.Contains(Addons, name) {
-			add(fieldError("disable", "unknown add-on %q (the add-ons are %s)", name, strings.Join(Addons, ", ")))
+		if !slices.Contains(Addons, name) && !slices.Contains(K3sOnlyAddons, name) {
+			add(itemError("disable", name, "unknown add-on %q (the add-ons are %s)", name, strings.Join(Addons, ", ")))
 		}
 	}
 
@@ -327,9 +350,26 @@ func NormalizeArgs(args []string) []string {
 	return out
 }
 
+// FieldError is a problem Validate found with one option: the flag name, then
+// what is wrong with it. Origins.Explain adds the file it came from.
+type FieldError struct {
+	Flag string
+	Msg  string
+	// Value is the one list item at fault, when the error is about one;
+	// Origins.Explain then names that item's file.
+	Value string
+}
+
+func (e *FieldError) Error() string { return e.Flag + ": " + e.Msg }
+
 // fieldError is a Validate error: the flag name, then what is wrong with it.
 func fieldError(flag, format string, args ...any) error {
-	return fmt.Errorf("%s: %s", flag, fmt.Sprintf(format, args...))
+	return &FieldError{Flag: flag, Msg: fmt.Sprintf(format, args...)}
+}
+
+// itemError is a Validate error about one item of a list option.
+func itemError(flag, item, format string, args ...any) error {
+	return &FieldError{Flag: flag, Value: item, Msg: fmt.Sprintf(format, args...)}
 }
 
 func validateArgs(args []string) []error {

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -74,9 +75,27 @@ func EnvName(flag string) string {
 // It returns the first error; each error names the file and key or the
 // environment variable, and hides secret values.
 func ApplySources(fs *pflag.FlagSet, src Sources) error {
+	_, err := LoadSources(fs, src)
+	return err
+}
+
+// Origins says where the value of each flag that was not given on the
+// command line came from: an environment variable, or the config files and
+// keys of its items. Origins.Explain uses it to make errors found after
+// loading (Validate's) name the file or variable the user has to edit.
+type Origins map[string]origin
+
+type origin struct {
+	env   string     // SKIFF_X, when the value came from the environment
+	items []fileItem // else the file items, in the order applied
+}
+
+// LoadSources is ApplySources that also returns where each value came from.
+func LoadSources(fs *pflag.FlagSet, src Sources) (Origins, error) {
+	origins := Origins{}
 	files, err := readFiles(fs, src.ConfigFile, src.ConfigFileExplicit)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	lookupEnv := src.LookupEnv
 	if lookupEnv == nil {
@@ -95,17 +114,62 @@ func ApplySources(fs *pflag.FlagSet, src Sources) error {
 	for _, f := range unset {
 		if v, ok := lookupEnv(EnvName(f.Name)); ok && v != "" {
 			if err := setFromEnv(fs, f, v); err != nil {
-				return err
+				return nil, err
 			}
+			origins[f.Name] = origin{env: EnvName(f.Name)}
 			continue
 		}
 		if v, ok := files[f.Name]; ok {
 			if err := setFromFiles(fs, f, v); err != nil {
-				return err
+				return nil, err
 			}
+			origins[f.Name] = origin{items: v.items}
 		}
 	}
-	return nil
+	return origins, nil
+}
+
+// Explain prefixes each *FieldError in errs whose flag was set from a
+// config file or the environment with where that was ("FILE: key \"K\": "
+// or "environment variable SKIFF_X: "), so the user knows what to edit. For
+// an error about one item of a list, the file is that item's. Other errors
+// are returned as they are.
+func (o Origins) Explain(errs []error) []error {
+	out := make([]error, len(errs))
+	for i, err := range errs {
+		out[i] = err
+		var fe *FieldError
+		if !errors.As(err, &fe) {
+			continue
+		}
+		if where := o[fe.Flag].describe(fe.Value); where != "" {
+			out[i] = fmt.Errorf("%s: %w", where, err)
+		}
+	}
+	return out
+}
+
+// describe names where value (or, if it is not one item, the whole
+// option) came from; "" for the command line or the default.
+func (o origin) describe(value string) string {
+	if o.env != "" {
+		return "environment variable " + o.env
+	}
+	var files []string
+	key := ""
+	for _, it := range o.items {
+		if value != "" && (it.value == value || slices.ContainsFunc(strings.Split(it.value, ","), func(v string) bool { return strings.TrimSpace(v) == value })) {
+			return fmt.Sprintf("%s: key %q", it.file, it.key)
+		}
+		if !slices.Contains(files, it.file) {
+			files = append(files, it.file)
+		}
+		key = it.key
+	}
+	if len(files) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s: key %q", strings.Join(files, ", "), key)
 }
 
 func setFromEnv(fs *pflag.FlagSet, f *pflag.Flag, value string) error {
@@ -133,7 +197,11 @@ func setFromFiles(fs *pflag.FlagSet, f *pflag.Flag, v *fileValue) error {
 	}
 	for _, it := range v.items {
 		if err := fs.Set(f.Name, it.value); err != nil {
-			return fmt.Errorf("%s: key %q: %w", it.file, it.key, invalidValue(f.Name, it.value, err))
+			err = invalidValue(f.Name, it.value, err)
+			if f.Value.Type() == "bool" {
+				err = fmt.Errorf("%w; want true or false (or unquoted yes, no, on, off)", err)
+			}
+			return fmt.Errorf("%s: key %q: %w", it.file, it.key, err)
 		}
 	}
 	return nil

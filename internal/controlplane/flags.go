@@ -1,15 +1,18 @@
 package controlplane
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/skiffkube/skiff/internal/atomicfile"
 	"github.com/skiffkube/skiff/internal/config"
 	"github.com/skiffkube/skiff/internal/control/args"
+	"github.com/skiffkube/skiff/internal/host"
 )
 
 // DefaultAPIServerPort is the apiserver's own port, on loopback only:
@@ -43,6 +46,66 @@ func (p Plan) APIServerPort() int {
 		}
 	}
 	return port
+}
+
+// Default secure ports of kube-controller-manager and kube-scheduler, on
+// loopback: health and metrics only.
+const (
+	DefaultControllerManagerPort = 10257
+	DefaultSchedulerPort         = 10259
+)
+
+// ControllerManagerPort is kube-controller-manager's secure port: the user's
+// --kube-controller-manager-arg=secure-port if it is a number, else the
+// default. 0 means it serves no port.
+func (p Plan) ControllerManagerPort() int {
+	return userPort(p.Config.KubeControllerManagerArgs, DefaultControllerManagerPort)
+}
+
+// SchedulerPort is kube-scheduler's secure port, as ControllerManagerPort.
+func (p Plan) SchedulerPort() int { return userPort(p.Config.KubeSchedulerArgs, DefaultSchedulerPort) }
+
+// Ports are the ports kube-apiserver, kube-controller-manager and
+// kube-scheduler will listen on, each with the flag that moves it, for
+// host.CheckPortsFree before anything is written. A component that is
+// disabled or whose secure-port is 0 (serving off) is left out.
+func (p Plan) Ports() []host.PortUse {
+	c := p.Config
+	uses := []host.PortUse{{
+		IP: BindAddress(c.KubeAPIServerArgs), Port: p.APIServerPort(),
+		What: "kube-apiserver on loopback", Hint: "; move it with --kube-apiserver-arg=secure-port=N",
+	}}
+	if !c.DisableControllerManager {
+		uses = append(uses, host.PortUse{
+			IP: BindAddress(c.KubeControllerManagerArgs), Port: p.ControllerManagerPort(),
+			What: "kube-controller-manager", Hint: "; move it with --kube-controller-manager-arg=secure-port=N",
+		})
+	}
+	if !c.DisableScheduler {
+		uses = append(uses, host.PortUse{
+			IP: BindAddress(c.KubeSchedulerArgs), Port: p.SchedulerPort(),
+			What: "kube-scheduler", Hint: "; move it with --kube-scheduler-arg=secure-port=N",
+		})
+	}
+	return slices.DeleteFunc(uses, func(u host.PortUse) bool { return u.Port <= 0 || u.Port > 65535 })
+}
+
+// BindAddress is the address a component listens on: its bind-address from
+// the user's passthrough args, else 127.0.0.1 (what skiff passes).
+func BindAddress(user []string) string {
+	if v, ok := args.Value(user, "bind-address"); ok && net.ParseIP(v) != nil {
+		return v
+	}
+	return "127.0.0.1"
+}
+
+func userPort(user []string, def int) int {
+	if v, ok := args.Value(user, "secure-port"); ok {
+		if n, err := strconv.Atoi(v); err == nil {
+			return n
+		}
+	}
+	return def
 }
 
 // LoopbackURL is where in-process components reach the apiserver.
@@ -184,7 +247,7 @@ func (p Plan) ControllerManagerArgs() []string {
 		"authentication-kubeconfig":        l.ControllerKubeconfig(),
 		"authorization-kubeconfig":         l.ControllerKubeconfig(),
 		"bind-address":                     "127.0.0.1",
-		"secure-port":                      "10257",
+		"secure-port":                      strconv.Itoa(DefaultControllerManagerPort),
 		"profiling":                        "false",
 		"leader-elect":                     strconv.FormatBool(p.LeaderElect),
 		"allocate-node-cidrs":              "true",
@@ -223,7 +286,7 @@ func (p Plan) SchedulerArgs() []string {
 		"authentication-kubeconfig": l.SchedulerKubeconfig(),
 		"authorization-kubeconfig":  l.SchedulerKubeconfig(),
 		"bind-address":              "127.0.0.1",
-		"secure-port":               "10259",
+		"secure-port":               strconv.Itoa(DefaultSchedulerPort),
 		"profiling":                 "false",
 		"leader-elect":              strconv.FormatBool(p.LeaderElect),
 	}
@@ -231,12 +294,15 @@ func (p Plan) SchedulerArgs() []string {
 }
 
 // DetectAdvertiseIP picks the address other machines reach this one on: the
-// --advertise-address, else --bind-address when it is a specific address,
-// else the address of the interface that holds the default route, else
-// loopback.
+// --advertise-address, else the (first) --node-ip, else --bind-address when
+// it is a specific address, else the address of the interface that holds the
+// default route, else the first address of an up interface. With none of
+// these (no network but loopback) it is an error: a server that advertised
+// 127.0.0.1 would not work.
 func DetectAdvertiseIP(cfg *config.Server) (net.IP, error) {
 	for _, f := range []struct{ flag, value string }{
 		{"advertise-address", cfg.AdvertiseAddress},
+		{"node-ip", strings.TrimSpace(strings.Split(cfg.NodeIP, ",")[0])},
 		{"bind-address", cfg.BindAddress},
 	} {
 		if f.value == "" {
@@ -253,7 +319,12 @@ func DetectAdvertiseIP(cfg *config.Server) (net.IP, error) {
 	if ip := defaultRouteIP(); ip != nil {
 		return ip, nil
 	}
-	return net.ParseIP("127.0.0.1"), nil
+	if ifaces, err := listInterfaces(); err == nil {
+		if a, ok := firstUsableAddress(ifaces); ok {
+			return net.IP(a.AsSlice()), nil
+		}
+	}
+	return nil, errors.New("no address to use: no default route, and no up interface with an address other than loopback")
 }
 
 // defaultRouteIP reads /proc/net/route rather than dialling out, which

@@ -75,3 +75,7 @@ func (l Layout) ClientFlannel() Pair   { return l.pair("client-flannel") }
 // that signed the apiserver's serving certificate.
 func (l Layout) ClientCA() string { return filepath.Join(l.TLSDir(), "client-ca.crt") }
 func (l Layout) ServerCA() string { return filepath.Join(l.TLSDir(), "server-ca.crt") }
+
+// KubeletDropinDir holds the user's KubeletConfiguration drop-ins (*.conf),
+// merged over KubeletConfig; K3s's place for them, under the data dir.
+func (l Layout) KubeletDropinDir() string { return filepath.Join(l.EtcDir(), "kubelet.conf.d") }

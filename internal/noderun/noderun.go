@@ -166,19 +166,15 @@ func Prepare(spec Spec, log *slog.Logger) (*Plan, error) {
 			release()
 		}
 	}()
-	if err := checkNodePorts(cfg); err != nil {
+	if err := checkNodePorts(cfg, spec.KubeletAddress); err != nil {
 		return nil, err
 	}
 	// The in-process kubelet tells systemd READY=1 as soon as it runs; skiff is
 	// ready only when the Node is.
 	os.Unsetenv("NOTIFY_SOCKET")
-	name := cfg.NodeName
-	if name == "" {
-		h, err := config.Hostname()
-		if err != nil {
-			return nil, err
-		}
-		name = h
+	name, err := cfg.ResolveNodeName(os.Hostname)
+	if err != nil {
+		return nil, err
 	}
 	hostname, _ := os.Hostname()
 	n.identity = node.Identity{NodeName: name, Hostname: strings.ToLower(hostname)}
@@ -271,27 +267,65 @@ func lockNode(l node.Layout, rec killall.NodeRecord) (func(), error) {
 
 // checkNodePorts refuses a start whose kubelet or kube-proxy port is taken: the
 // kubelet would otherwise exit the whole process when it fails to listen.
-func checkNodePorts(cfg config.Node) error {
-	for _, p := range []struct {
+func checkNodePorts(cfg config.Node, kubeletAddress string) error {
+	return host.CheckPortsFree(Ports(cfg, kubeletAddress))
+}
+
+// Ports are the ports the node's kubelet and kube-proxy listen on, with the
+// --kubelet-arg or --kube-proxy-arg that moves each; a port the user set to
+// 0 (off) is left out. kubeletAddress is where the kubelet's API listens
+// (Spec.KubeletAddress; empty means all addresses). Callers check them with
+// host.CheckPortsFree before they write anything.
+func Ports(cfg config.Node, kubeletAddress string) []host.PortUse {
+	const hint = "; is another Kubernetes node running here? Move it with %s, or start with --disable-agent"
+	type port struct {
+		ip, what string
 		port     int
-		what     string
-		override []string
-		key      string
 		flag     string
+	}
+	ports := []port{
+		{cmp.Or(kubeletAddress, "0.0.0.0"), "kubelet API", node.DefaultKubeletPort, "--kubelet-arg=port=N"},
+		{"127.0.0.1", "kubelet health", 10248, "--kubelet-arg=healthz-port=N"},
+	}
+	if v, ok := args.Value(cfg.KubeletArgs, "port"); ok {
+		ports[0].port = atoiOr(v, ports[0].port)
+	}
+	if v, ok := args.Value(cfg.KubeletArgs, "healthz-port"); ok {
+		ports[1].port = atoiOr(v, ports[1].port)
+	}
+	// kube-proxy's addresses are IP:port, as skiff passes them.
+	for _, p := range []struct {
+		key, what string
+		def       int
 	}{
-		{node.DefaultKubeletPort, "kubelet API", cfg.KubeletArgs, "port", "--kubelet-arg=port=N"},
-		{10248, "kubelet health", cfg.KubeletArgs, "healthz-port", "--kubelet-arg=healthz-port=N"},
-		{10256, "kube-proxy health", cfg.KubeProxyArgs, "healthz-bind-address", "--kube-proxy-arg=healthz-bind-address=127.0.0.1:N"},
-		{10249, "kube-proxy metrics", cfg.KubeProxyArgs, "metrics-bind-address", "--kube-proxy-arg=metrics-bind-address=127.0.0.1:N"},
+		{"healthz-bind-address", "kube-proxy health", 10256},
+		{"metrics-bind-address", "kube-proxy metrics", 10249},
 	} {
-		if args.Has(p.override, p.key) {
+		pp := port{"127.0.0.1", p.what, p.def, "--kube-proxy-arg=" + p.key + "=127.0.0.1:N"}
+		if v, ok := args.Value(cfg.KubeProxyArgs, p.key); ok {
+			h, portText, err := net.SplitHostPort(v)
+			if err != nil {
+				continue // kube-proxy itself says what is wrong with it
+			}
+			pp.ip, pp.port = cmp.Or(h, "0.0.0.0"), atoiOr(portText, 0)
+		}
+		ports = append(ports, pp)
+	}
+	var uses []host.PortUse
+	for _, p := range ports {
+		if p.port <= 0 || p.port > 65535 {
 			continue
 		}
-		if err := host.CheckPortFree(p.port, p.what, "; is another Kubernetes node running here? Move it with "+p.flag+", or start with --disable-agent"); err != nil {
-			return err
-		}
+		uses = append(uses, host.PortUse{IP: p.ip, Port: p.port, What: p.what, Hint: fmt.Sprintf(hint, p.flag)})
 	}
-	return nil
+	return uses
+}
+
+func atoiOr(s string, def int) int {
+	if n, err := strconv.Atoi(s); err == nil {
+		return n
+	}
+	return def
 }
 
 // podResolvConf chooses the resolv.conf the kubelet gives pods, writes it when
@@ -351,6 +385,10 @@ func (n *Plan) Phases(log *slog.Logger) ([]component.Phase, error) {
 		)
 	}
 
+	if err := ensureServiceRoutes(cluster.ServiceCIDR, n.nodeIPs, log.With("component", "host")); err != nil {
+		return nil, err
+	}
+
 	resolv, err := podResolvConf(n.layout, cfg.ResolvConf, strings.Split(cluster.ClusterDNS, ","), log)
 	if err != nil {
 		return nil, err
@@ -376,11 +414,13 @@ func (n *Plan) Phases(log *slog.Logger) ([]component.Phase, error) {
 	if err := atomicfile.Write(n.layout.KubeletConfig(), kc, 0o600, 0o700); err != nil {
 		return nil, fmt.Errorf("writing kubelet config: %w", err)
 	}
-	if err := os.MkdirAll(n.layout.StaticPodDir(), 0o700); err != nil {
-		return nil, err
+	for _, dir := range []string{n.layout.StaticPodDir(), n.layout.KubeletDropinDir()} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
 	}
 	nodeComponents := []component.Component{
-		kubelet.New(kubelet.Config{ConfigFile: n.layout.KubeletConfig(), Args: node.KubeletArgs(kplan), ContainerdSocket: containerdSocket}, log),
+		kubelet.New(kubelet.Config{ConfigFile: n.layout.KubeletConfig(), DropinDir: n.layout.KubeletDropinDir(), Args: node.KubeletArgs(kplan), ContainerdSocket: containerdSocket}, log),
 		kubeproxy.New(kubeproxy.Config{Args: node.KubeProxyArgs(node.KubeProxyPlan{
 			Layout: n.layout, NodeName: n.identity.NodeName, ClusterCIDR: cluster.ClusterCIDR, Mode: n.proxyMode, ExtraArgs: cfg.KubeProxyArgs,
 		})}, log),
@@ -422,4 +462,15 @@ func (n *Plan) Phases(log *slog.Logger) ([]component.Phase, error) {
 		component.Phase{Name: "node", Components: []component.Component{nodeready.New(n.spec.ReadyKubeconfig, n.identity.NodeName, cluster.FlannelBackend == "none" || !n.ownRuntime, n.begin, log)}},
 	)
 	return phases, nil
+}
+
+// ensureServiceRoutes lets host processes reach ClusterIPs on a host without
+// a default route (host.EnsureServiceRoutes). nodeIPs are the node's
+// addresses, one per family.
+func ensureServiceRoutes(serviceCIDR string, nodeIPs []netip.Addr, log *slog.Logger) error {
+	cidrs, err := config.ParseCIDRs(serviceCIDR)
+	if err != nil {
+		return fmt.Errorf("service CIDR: %w", err)
+	}
+	return host.EnsureServiceRoutes(cidrs, nodeIPs, log)
 }

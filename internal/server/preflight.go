@@ -9,7 +9,11 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/skiffkube/skiff/internal/config"
+	"github.com/skiffkube/skiff/internal/control/coredns"
+	"github.com/skiffkube/skiff/internal/control/metricsserver"
 	"github.com/skiffkube/skiff/internal/controlplane"
+	"github.com/skiffkube/skiff/internal/host"
 )
 
 // checkDataDir makes sure the data dir can be written before anything is
@@ -75,4 +79,40 @@ func socketPathOK(path string) error {
 		return fmt.Errorf("data-dir is too long: the unix socket %s would be %d bytes, over the limit of %d", filepath.Base(path), len(path), max)
 	}
 	return nil
+}
+
+// dataDirInUse reports a data dir another skiff process holds, without
+// writing anything: the lock file is only tested if it exists. Start-up asks
+// this first, so that a second server on the same data dir is told so
+// rather than that the first one's ports are taken.
+func dataDirInUse(l controlplane.Layout) error {
+	f, err := os.OpenFile(l.LockFile(), os.O_RDWR, 0)
+	if err != nil {
+		return nil // no lock file yet: nobody holds it
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); errors.Is(err, syscall.EWOULDBLOCK) {
+		return fmt.Errorf("data-dir %s is in use by another skiff process (lock %s)", l.DataDir, l.LockFile())
+	}
+	// Closing the file drops the lock again; lockDataDir takes it for good.
+	return nil
+}
+
+// serverPorts are the ports the control plane and the in-process add-ons
+// listen on besides the supervisor's (which start-up opens itself), each with
+// the flag that moves or avoids it.
+func serverPorts(cfg *config.Server, plan controlplane.Plan, advertiseIP net.IP) []host.PortUse {
+	uses := plan.Ports()
+	ip := advertiseIP.String()
+	if !cfg.Disabled("coredns") {
+		const hint = "; cluster DNS listens there on the advertise address: free it, or start with --disable coredns"
+		uses = append(uses,
+			host.PortUse{IP: ip, Port: coredns.DefaultPort, What: "cluster DNS", Hint: hint},
+			host.PortUse{Network: "udp", IP: ip, Port: coredns.DefaultPort, What: "cluster DNS", Hint: hint})
+	}
+	if !cfg.Disabled("metrics-server") {
+		uses = append(uses, host.PortUse{IP: ip, Port: metricsserver.DefaultPort, What: "metrics API",
+			Hint: "; metrics-server listens there on the advertise address: free it, or start with --disable metrics-server"})
+	}
+	return uses
 }

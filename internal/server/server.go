@@ -73,9 +73,37 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	}
 	advertiseIP, err := controlplane.DetectAdvertiseIP(cfg)
 	if err != nil {
-		return err
+		return fmt.Errorf("finding this server's address: %w; set --node-ip or --advertise-address", err)
 	}
 	if err := controlplane.CheckToken(l, given); err != nil {
+		return err
+	}
+	if !cfg.DisableAgent {
+		if _, err := cfg.Node.ResolveNodeName(os.Hostname); err != nil {
+			return err
+		}
+	}
+	if err := dataDirInUse(l); err != nil {
+		return err
+	}
+	ln, err := listen(cfg.BindAddress, cfg.HTTPSListenPort)
+	if err != nil {
+		return err
+	}
+	// The supervisor closes it when it stops; this covers the returns before.
+	defer ln.Close()
+	plan := controlplane.Plan{
+		Config:      cfg,
+		Layout:      l,
+		AdvertiseIP: advertiseIP,
+		EtcdServers: datastore.EtcdServers(cfg.DataDir, cfg.DatastoreEndpoint),
+		LeaderElect: kind != "sqlite",
+	}
+	ports := serverPorts(cfg, plan, advertiseIP)
+	if !cfg.DisableAgent {
+		ports = append(ports, noderun.Ports(cfg.Node, "")...)
+	}
+	if err := host.CheckPortsFree(ports); err != nil {
 		return err
 	}
 	if err := checkDataDir(l); err != nil {
@@ -86,25 +114,9 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		return err
 	}
 	defer release()
-	ln, err := listen(cfg.BindAddress, cfg.HTTPSListenPort)
-	if err != nil {
-		return err
-	}
-	plan := controlplane.Plan{
-		Config:      cfg,
-		Layout:      l,
-		AdvertiseIP: advertiseIP,
-		EtcdServers: datastore.EtcdServers(cfg.DataDir, cfg.DatastoreEndpoint),
-		LeaderElect: kind != "sqlite",
-	}
-	if err := host.CheckPortFree(plan.APIServerPort(), "kube-apiserver on loopback", "; move it with --kube-apiserver-arg=secure-port=N"); err != nil {
-		ln.Close()
-		return err
-	}
 	var nd *noderun.Plan
 	if !cfg.DisableAgent {
 		if nd, err = prepareNode(cfg, l, advertiseIP, log); err != nil {
-			ln.Close()
 			return err
 		}
 		defer nd.Release()
@@ -238,7 +250,6 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	if nd != nil {
 		nodePhases, err := nd.Phases(log)
 		if err != nil {
-			ln.Close()
 			return err
 		}
 		// The server's node gets its role labels, which its kubelet may not

@@ -79,6 +79,14 @@ func TestNode(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(imagesDir, "broken.tar.gz"), []byte("not an image"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A KubeletConfiguration drop-in setting a field that has no flag.
+	dropin := filepath.Join(s.DataDir, "agent", "etc", "kubelet.conf.d", "50-e2e.conf")
+	if err := os.MkdirAll(filepath.Dir(dropin), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dropin, []byte("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nimageMaximumGCAge: 6h\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		// Whatever happened, leave the host as it was.
 		s.kill()
@@ -109,6 +117,11 @@ func TestNode(t *testing.T) {
 	}
 	if n.Labels["skiff.io/e2e"] != "node" {
 		t.Errorf("--node-label not applied: %v", n.Labels)
+	}
+	// The kubelet runs with the drop-in's value (its /configz, through the API).
+	configz, err := c.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", n.Name, "proxy", "configz").DoRaw(ctx)
+	if err != nil || !strings.Contains(string(configz), `"imageMaximumGCAge":"6h0m0s"`) {
+		t.Errorf("kubelet drop-in not in effect: %v\n%s", err, configz)
 	}
 	// The node controller's own taints (not-ready, briefly) may be there too.
 	tainted := false

@@ -38,7 +38,13 @@ import (
 type Config struct {
 	// ConfigFile is the generated KubeletConfiguration.
 	ConfigFile string
-	// Args are kubelet flags; they override the file.
+	// DropinDir holds the user's KubeletConfiguration drop-ins (*.conf),
+	// merged over ConfigFile as the kubelet's own --config-dir does. A
+	// config-dir in Args replaces it. A directory that does not exist is
+	// skipped.
+	DropinDir string
+	// Args are kubelet flags; they override the files. config=FILE merges
+	// FILE over ConfigFile, before the drop-ins.
 	Args []string
 	// ContainerdSocket is the containerd socket path (no scheme) for cAdvisor's
 	// container stats, or empty with an external runtime.
@@ -61,8 +67,13 @@ func New(cfg Config, log *slog.Logger) *Kubelet {
 func (k *Kubelet) Name() string { return "kubelet" }
 
 // Init loads and validates the configuration, so a bad --kubelet-arg fails before
-// anything runs.
+// anything runs. The layers, lowest first: skiff's file, the user's
+// config=FILE, the drop-ins in lexical order, the flags.
 func (k *Kubelet) Init(ctx context.Context) error {
+	userFile, userDir, err := configFlags(k.cfg.Args)
+	if err != nil {
+		return err
+	}
 	abs, err := filepath.Abs(k.cfg.ConfigFile)
 	if err != nil {
 		return err
@@ -74,6 +85,24 @@ func (k *Kubelet) Init(ctx context.Context) error {
 	kc, err := loader.Load(ctx)
 	if err != nil {
 		return fmt.Errorf("kubelet config %s: %w", abs, err)
+	}
+	var dropins []string
+	if userFile != "" {
+		dropins = append(dropins, userFile)
+	}
+	dir := k.cfg.DropinDir
+	if userDir != "" {
+		dir = userDir
+	}
+	files, skipped, err := DropinFiles(dir, userDir != "")
+	if err != nil {
+		return err
+	}
+	if len(skipped) > 0 {
+		k.log.Info("kubelet drop-in directory: files without the .conf suffix are skipped", "files", skipped)
+	}
+	if err := MergeDropins(kc, append(dropins, files...)); err != nil {
+		return err
 	}
 	if kc.EvictionHard == nil {
 		kc.EvictionHard = maps.Clone(eviction.DefaultEvictionHard)
@@ -100,9 +129,6 @@ func (k *Kubelet) Init(ctx context.Context) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("kubelet arguments (set through --kubelet-arg): unexpected %q", fs.Arg(0))
-	}
-	if kf.KubeletConfigFile != "" || kf.KubeletDropinConfigDirectory != "" {
-		return fmt.Errorf("kubelet arguments (set through --kubelet-arg): config and config-dir are managed by skiff")
 	}
 	if kc.FeatureGates == nil {
 		kc.FeatureGates = map[string]bool{}
