@@ -2,8 +2,6 @@ package config
 
 import (
 	"fmt"
-	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 
