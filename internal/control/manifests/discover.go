@@ -67,7 +67,13 @@ func discover(root string, watch func(dir string)) tree {
 			if typ&os.ModeSymlink != 0 {
 				fi, err := os.Stat(path)
 				if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ELOOP) {
-					continue // a dangling or looping link is no file
+					// A link whose target is not there (a mount not up yet at
+					// boot, a share that came late) may hold manifests that
+					// are only out of reach: what it held is unknown, not
+					// gone, so it holds back pruning until it resolves or is
+					// removed.
+					t.errs = append(t.errs, fmt.Errorf("%s is a symlink that leads nowhere (%w): nothing is pruned until it resolves or is removed", path, err))
+					continue
 				}
 				if err != nil {
 					t.errs = append(t.errs, fmt.Errorf("reading %s: %w", path, err))

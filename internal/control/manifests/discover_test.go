@@ -44,8 +44,6 @@ func TestDiscoverReadsTheTreeRecursively(t *testing.T) {
 	symlink(t, outside, filepath.Join(root, "link"))                   // a directory outside, through a link
 	symlink(t, "..", filepath.Join(root, "a", "loop"))                 // a loop back to the root
 	symlink(t, filepath.Join(root, "a"), filepath.Join(root, "z-dup")) // a directory linked twice
-	symlink(t, "nowhere.yaml", filepath.Join(root, "dangling.yaml"))
-	symlink(t, "self.yaml", filepath.Join(root, "self.yaml"))
 	symlink(t, filepath.Join(outside, "linked.yaml"), filepath.Join(root, "file-link.yaml"))
 
 	var watched []string
@@ -81,6 +79,34 @@ func TestDiscoverReportsWhatItCannotRead(t *testing.T) {
 	tr := discover(filepath.Join(t.TempDir(), "missing"), nil)
 	if len(tr.errs) == 0 {
 		t.Error("a directory that cannot be read is not reported: its files would be taken for removed")
+	}
+}
+
+// A symlink whose target is missing (a mount not up yet) or loops may hide
+// manifests that still exist: it is reported, so that no removal is
+// concluded from the pass, and the files beside it are still read.
+func TestDiscoverReportsLinksThatLeadNowhere(t *testing.T) {
+	for name, target := range map[string]string{
+		"dangling file": "nowhere.yaml",
+		"dangling dir":  "/nonexistent/mount/apps",
+		"loop":          "self.yaml",
+	} {
+		t.Run(name, func(t *testing.T) {
+			root := t.TempDir()
+			mkfile(t, filepath.Join(root, "kept.yaml"), "")
+			link := "self.yaml"
+			if target != "self.yaml" {
+				link = "apps"
+			}
+			symlink(t, target, filepath.Join(root, link))
+			tr := discover(root, nil)
+			if len(tr.errs) != 1 || !strings.Contains(tr.errs[0].Error(), link) {
+				t.Errorf("errors %v: want one naming %s", tr.errs, link)
+			}
+			if len(tr.files) != 1 || filepath.Base(tr.files[0]) != "kept.yaml" {
+				t.Errorf("files %v: want kept.yaml still read", tr.files)
+			}
+		})
 	}
 }
 
