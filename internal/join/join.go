@@ -169,7 +169,10 @@ func (s *Server) join(r *http.Request) (*Response, error) {
 	}
 	// The node password is checked on both ways in: a stolen certificate
 	// alone does not let another machine take the name.
-	if err := checkPassword(r.Context(), client, req.NodeName, req.NodePassword); err != nil {
+	// On the certificate's way in, the password must already be stored:
+	// `kubectl delete node` deletes it, and a removed machine must not come
+	// back on a certificate it kept (it joins again with a token).
+	if err := checkPassword(r.Context(), client, req.NodeName, req.NodePassword, tokenOK); err != nil {
 		return nil, err
 	}
 	clientCA, serverCA, err := s.CAs()
@@ -284,8 +287,10 @@ func validate(req Request) ([]net.IP, error) {
 }
 
 // checkPassword stores the password's hash on a node name's first join and
-// compares with it afterwards.
-func checkPassword(ctx context.Context, client kubernetes.Interface, nodeName, password string) error {
+// compares with it afterwards. mayStore is false for a node that presents a
+// certificate instead of a token: it is refused (403) when no hash is stored,
+// since the Node, and with it the hash, was deleted.
+func checkPassword(ctx context.Context, client kubernetes.Interface, nodeName, password string, mayStore bool) error {
 	secrets := client.CoreV1().Secrets(PasswordSecretNamespace)
 	name := PasswordSecretName(nodeName)
 	for attempt := 0; attempt < 2; attempt++ {
@@ -300,6 +305,10 @@ func checkPassword(ctx context.Context, client kubernetes.Interface, nodeName, p
 		}
 		if !apierrors.IsNotFound(err) {
 			return fmt.Errorf("join: reading %s/%s: %w", PasswordSecretNamespace, name, err)
+		}
+		if !mayStore {
+			return fail(http.StatusForbidden,
+				"node %q was removed from the cluster (kubectl delete node): its certificate no longer lets it in; join it again with a token (--token)", nodeName)
 		}
 		hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.DefaultCost)
 		if err != nil {

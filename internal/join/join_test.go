@@ -2,6 +2,7 @@ package join
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -231,5 +232,29 @@ func TestRejoinWithNodeCertificate(t *testing.T) {
 		if code != c.status || !strings.Contains(msg, c.contains) {
 			t.Errorf("%s: %d %q, want %d containing %q", c.name, code, msg, c.status, c.contains)
 		}
+	}
+}
+
+// A machine whose Node was deleted (and with it the stored node password)
+// cannot come back on the certificate it kept; with a token it can.
+func TestRejoinRefusedAfterNodeDeleted(t *testing.T) {
+	f := newFixture(t)
+	code, msg, resp := f.post(t, "agent-secret", agent)
+	if code != http.StatusOK {
+		t.Fatalf("join: %d %s", code, msg)
+	}
+	secret := PasswordSecretName(agent.NodeName)
+	if err := f.client.CoreV1().Secrets(PasswordSecretNamespace).Delete(context.Background(), secret, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	code, msg = f.postWithCert(t, "", resp.KubeletClientCert, agent)
+	if code != http.StatusForbidden || !strings.Contains(msg, "was removed from the cluster") {
+		t.Errorf("certificate rejoin of a deleted node: %d %q, want 403 saying it was removed", code, msg)
+	}
+	if _, err := f.client.CoreV1().Secrets(PasswordSecretNamespace).Get(context.Background(), secret, metav1.GetOptions{}); err == nil {
+		t.Error("the refused rejoin stored a node password")
+	}
+	if code, msg, _ := f.post(t, "agent-secret", agent); code != http.StatusOK {
+		t.Errorf("join with a token after the node was deleted: %d %s", code, msg)
 	}
 }
