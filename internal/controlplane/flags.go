@@ -302,8 +302,11 @@ func (p Plan) SchedulerArgs() []string {
 func DetectAdvertiseIP(cfg *config.Server) (net.IP, error) {
 	for _, f := range []struct{ flag, value string }{
 		{"advertise-address", cfg.AdvertiseAddress},
-		{"node-ip", strings.TrimSpace(strings.Split(cfg.NodeIP, ",")[0])},
+		// Before the node IP: a server bound to one address listens only
+		// there, and the kubernetes Service and the issuer's jwks_uri
+		// must name an address it answers on.
 		{"bind-address", cfg.BindAddress},
+		{"node-ip", strings.TrimSpace(strings.Split(cfg.NodeIP, ",")[0])},
 	} {
 		if f.value == "" {
 			continue

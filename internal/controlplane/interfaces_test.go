@@ -48,14 +48,16 @@ func TestFirstUsableAddress(t *testing.T) {
 	}
 }
 
-// An explicit address wins over detection: --advertise-address, then the
-// first --node-ip (K3s advertises the node IP), then --bind-address.
+// An explicit address wins over detection: --advertise-address, then a
+// --bind-address naming one address (the only one the server answers on),
+// then the first --node-ip (K3s advertises the node IP).
 func TestDetectAdvertiseIPPrefersFlags(t *testing.T) {
 	tests := []struct {
 		advertise, nodeIP, bind, want string
 	}{
 		{advertise: "192.0.2.1", nodeIP: "192.0.2.2", bind: "192.0.2.3", want: "192.0.2.1"},
-		{nodeIP: "192.0.2.2", bind: "192.0.2.3", want: "192.0.2.2"},
+		{nodeIP: "192.0.2.2", bind: "192.0.2.3", want: "192.0.2.3"},
+		{nodeIP: "192.0.2.2", bind: "0.0.0.0", want: "192.0.2.2"},
 		{nodeIP: "192.0.2.2,2001:db8::2", want: "192.0.2.2"},
 		{bind: "192.0.2.3", want: "192.0.2.3"},
 	}
