@@ -24,12 +24,24 @@ import (
 )
 
 // hostAddress is an IPv4 address of one of this machine's own interfaces,
-// not loopback: traffic to it stays on the machine.
+// not loopback: traffic to it stays on the machine. The default-route
+// interface comes first: bridges and links that other tests' nodes made
+// (cni0, flannel, a harness bridge) may come and go while the test runs.
 func hostAddress(t *testing.T) string {
 	t.Helper()
 	ifaces, err := net.Interfaces()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if route, err := os.ReadFile("/proc/net/route"); err == nil {
+		for _, line := range strings.Split(string(route), "\n")[1:] {
+			if f := strings.Fields(line); len(f) > 1 && f[1] == "00000000" {
+				if iface, err := net.InterfaceByName(f[0]); err == nil {
+					ifaces = append([]net.Interface{*iface}, ifaces...)
+				}
+				break
+			}
+		}
 	}
 	for _, iface := range ifaces {
 		if iface.Flags&net.FlagUp == 0 || iface.Flags&net.FlagLoopback != 0 {
