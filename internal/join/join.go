@@ -25,7 +25,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -193,7 +192,7 @@ func (s *Server) join(r *http.Request) (*Response, error) {
 		spec      pki.LeafSpec
 		cert, key *string
 	}{
-		{clientCA, pki.LeafSpec{CommonName: "system:node:" + req.NodeName, Organizations: []string{"system:nodes"}, Usage: pki.ClientAuth}, &resp.KubeletClientCert, &resp.KubeletClientKey},
+		{clientCA, pki.NodeClientSpec(req.NodeName), &resp.KubeletClientCert, &resp.KubeletClientKey},
 		{serverCA, pki.LeafSpec{CommonName: req.NodeName, DNSNames: dns, IPs: append([]net.IP{net.IPv4(127, 0, 0, 1).To4()}, ips...), Usage: pki.ServerAuth}, &resp.KubeletServingCert, &resp.KubeletServingKey},
 		{clientCA, pki.LeafSpec{CommonName: "system:kube-proxy", Usage: pki.ClientAuth}, &resp.KubeProxyCert, &resp.KubeProxyKey},
 		// flannel lists nodes; the kubelet's identity may read only its own.
@@ -247,16 +246,12 @@ func (s *Server) certificateNode(r *http.Request) string {
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(clientCA.Cert)
-	leaf := r.TLS.PeerCertificates[0]
-	opts := x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	var now time.Time
 	if s.Now != nil {
-		opts.CurrentTime = s.Now()
+		now = s.Now()
 	}
-	if _, err := leaf.Verify(opts); err != nil {
-		return ""
-	}
-	name, ok := strings.CutPrefix(leaf.Subject.CommonName, "system:node:")
-	if !ok || !slices.Contains(leaf.Subject.Organization, "system:nodes") {
+	name, err := pki.VerifyNodeClient(r.TLS.PeerCertificates[0], nil, roots, now)
+	if err != nil {
 		return ""
 	}
 	return name

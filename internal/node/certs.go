@@ -52,7 +52,7 @@ func EnsureCertificates(l Layout, cas CAs, id Identity, apiserverURL string, now
 		pair Pair
 		spec pki.LeafSpec
 	}{
-		{cas.Client, l.ClientKubelet(), pki.LeafSpec{CommonName: "system:node:" + id.NodeName, Organizations: []string{"system:nodes"}, Usage: pki.ClientAuth}},
+		{cas.Client, l.ClientKubelet(), pki.NodeClientSpec(id.NodeName)},
 		{cas.Server, l.ServingKubelet(), pki.LeafSpec{CommonName: id.NodeName, DNSNames: servingDNS, IPs: servingIPs, Usage: pki.ServerAuth}},
 		{cas.Client, l.ClientKubeProxy(), pki.LeafSpec{CommonName: "system:kube-proxy", Usage: pki.ClientAuth}},
 	} {

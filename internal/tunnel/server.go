@@ -26,13 +26,7 @@ import (
 	"github.com/skiffkube/skiff/internal/component"
 	"github.com/skiffkube/skiff/internal/logging"
 	"github.com/skiffkube/skiff/internal/netutil"
-)
-
-// nodeUserPrefix and nodesGroup are the identity a kubelet client
-// certificate carries; only those may open a tunnel, and only for themselves.
-const (
-	nodeUserPrefix = "system:node:"
-	nodesGroup     = "system:nodes"
+	"github.com/skiffkube/skiff/internal/pki"
 )
 
 // ServerConfig is what the server side needs.
@@ -252,23 +246,9 @@ func (s *Server) authenticate(r *http.Request) (string, error) {
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		return "", errors.New("no client certificate (the agent's kubelet client certificate is required)")
 	}
-	leaf := r.TLS.PeerCertificates[0]
-	inter := x509.NewCertPool()
-	for _, c := range r.TLS.PeerCertificates[1:] {
-		inter.AddCert(c)
-	}
-	if _, err := leaf.Verify(x509.VerifyOptions{
-		Roots:         s.pool,
-		Intermediates: inter,
-		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}); err != nil {
-		return "", fmt.Errorf("client certificate %q: %w", leaf.Subject.CommonName, err)
-	}
-	name, ok := strings.CutPrefix(leaf.Subject.CommonName, nodeUserPrefix)
-	if !ok || name == "" || !slices.Contains(leaf.Subject.Organization, nodesGroup) {
-		return "", fmt.Errorf("client certificate %q is not a node's (%s<name> in group %s)", leaf.Subject.CommonName, nodeUserPrefix, nodesGroup)
-	}
-	return name, nil
+	// Only kubelet client certificates may open a tunnel, and only for
+	// their own node.
+	return pki.VerifyNodeClient(r.TLS.PeerCertificates[0], r.TLS.PeerCertificates[1:], s.pool, time.Time{})
 }
 
 // serveEgress answers one HTTP CONNECT from the apiserver.

@@ -117,9 +117,6 @@ func NodeCertificate(l node.Layout, nodeName string, caPEM []byte, now time.Time
 	if err != nil {
 		return nil, "kubelet client certificate: " + err.Error()
 	}
-	if want := "system:node:" + nodeName; leaf.Subject.CommonName != want {
-		return nil, fmt.Sprintf("kubelet client certificate is %q, not %q", leaf.Subject.CommonName, want)
-	}
 	clientCA, err := os.ReadFile(l.ClientCA())
 	if err != nil {
 		return nil, err.Error()
@@ -128,8 +125,12 @@ func NodeCertificate(l node.Layout, nodeName string, caPEM []byte, now time.Time
 	if !roots.AppendCertsFromPEM(clientCA) {
 		return nil, l.ClientCA() + " holds no certificate"
 	}
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+	name, err := pki.VerifyNodeClient(leaf, nil, roots, now)
+	if err != nil {
 		return nil, "kubelet client certificate: " + err.Error()
+	}
+	if name != nodeName {
+		return nil, fmt.Sprintf("kubelet client certificate is node %q's, not %q's", name, nodeName)
 	}
 	pair.Leaf = leaf
 	return &pair, ""

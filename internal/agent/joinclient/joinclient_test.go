@@ -203,7 +203,7 @@ func TestNodeCertificate(t *testing.T) {
 		reason string
 	}{
 		{"joined, current", "edge-1", serverCA.CertPEM, now, true, ""},
-		{"another node name", "edge-2", serverCA.CertPEM, now, false, `not "system:node:edge-2"`},
+		{"another node name", "edge-2", serverCA.CertPEM, now, false, `not "edge-2"'s`},
 		{"token pins another CA", "edge-1", otherCA.CertPEM, now, false, "another server CA"},
 		{"expired", "edge-1", serverCA.CertPEM, now.Add(400 * 24 * time.Hour), false, "expired"},
 	} {
