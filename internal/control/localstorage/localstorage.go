@@ -19,7 +19,6 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -37,6 +36,7 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/skiffkube/skiff/internal/component"
+	"github.com/skiffkube/skiff/internal/reconcile"
 )
 
 const (
@@ -98,14 +98,13 @@ type Controller struct {
 	pods     listerscorev1.PodLister
 	classes  listersstoragev1.StorageClassLister
 	recorder record.EventRecorder
-	kick     chan struct{}
-	synced   atomic.Bool
+	loop     *reconcile.Loop
 	component.Runner
 }
 
 // New returns the provisioner.
 func New(cfg Config, log *slog.Logger) *Controller {
-	return &Controller{cfg: cfg, log: log.With("component", "local-storage"), kick: make(chan struct{}, 1)}
+	return &Controller{cfg: cfg, log: log.With("component", "local-storage"), loop: reconcile.NewLoop()}
 }
 
 func (c *Controller) Name() string { return "local-storage" }
@@ -134,11 +133,7 @@ func (c *Controller) Start(context.Context) error {
 	podFactory := informers.NewSharedInformerFactoryWithOptions(c.client, 10*time.Minute, informers.WithNamespace(cleanupNamespace))
 	pod := podFactory.Core().V1().Pods()
 	c.claims, c.volumes, c.nodes, c.classes, c.pods = pvc.Lister(), pv.Lister(), node.Lister(), class.Lister(), pod.Lister()
-	handler := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(interface{}) { c.trigger() },
-		UpdateFunc: func(interface{}, interface{}) { c.trigger() },
-		DeleteFunc: func(interface{}) { c.trigger() },
-	}
+	handler := c.loop.Handler()
 	for _, inf := range []cache.SharedIndexInformer{pvc.Informer(), pv.Informer(), pod.Informer()} {
 		if _, err := inf.AddEventHandler(handler); err != nil {
 			return err
@@ -153,37 +148,13 @@ func (c *Controller) Start(context.Context) error {
 		defer f.Shutdown()
 		podFactory.Start(ctx.Done())
 		defer podFactory.Shutdown()
-		if !cache.WaitForCacheSync(ctx.Done(), pvc.Informer().HasSynced, pv.Informer().HasSynced, node.Informer().HasSynced, class.Informer().HasSynced, pod.Informer().HasSynced) {
-			return nil
-		}
-		c.synced.Store(true)
-		for {
-			c.reconcile(ctx)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-c.kick:
-				time.Sleep(100 * time.Millisecond)
-			case <-time.After(30 * time.Second):
-			}
-		}
+		c.loop.Run(ctx, 30*time.Second, c.reconcile, pvc.Informer().HasSynced, pv.Informer().HasSynced, node.Informer().HasSynced, class.Informer().HasSynced, pod.Informer().HasSynced)
+		return nil
 	})
 	return nil
 }
 
-func (c *Controller) trigger() {
-	select {
-	case c.kick <- struct{}{}:
-	default:
-	}
-}
-
-func (c *Controller) Ready() error {
-	if !c.synced.Load() {
-		return fmt.Errorf("caches not synced")
-	}
-	return nil
-}
+func (c *Controller) Ready() error { return c.loop.Ready() }
 
 func (c *Controller) Stop() error { return c.Runner.Stop(5 * time.Second) }
 

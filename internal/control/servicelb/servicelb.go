@@ -17,7 +17,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -29,11 +28,11 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	listerscorev1 "k8s.io/client-go/listers/core/v1"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/skiffkube/skiff/internal/component"
+	"github.com/skiffkube/skiff/internal/reconcile"
 )
 
 // EnableLabel on some nodes limits the load balancer to those nodes.
@@ -64,8 +63,7 @@ type Controller struct {
 	services listerscorev1.ServiceLister
 	nodes    listerscorev1.NodeLister
 	recorder record.EventRecorder
-	kick     chan struct{}
-	synced   atomic.Bool
+	loop     *reconcile.Loop
 	// reported is the conflict last recorded as an event per Service, so
 	// that a conflict is reported once and not at every pass.
 	reported map[types.UID]string
@@ -74,7 +72,7 @@ type Controller struct {
 
 // New returns the controller.
 func New(cfg Config, log *slog.Logger) *Controller {
-	return &Controller{cfg: cfg, log: log.With("component", "servicelb"), kick: make(chan struct{}, 1)}
+	return &Controller{cfg: cfg, log: log.With("component", "servicelb"), loop: reconcile.NewLoop()}
 }
 
 func (c *Controller) Name() string               { return "servicelb" }
@@ -94,11 +92,7 @@ func (c *Controller) Start(context.Context) error {
 	f := informers.NewSharedInformerFactory(c.client, 10*time.Minute)
 	svc, node := f.Core().V1().Services(), f.Core().V1().Nodes()
 	c.services, c.nodes = svc.Lister(), node.Lister()
-	handler := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(interface{}) { c.trigger() },
-		UpdateFunc: func(interface{}, interface{}) { c.trigger() },
-		DeleteFunc: func(interface{}) { c.trigger() },
-	}
+	handler := c.loop.Handler()
 	if _, err := svc.Informer().AddEventHandler(handler); err != nil {
 		return err
 	}
@@ -112,38 +106,13 @@ func (c *Controller) Start(context.Context) error {
 		defer broadcaster.Shutdown()
 		f.Start(ctx.Done())
 		defer f.Shutdown()
-		if !cache.WaitForCacheSync(ctx.Done(), svc.Informer().HasSynced, node.Informer().HasSynced) {
-			return nil
-		}
-		c.synced.Store(true)
-		for {
-			c.reconcile(ctx)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-c.kick:
-				// Coalesce a burst of events into one pass.
-				time.Sleep(100 * time.Millisecond)
-			case <-time.After(time.Minute):
-			}
-		}
+		c.loop.Run(ctx, time.Minute, c.reconcile, svc.Informer().HasSynced, node.Informer().HasSynced)
+		return nil
 	})
 	return nil
 }
 
-func (c *Controller) trigger() {
-	select {
-	case c.kick <- struct{}{}:
-	default:
-	}
-}
-
-func (c *Controller) Ready() error {
-	if !c.synced.Load() {
-		return fmt.Errorf("caches not synced")
-	}
-	return nil
-}
+func (c *Controller) Ready() error { return c.loop.Ready() }
 
 func (c *Controller) Stop() error { return c.Runner.Stop(5 * time.Second) }
 

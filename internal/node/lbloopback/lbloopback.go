@@ -22,12 +22,10 @@ package lbloopback
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
-	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -44,6 +42,7 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/skiffkube/skiff/internal/component"
+	"github.com/skiffkube/skiff/internal/reconcile"
 )
 
 // ReasonPortInUse is the Warning event's reason when a Service's port is
@@ -85,8 +84,7 @@ type Forwarder struct {
 	recorder record.EventRecorder
 	services listerscorev1.ServiceLister
 	nodes    listerscorev1.NodeLister
-	kick     chan struct{}
-	synced   atomic.Bool
+	loop     *reconcile.Loop
 	// open are the listeners running; failed what each listener that
 	// could not open last reported, so that it is reported once.
 	open   map[Key]*listener
@@ -96,7 +94,7 @@ type Forwarder struct {
 
 // New returns the forwarder.
 func New(cfg Config, log *slog.Logger) *Forwarder {
-	return &Forwarder{cfg: cfg, log: log.With("component", "lb-loopback"), kick: make(chan struct{}, 1),
+	return &Forwarder{cfg: cfg, log: log.With("component", "lb-loopback"), loop: reconcile.NewLoop(),
 		open: map[Key]*listener{}, failed: map[Key]string{}}
 }
 
@@ -120,11 +118,7 @@ func (f *Forwarder) Start(context.Context) error {
 	}))
 	svc, node := svcFactory.Core().V1().Services(), nodeFactory.Core().V1().Nodes()
 	f.services, f.nodes = svc.Lister(), node.Lister()
-	handler := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(interface{}) { f.trigger() },
-		UpdateFunc: func(interface{}, interface{}) { f.trigger() },
-		DeleteFunc: func(interface{}) { f.trigger() },
-	}
+	handler := f.loop.Handler()
 	for _, inf := range []cache.SharedIndexInformer{svc.Informer(), node.Informer()} {
 		if _, err := inf.AddEventHandler(handler); err != nil {
 			return fmt.Errorf("lb-loopback: %w", err)
@@ -140,39 +134,14 @@ func (f *Forwarder) Start(context.Context) error {
 		nodeFactory.Start(ctx.Done())
 		defer nodeFactory.Shutdown()
 		defer f.closeAll()
-		if !cache.WaitForCacheSync(ctx.Done(), svc.Informer().HasSynced, node.Informer().HasSynced) {
-			return nil
-		}
-		f.synced.Store(true)
-		for {
-			f.reconcile(ctx)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-f.kick:
-				// Coalesce a burst of events into one pass.
-				time.Sleep(100 * time.Millisecond)
-			case <-time.After(resync):
-			}
-		}
+		f.loop.Run(ctx, resync, f.reconcile, svc.Informer().HasSynced, node.Informer().HasSynced)
+		return nil
 	})
 	return nil
 }
 
-func (f *Forwarder) trigger() {
-	select {
-	case f.kick <- struct{}{}:
-	default:
-	}
-}
-
 // Ready once the Services are listed: start-up does not wait for listeners.
-func (f *Forwarder) Ready() error {
-	if !f.synced.Load() {
-		return errors.New("services not listed yet")
-	}
-	return nil
-}
+func (f *Forwarder) Ready() error { return f.loop.Ready() }
 
 // Stop closes every listener and the connections they carry.
 func (f *Forwarder) Stop() error { return f.Runner.Stop(5 * time.Second) }
