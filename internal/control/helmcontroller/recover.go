@@ -212,9 +212,9 @@ const (
 
 // recorded checks that stuck release last, found in namespace ns, is the
 // one rec says the controller left in flight: same namespace and revision,
-// the status that operation marks (an uninstall may be cut short before
-// its mark, so any pending status), and, for an install or upgrade, which
-// label their revision, the same instance. A rollback's or uninstall's
+// the status that operation marks (an uninstall, which recovers a pending
+// install, may be cut short before its mark), and, for an install or
+// upgrade, which label their revision, the same instance. A rollback's or uninstall's
 // revision keeps the labels of the one it comes from, so rec's instance is
 // what is asked about. It returns errNotRecorded otherwise.
 func recorded(rec *InFlight, ns string, last *release.Release) error {
@@ -224,7 +224,8 @@ func recorded(rec *InFlight, ns string, last *release.Release) error {
 		return bad("the HelmChart's status records no operation in flight (a skiff older than the record may have left it)")
 	case rec.Namespace != ns || rec.Revision != last.Version:
 		return bad(fmt.Sprintf("the operation in flight recorded in the HelmChart's status is revision %d in namespace %s", rec.Revision, rec.Namespace))
-	case rec.Operation != opUninstall && operationMarks[rec.Operation] != last.Info.Status:
+	case operationMarks[rec.Operation] != last.Info.Status &&
+		!(rec.Operation == opUninstall && last.Info.Status == release.StatusPendingInstall):
 		return bad(fmt.Sprintf("the operation in flight recorded is an %s", rec.Operation))
 	case (rec.Operation == opInstall || rec.Operation == opUpgrade) && last.Labels[OperatorLabel] != rec.Instance:
 		return bad(fmt.Sprintf("it is labelled %s=%q, not the recorded instance %q", OperatorLabel, last.Labels[OperatorLabel], rec.Instance))

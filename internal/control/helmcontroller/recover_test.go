@@ -351,6 +351,8 @@ func TestOnlyAReleaseRecordedInFlightIsRecovered(t *testing.T) {
 		{"an install recorded, an upgrade found", rec(opInstall, 2), "apps", stuckRelease(2, release.StatusPendingUpgrade, "i-1"), false},
 		{"an upgrade recorded, an uninstall found", rec(opUpgrade, 2), "apps", stuckRelease(2, release.StatusUninstalling, "i-1"), false},
 		{"an upgrade recorded, an install found", rec(opUpgrade, 1), "apps", stuckRelease(1, release.StatusPendingInstall, "i-1"), false},
+		{"an uninstall recorded, an upgrade found", rec(opUninstall, 2), "apps", stuckRelease(2, release.StatusPendingUpgrade, "i-1"), false},
+		{"a rollback recorded, an upgrade found", rec(opRollback, 2), "apps", stuckRelease(2, release.StatusPendingUpgrade, "i-1"), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := recorded(tc.rec, tc.ns, tc.last)
