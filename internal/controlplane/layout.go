@@ -61,6 +61,10 @@ func (l Layout) ManifestsDir() string { return filepath.Join(l.ServerDir(), "man
 // StaticDir holds chart files that HelmCharts name as /static/<path>.
 func (l Layout) StaticDir() string { return filepath.Join(l.ServerDir(), "static") }
 
+// IDFile holds this server's identity, a UUID made at its first start:
+// unlike its name, not shared with a clone of its machine.
+func (l Layout) IDFile() string { return filepath.Join(l.ServerDir(), "id") }
+
 // HelmDir holds the Helm controller's repository cache.
 func (l Layout) HelmDir() string { return filepath.Join(l.ServerDir(), "helm") }
 

@@ -39,6 +39,7 @@ func TestLayoutPathsAreDistinctAndInPlace(t *testing.T) {
 		entry{"AuthenticationConfig", l.AuthenticationConfig(), l.EtcDir()},
 		entry{"TokenFile", l.TokenFile(), l.ServerDir()},
 		entry{"LockFile", l.LockFile(), l.ServerDir()},
+		entry{"IDFile", l.IDFile(), l.ServerDir()},
 	)
 	for _, d := range []string{l.TLSDir(), l.CredDir(), l.EtcDir()} {
 		if filepath.Dir(d) != l.ServerDir() {

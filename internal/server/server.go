@@ -225,6 +225,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 			StaticDir:  l.StaticDir(),
 			HelmDir:    l.HelmDir(),
 			Server:     serverName(localNode),
+			IDFile:     l.IDFile(),
 		}, log))
 	}
 	if !cfg.DisableControllerManager {

@@ -61,6 +61,34 @@ type HelmChartStatus struct {
 	// HelmChartConfig last acted on.
 	ObservedGeneration int64  `json:"observedGeneration,omitempty"`
 	ConfigVersion      string `json:"configVersion,omitempty"`
+	// InFlight is the Helm operation the controller started and has not
+	// seen settle, written before the operation begins. Only the
+	// controller writes status, so a pending release matches it only if
+	// the controller made it: the release's Secrets, in the target
+	// namespace, may be writable by others. Null (not omitted) when none,
+	// so that the merge patch of the status removes it.
+	InFlight *InFlight `json:"inFlight"`
+}
+
+// InFlight names one Helm operation of the controller.
+type InFlight struct {
+	// Instance is the controller instance (a process's run) running it.
+	Instance string `json:"instance"`
+	// Namespace and Revision are the release revision it marks pending:
+	// the new revision for an install, upgrade or rollback, the last one
+	// for an uninstall.
+	Namespace string `json:"namespace"`
+	Revision  int    `json:"revision"`
+	// Operation is install, upgrade, rollback or uninstall.
+	Operation string `json:"operation"`
+}
+
+// sameStatus reports whether two statuses say the same, the in-flight
+// records compared by value.
+func sameStatus(a, b HelmChartStatus) bool {
+	ai, bi := a.InFlight, b.InFlight
+	a.InFlight, b.InFlight = nil, nil
+	return a == b && (ai == nil) == (bi == nil) && (ai == nil || *ai == *bi)
 }
 
 // HelmChartConfig adds values to the HelmChart of the same name and

@@ -63,10 +63,13 @@ type Config struct {
 	StaticDir string
 	// HelmDir holds the repository cache for charts fetched from a repo.
 	HelmDir string
-	// Server names this server among the cluster's (its node name, else
-	// its host name): a Lease held as this server by an earlier process
-	// is that process's, which is gone.
+	// Server names this server for people (its node name, else its host
+	// name: the server package's serverName), in logs and on its Leases.
 	Server string
+	// IDFile is <data-dir>/server/id, this server's identity (see
+	// ServerID): a Lease held by it for an earlier process is that
+	// process's, which is gone.
+	IDFile string
 }
 
 // Controller is the Helm controller component.
@@ -83,6 +86,7 @@ type Controller struct {
 	// instance names this process's run of the controller on the releases
 	// it operates on; owners tells whether another instance still runs.
 	instance string
+	id       string
 	owners   *owners
 	failures failureLog
 	component.Runner
@@ -90,20 +94,22 @@ type Controller struct {
 
 // New returns the controller.
 func New(cfg Config, log *slog.Logger) *Controller {
-	if cfg.Server == "" {
-		cfg.Server, _ = os.Hostname()
-	}
 	return &Controller{cfg: cfg, log: log.With("component", "helm-controller"), instance: newInstance(time.Now())}
 }
 
 func (c *Controller) Name() string { return "helm-controller" }
 
 func (c *Controller) Init(context.Context) error {
-	for _, d := range []string{c.cfg.StaticDir, c.cfg.HelmDir} {
+	for _, d := range []string{c.cfg.StaticDir, c.cfg.HelmDir, filepath.Dir(c.cfg.IDFile)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("helm controller: %w", err)
 		}
 	}
+	id, err := ServerID(c.cfg.IDFile)
+	if err != nil {
+		return fmt.Errorf("helm controller: %w", err)
+	}
+	c.id = id
 	return nil
 }
 
@@ -119,7 +125,8 @@ func (c *Controller) Start(context.Context) error {
 	if err != nil {
 		return fmt.Errorf("helm controller: %w", err)
 	}
-	c.owners = &owners{leases: client.CoordinationV1().Leases(leaseNamespace), server: c.cfg.Server, instance: c.instance, now: time.Now}
+	c.owners = &owners{leases: client.CoordinationV1().Leases(leaseNamespace), id: c.id, name: c.cfg.Server, instance: c.instance, now: time.Now}
+	c.log.Debug("helm controller instance", "instance", c.instance, "server", c.cfg.Server, "server-id", c.id)
 	c.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
 		workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, 2*time.Minute),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "helmcharts"})
@@ -316,7 +323,7 @@ func (c *Controller) apply(ctx context.Context, u *unstructured.Unstructured, hc
 	ns, installedIn := releaseNamespace(hc), installedNamespace(hc)
 	seen := hc.Status.ObservedGeneration == hc.Generation && hc.Status.ConfigVersion == config.ResourceVersion
 	st := HelmChartStatus{Release: hc.Name, Namespace: ns, Revision: hc.Status.Revision, Applied: hc.Status.Applied,
-		ObservedGeneration: hc.Generation, ConfigVersion: config.ResourceVersion}
+		ObservedGeneration: hc.Generation, ConfigVersion: config.ResourceVersion, InFlight: hc.Status.InFlight}
 	key := hc.Namespace + "/" + hc.Name
 	fail := func(reason string, err error) error {
 		if ctx.Err() != nil {
@@ -375,17 +382,31 @@ func (c *Controller) apply(ctx context.Context, u *unstructured.Unstructured, hc
 	if last != nil && !owned(last, hc) {
 		return fail("ReleaseExists", errPermanent{fmt.Errorf("release %s/%s exists and was not installed by this HelmChart: rename the HelmChart or remove the release", ns, hc.Name)})
 	}
+	// A record whose operation is over goes, so that nothing forged at
+	// its revision later passes for it.
+	st.InFlight = settled(st.InFlight, ns, last)
 	recovered := ""
 	if stuck(last) {
-		if err := c.owners.ownerGone(ctx, last); err != nil {
+		// Only a release this controller recorded as in flight is
+		// recovered: any other may be forged (see recorded).
+		if err := recorded(st.InFlight, ns, last); err != nil {
+			return fail("ReleaseStuck", errPermanent{err})
+		}
+		if err := c.owners.ownerGone(ctx, st.InFlight.Instance, last.Info.Status); err != nil {
 			return fmt.Errorf("release %s/%s: %w", ns, hc.Name, err)
 		}
+		op, revision := recoveryOperation(last)
+		st.InFlight = &InFlight{Instance: c.instance, Namespace: ns, Revision: revision, Operation: op}
 		st.Phase, st.Message = "Upgrading", fmt.Sprintf("recovering release %s/%s, left %s by a stopped server", ns, hc.Name, last.Info.Status)
-		if last.Info.Status == release.StatusPendingInstall || last.Info.Status == release.StatusUninstalling {
+		if op == opUninstall {
 			st.Phase = "Installing"
 		}
-		c.setStatus(ctx, hc, st)
-		if recovered, err = recoverRelease(cfg, last, operationTimeout); err != nil {
+		if err := c.writeStatus(ctx, hc, st); err != nil {
+			return err // the operation runs only once recorded
+		}
+		recovered, err = recoverRelease(cfg, last, operationTimeout)
+		if err != nil {
+			st.InFlight = c.stillInFlight(cfg, ns, hc.Name, st.InFlight)
 			return fail("RecoveryFailed", err)
 		}
 		c.log.Warn("helm release recovered", "helmchart", key, "namespace", ns, "did", recovered)
@@ -393,9 +414,10 @@ func (c *Controller) apply(ctx context.Context, u *unstructured.Unstructured, hc
 		if last, err = cfg.Releases.Last(hc.Name); err != nil && !errors.Is(err, driver.ErrReleaseNotFound) {
 			return fmt.Errorf("reading release %s/%s: %w", ns, hc.Name, err)
 		}
+		st.InFlight = settled(st.InFlight, ns, last)
 	}
 	if last != nil && last.Info.Status == release.StatusDeployed && hc.Status.Applied == hash && hc.Status.Phase == "Installed" {
-		if !seen {
+		if !seen || st.InFlight != hc.Status.InFlight {
 			st.Phase, st.Message = hc.Status.Phase, hc.Status.Message
 			c.setStatus(ctx, hc, st)
 		}
@@ -409,7 +431,10 @@ func (c *Controller) apply(ctx context.Context, u *unstructured.Unstructured, hc
 	verb := "Upgraded"
 	if last == nil || last.Info.Status == release.StatusUninstalled {
 		st.Phase, st.Message = "Installing", fmt.Sprintf("installing release %s/%s (chart %s)", ns, hc.Name, chartName)
-		c.setStatus(ctx, hc, st)
+		st.InFlight = &InFlight{Instance: c.instance, Namespace: ns, Revision: 1, Operation: opInstall}
+		if err := c.writeStatus(ctx, hc, st); err != nil {
+			return err // the operation runs only once recorded
+		}
 		in := action.NewInstall(cfg)
 		in.ReleaseName, in.Namespace, in.CreateNamespace = hc.Name, ns, true
 		in.Timeout = operationTimeout
@@ -419,7 +444,11 @@ func (c *Controller) apply(ctx context.Context, u *unstructured.Unstructured, hc
 		verb = "Installed"
 	} else {
 		st.Phase, st.Message = "Upgrading", fmt.Sprintf("upgrading release %s/%s revision %d (chart %s)", ns, hc.Name, last.Version, chartName)
-		c.setStatus(ctx, hc, st)
+		// Helm's upgrade writes the revision after the last.
+		st.InFlight = &InFlight{Instance: c.instance, Namespace: ns, Revision: last.Version + 1, Operation: opUpgrade}
+		if err := c.writeStatus(ctx, hc, st); err != nil {
+			return err // the operation runs only once recorded
+		}
 		up := action.NewUpgrade(cfg)
 		up.Namespace = ns
 		up.Timeout = operationTimeout
@@ -429,6 +458,9 @@ func (c *Controller) apply(ctx context.Context, u *unstructured.Unstructured, hc
 		rel, err = up.RunWithContext(ctx, hc.Name, ch, vals)
 	}
 	if err != nil {
+		// Helm marks the revision failed; if that write failed too, the
+		// record stays, so that the next sync recovers it.
+		st.InFlight = c.stillInFlight(cfg, ns, hc.Name, st.InFlight)
 		return fail("InstallFailed", fmt.Errorf("%s %s/%s: %w", map[string]string{"Installed": "installing", "Upgraded": "upgrading"}[verb], ns, hc.Name, err))
 	}
 	msg := fmt.Sprintf("%s release %s/%s revision %d (chart %s)", verb, ns, rel.Name, rel.Version, chartName)
@@ -438,7 +470,7 @@ func (c *Controller) apply(ctx context.Context, u *unstructured.Unstructured, hc
 	c.recorder.Event(u, corev1.EventTypeNormal, verb, msg)
 	c.log.Info("helm release "+verb, "helmchart", key, "namespace", ns, "revision", rel.Version, "chart", ch.Metadata.Name+"-"+ch.Metadata.Version)
 	c.failures.clear(key)
-	st.Phase, st.Revision, st.Message, st.Applied, st.Namespace = "Installed", rel.Version, msg, hash, ns
+	st.Phase, st.Revision, st.Message, st.Applied, st.Namespace, st.InFlight = "Installed", rel.Version, msg, hash, ns, nil
 	c.setStatus(ctx, hc, st)
 	return nil
 }
@@ -541,19 +573,41 @@ func (c *Controller) uninstall(ctx context.Context, hc *HelmChart, ns string) er
 	return nil
 }
 
+// setStatus writes a HelmChart's status, logging a failure: the status
+// only tells people.
 func (c *Controller) setStatus(ctx context.Context, hc *HelmChart, st HelmChartStatus) {
-	if st == hc.Status {
-		return
+	if err := c.writeStatus(ctx, hc, st); err != nil && !apierrors.IsNotFound(err) {
+		c.log.Warn("writing HelmChart status", "helmchart", hc.Namespace+"/"+hc.Name, "err", err)
+	}
+}
+
+// writeStatus writes a HelmChart's status through its status subresource,
+// which only the controller (with the admin's rights) writes. It must
+// succeed before an operation it records as in flight starts.
+func (c *Controller) writeStatus(ctx context.Context, hc *HelmChart, st HelmChartStatus) error {
+	if sameStatus(st, hc.Status) {
+		return nil
 	}
 	patch := fmt.Sprintf(`{"status":%s}`, mustJSON(st))
 	_, err := c.dyn.Resource(chartGVR).Namespace(hc.Namespace).Patch(ctx, hc.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}, "status")
-	if err != nil && !apierrors.IsNotFound(err) {
-		c.log.Warn("writing HelmChart status", "helmchart", hc.Namespace+"/"+hc.Name, "err", err)
-		return
+	if err != nil {
+		return fmt.Errorf("writing the status of HelmChart %s/%s: %w", hc.Namespace, hc.Name, err)
 	}
 	// The next status of this sync is compared with this one, not with
 	// what the informer saw before.
 	hc.Status = st
+	return nil
+}
+
+// stillInFlight returns rec while its operation, which returned an error,
+// left release name in namespace ns stuck (Helm's final write failed too,
+// or it could not be read), nil once it settled.
+func (c *Controller) stillInFlight(cfg *action.Configuration, ns, name string, rec *InFlight) *InFlight {
+	last, err := cfg.Releases.Last(name)
+	if err != nil && !errors.Is(err, driver.ErrReleaseNotFound) {
+		return rec
+	}
+	return settled(rec, ns, last)
 }
 
 // actionConfig is a Helm configuration for one namespace, its releases

@@ -77,6 +77,15 @@ spec:
               namespace: {type: string}
               observedGeneration: {type: integer}
               configVersion: {type: string}
+              inFlight:
+                type: object
+                nullable: true
+                description: "The Helm operation the controller started and has not seen settle: the only pending release it recovers."
+                properties:
+                  instance: {type: string}
+                  namespace: {type: string}
+                  revision: {type: integer}
+                  operation: {type: string}
 ---
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition

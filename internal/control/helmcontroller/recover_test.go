@@ -8,11 +8,14 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chartutil"
@@ -158,11 +161,16 @@ func TestRecoverReleaseLeftPending(t *testing.T) {
 }
 
 func lease(name, holder string, renewed time.Time) *coordinationv1.Lease {
+	return namedLease(name, holder, "", renewed)
+}
+
+func namedLease(name, holder, server string, renewed time.Time) *coordinationv1.Lease {
 	d := int32(leaseDuration)
 	at := metav1.NewMicroTime(renewed)
 	return &coordinationv1.Lease{
 		ObjectMeta: metav1.ObjectMeta{Name: leasePrefix + name, Namespace: leaseNamespace,
-			Labels: map[string]string{"app.kubernetes.io/managed-by": leaseManagedBy}},
+			Labels:      map[string]string{"app.kubernetes.io/managed-by": leaseManagedBy},
+			Annotations: map[string]string{serverNameAnnotation: server}},
 		Spec: coordinationv1.LeaseSpec{HolderIdentity: &holder, LeaseDurationSeconds: &d, RenewTime: &at},
 	}
 }
@@ -170,22 +178,27 @@ func lease(name, holder string, renewed time.Time) *coordinationv1.Lease {
 func TestOwnerOfAPendingReleaseIsAliveOnlyWithALiveLease(t *testing.T) {
 	now := time.Date(2026, 11, 30, 6, 0, 0, 0, time.UTC)
 	client := fake.NewClientset(
-		lease("before", "server-a", now.Add(-5*time.Second)),   // this server's last run: SIGKILLed just now
-		lease("other", "server-b", now.Add(-5*time.Second)),    // another server, running
-		lease("other-dead", "server-c", now.Add(-time.Minute)), // another server, gone
-		lease("ancient", "server-d", now.Add(-2*time.Hour)),
+		lease("before", "id-a", now.Add(-5*time.Second)),   // this server's last run: SIGKILLed just now
+		lease("other", "id-b", now.Add(-5*time.Second)),    // another server, running
+		lease("other-dead", "id-c", now.Add(-time.Minute)), // another server, gone
+		lease("ancient", "id-d", now.Add(-2*time.Hour)),
+		// A clone of this machine: same host name, its own data dir and ID.
+		namedLease("twin", "id-twin", "server-a", now.Add(-5*time.Second)),
 	)
-	o := &owners{leases: client.CoordinationV1().Leases(leaseNamespace), server: "server-a", instance: "now", now: func() time.Time { return now }}
+	o := &owners{leases: client.CoordinationV1().Leases(leaseNamespace), id: "id-a", name: "server-a", instance: "now", now: func() time.Time { return now }}
 	for instance, alive := range map[string]bool{
-		"":           false, // marked by no instance: an older skiff's
-		"now":        true,  // ours: the operation running
+		"": false,
+		// Ours: the single worker asks only between operations, so a
+		// mark of ours still pending was abandoned (Helm's last write
+		// failed).
+		"now":        false,
 		"before":     false,
 		"other":      true,
 		"other-dead": false,
 		"missing":    false,
+		"twin":       true,
 	} {
-		r := &release.Release{Name: "r", Info: &release.Info{Status: release.StatusPendingInstall}, Labels: map[string]string{OperatorLabel: instance}}
-		err := o.ownerGone(context.Background(), r)
+		err := o.ownerGone(context.Background(), instance, release.StatusPendingInstall)
 		var live errOwnerAlive
 		if got := errors.As(err, &live); got != alive || (err != nil && !got) {
 			t.Errorf("instance %q: ownerGone = %v, want alive %v", instance, err, alive)
@@ -209,15 +222,15 @@ func TestOwnerOfAPendingReleaseIsAliveOnlyWithALiveLease(t *testing.T) {
 		names = append(names, strings.TrimPrefix(l.Name, leasePrefix))
 	}
 	sort.Strings(names)
-	if got := strings.Join(names, ","); got != "now,other,other-dead" {
-		t.Errorf("Leases after start: %s, want now,other,other-dead", got)
+	if got := strings.Join(names, ","); got != "now,other,other-dead,twin" {
+		t.Errorf("Leases after start: %s, want now,other,other-dead,twin (the twin of the same host name runs)", got)
 	}
 	now = now.Add(20 * time.Second)
 	if err := o.renew(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	l, err := o.leases.Get(context.Background(), leasePrefix+"now", metav1.GetOptions{})
-	if err != nil || !l.Spec.RenewTime.Time.Equal(now) || *l.Spec.HolderIdentity != "server-a" {
+	if err != nil || !l.Spec.RenewTime.Time.Equal(now) || *l.Spec.HolderIdentity != "id-a" || l.Annotations[serverNameAnnotation] != "server-a" {
 		t.Errorf("renewed Lease: %+v %v", l, err)
 	}
 }
@@ -295,5 +308,177 @@ func TestFailuresAreLoggedOnce(t *testing.T) {
 	f.log(log, "ns/a", errors.New("other"))
 	if count() != 5 {
 		t.Errorf("a failure repeating for %s was not logged again:\n%s", failureRepeat, buf.String())
+	}
+}
+
+// stuckRelease is revision version of release r in namespace apps.
+func stuckRelease(version int, status release.Status, operator string) *release.Release {
+	labels := map[string]string{OwnerLabel: "uid-1"}
+	if operator != "" {
+		labels[OperatorLabel] = operator
+	}
+	return &release.Release{Name: "r", Namespace: "apps", Version: version, Info: &release.Info{Status: status}, Labels: labels}
+}
+
+func TestOnlyAReleaseRecordedInFlightIsRecovered(t *testing.T) {
+	rec := func(op string, revision int) *InFlight {
+		return &InFlight{Instance: "i-1", Namespace: "apps", Revision: revision, Operation: op}
+	}
+	for _, tc := range []struct {
+		name string
+		rec  *InFlight
+		ns   string
+		last *release.Release
+		ok   bool
+	}{
+		{"install cut short", rec(opInstall, 1), "apps", stuckRelease(1, release.StatusPendingInstall, "i-1"), true},
+		{"upgrade cut short", rec(opUpgrade, 3), "apps", stuckRelease(3, release.StatusPendingUpgrade, "i-1"), true},
+		// Helm gives a rollback's and an uninstall's revision the labels
+		// of the revision they come from.
+		{"rollback cut short", rec(opRollback, 4), "apps", stuckRelease(4, release.StatusPendingRollback, "i-0"), true},
+		{"uninstall cut short", rec(opUninstall, 1), "apps", stuckRelease(1, release.StatusUninstalling, "i-0"), true},
+		{"uninstall cut short before its mark", rec(opUninstall, 1), "apps", stuckRelease(1, release.StatusPendingInstall, "i-0"), true},
+
+		// Forged by whoever writes Secrets in the namespace: no
+		// operator label, "no live owner" before.
+		{"no record, no operator", nil, "apps", stuckRelease(1, release.StatusPendingInstall, ""), false},
+		{"no record (an older skiff's)", nil, "apps", stuckRelease(1, release.StatusPendingInstall, "i-1"), false},
+		{"a revision after the recorded one", rec(opUpgrade, 3), "apps", stuckRelease(4, release.StatusPendingUpgrade, "i-1"), false},
+		{"a revision before the recorded one", rec(opUpgrade, 3), "apps", stuckRelease(2, release.StatusPendingUpgrade, "i-1"), false},
+		{"another namespace", rec(opInstall, 1), "tenant", stuckRelease(1, release.StatusPendingInstall, "i-1"), false},
+		{"another operator", rec(opInstall, 1), "apps", stuckRelease(1, release.StatusPendingInstall, "i-2"), false},
+		{"no operator", rec(opUpgrade, 2), "apps", stuckRelease(2, release.StatusPendingUpgrade, ""), false},
+		{"an install recorded, an upgrade found", rec(opInstall, 2), "apps", stuckRelease(2, release.StatusPendingUpgrade, "i-1"), false},
+		{"an upgrade recorded, an uninstall found", rec(opUpgrade, 2), "apps", stuckRelease(2, release.StatusUninstalling, "i-1"), false},
+		{"an upgrade recorded, an install found", rec(opUpgrade, 1), "apps", stuckRelease(1, release.StatusPendingInstall, "i-1"), false},
+		{"an uninstall recorded, an upgrade found", rec(opUninstall, 2), "apps", stuckRelease(2, release.StatusPendingUpgrade, "i-1"), false},
+		{"a rollback recorded, an upgrade found", rec(opRollback, 2), "apps", stuckRelease(2, release.StatusPendingUpgrade, "i-1"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := recorded(tc.rec, tc.ns, tc.last)
+			if (err == nil) != tc.ok {
+				t.Fatalf("recorded = %v, want recovered %v", err, tc.ok)
+			}
+			var nr errNotRecorded
+			if err != nil && (!errors.As(err, &nr) || !strings.Contains(err.Error(), "left alone") ||
+				!strings.Contains(err.Error(), tc.ns+"/r revision") || !strings.Contains(err.Error(), string(tc.last.Info.Status))) {
+				t.Errorf("the report does not say what is left alone: %v", err)
+			}
+		})
+	}
+}
+
+func TestInFlightRecordGoesOnceSettled(t *testing.T) {
+	rec := &InFlight{Instance: "i-1", Namespace: "apps", Revision: 2, Operation: opUpgrade}
+	for _, tc := range []struct {
+		name string
+		ns   string
+		last *release.Release
+		keep bool
+	}{
+		{"still pending", "apps", stuckRelease(2, release.StatusPendingUpgrade, "i-1"), true},
+		{"deployed", "apps", stuckRelease(2, release.StatusDeployed, "i-1"), false},
+		{"failed", "apps", stuckRelease(2, release.StatusFailed, "i-1"), false},
+		{"never written (cut short before Helm's first write)", "apps", nil, false},
+		{"another revision pending", "apps", stuckRelease(3, release.StatusPendingUpgrade, "i-1"), false},
+		{"the release moved namespace", "other", stuckRelease(2, release.StatusPendingUpgrade, "i-1"), false},
+	} {
+		if got := settled(rec, tc.ns, tc.last); (got != nil) != tc.keep {
+			t.Errorf("%s: record kept %v, want %v", tc.name, got != nil, tc.keep)
+		}
+	}
+	if settled(nil, "apps", nil) != nil {
+		t.Error("no record made one")
+	}
+}
+
+func TestRecoveryOperationMatchesWhatRecoveryMarks(t *testing.T) {
+	for status, want := range map[release.Status]string{
+		release.StatusPendingInstall:  opUninstall,
+		release.StatusUninstalling:    opUninstall,
+		release.StatusPendingUpgrade:  opRollback,
+		release.StatusPendingRollback: opRollback,
+	} {
+		cfg := helmConfig(t)
+		states := []release.Status{status}
+		if want == opRollback {
+			states = []release.Status{release.StatusDeployed, status}
+		}
+		history(t, cfg, states...)
+		last, _ := cfg.Releases.Last("r")
+		op, revision := recoveryOperation(last)
+		if op != want {
+			t.Errorf("%s: operation %s, want %s", status, op, want)
+			continue
+		}
+		rec := &InFlight{Instance: "now", Namespace: "apps", Revision: revision, Operation: op}
+		// Recovery cut short where it marks its revision: the record
+		// must let the next start recover that.
+		var marked *release.Release
+		if op == opUninstall {
+			marked = stuckRelease(last.Version, release.StatusUninstalling, "dead-instance")
+		} else {
+			marked = stuckRelease(last.Version+1, release.StatusPendingRollback, "dead-instance")
+		}
+		if err := recorded(rec, "apps", marked); err != nil {
+			t.Errorf("%s: recovery cut short is not recoverable: %v", status, err)
+		}
+		if _, err := recoverRelease(cfg, last, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		after, err := cfg.Releases.Last("r")
+		if op == opRollback && (err != nil || after.Version != revision) {
+			t.Errorf("%s: rollback wrote revision %v (%v), recorded %d", status, after, err, revision)
+		}
+	}
+}
+
+func TestInFlightRecordIsClearedByTheStatusPatch(t *testing.T) {
+	// The status is written as a merge patch: a record not written as
+	// null would stay.
+	if got := mustJSON(HelmChartStatus{Phase: "Installed"}); !strings.Contains(got, `"inFlight":null`) {
+		t.Errorf("status without a record marshals as %s", got)
+	}
+	a := HelmChartStatus{Phase: "Installing", InFlight: &InFlight{Instance: "i", Revision: 1}}
+	b := a
+	b.InFlight = &InFlight{Instance: "i", Revision: 1}
+	if !sameStatus(a, b) {
+		t.Error("equal records compared unequal")
+	}
+	b.InFlight.Revision = 2
+	if sameStatus(a, b) {
+		t.Error("different records compared equal")
+	}
+	b.InFlight = nil
+	if sameStatus(a, b) || !sameStatus(b, b) {
+		t.Error("a record compared equal to none")
+	}
+}
+
+func TestServerIDIsKeptPerDataDir(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "id")
+	a, err := ServerID(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := uuid.Parse(a); err != nil {
+		t.Errorf("ID %q: %v", a, err)
+	}
+	if again, err := ServerID(path); err != nil || again != a {
+		t.Errorf("second start: %q %v, want %q", again, err, a)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("ID file: %v %v", fi, err)
+	}
+	// A clone's own data dir (same host name) gets its own.
+	if b, err := ServerID(filepath.Join(t.TempDir(), "id")); err != nil || b == a {
+		t.Errorf("another data dir: %q %v, same as %q", b, err, a)
+	}
+	if err := os.WriteFile(path, []byte("not-a-uuid\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ServerID(path); err == nil || !strings.Contains(err.Error(), path) {
+		t.Errorf("a damaged ID file: %v, want an error naming %s", err, path)
 	}
 }
