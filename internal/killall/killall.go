@@ -79,6 +79,10 @@ type Report struct {
 	NodesElsewhere int
 	// DirsEmptied are state dirs that are mount points: emptied, kept.
 	DirsEmptied int
+	// DirsInUseElsewhere are state dirs kept because a skiff node in other
+	// namespaces uses the same directory (it shares the host's /run or
+	// /var/lib/cni).
+	DirsInUseElsewhere int
 }
 
 // String is the one-line summary `skiff killall` prints.
@@ -90,6 +94,9 @@ func (r Report) String() string {
 	elsewhere := ""
 	if r.NodesElsewhere > 0 {
 		elsewhere = fmt.Sprintf("; left %d processes of skiff nodes in other namespaces alone", r.NodesElsewhere)
+	}
+	if r.DirsInUseElsewhere > 0 {
+		elsewhere += fmt.Sprintf("; kept %d state dirs those nodes use", r.DirsInUseElsewhere)
 	}
 	return fmt.Sprintf("killed %d processes, unmounted %d mounts, deleted %d links, removed %d firewall rules (%d chains, %d nftables tables), removed %d state dirs%s%s",
 		r.ProcessesKilled, r.MountsUnmounted, r.LinksDeleted, r.RulesRemoved, r.ChainsRemoved, r.NftTablesDeleted, r.DirsRemoved, emptied, elsewhere)
@@ -127,6 +134,9 @@ type runner struct {
 	procRoot                    string
 	// foundDataDirs are the data dirs the stopped processes named.
 	foundDataDirs []string
+	// elsewhere are the skiff node processes in other namespaces that
+	// stopProcesses left alone.
+	elsewhere []Proc
 	// rec is the node record, read once (recordRead).
 	rec               NodeRecord
 	recOK, recordRead bool

@@ -489,3 +489,67 @@ func TestNodeRecord(t *testing.T) {
 		t.Error("broken record: want an error")
 	}
 }
+
+// setNS puts pid ("self" for killall) in the mount and network namespaces
+// mnt and net, and makes its root directory root (/proc/<pid>/root).
+func (h *fakeHost) setNS(pid, mnt, net, root string) {
+	dir := filepath.Join(h.procRoot, pid)
+	must(h.t, os.MkdirAll(filepath.Join(dir, "ns"), 0o755))
+	must(h.t, os.Symlink(mnt, filepath.Join(dir, "ns", "mnt")))
+	must(h.t, os.Symlink(net, filepath.Join(dir, "ns", "net")))
+	if root != "" {
+		must(h.t, os.Symlink(root, filepath.Join(dir, "root")))
+	}
+}
+
+// A node in other namespaces that shares the host's /run and /var/lib/cni
+// (`unshare --mount --net` with no tmpfs on /run) keeps its state dirs; one
+// with a private /run does not keep the host's.
+func TestRunKeepsStateDirsANodeElsewhereUses(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		shared   bool
+		wantKept int
+	}{
+		{"shared /run", true, 3},
+		{"private /run", false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newFakeHost(t)
+			h.addProc(1, 0, "/sbin/init", "/sbin/init")
+			h.addProc(99, 1, "/usr/local/bin/skiff", "skiff", "killall")
+			h.setNS("self", "mnt:[1]", "net:[1]", "")
+			h.addProc(40, 1, "/usr/local/bin/skiff", "skiff", "agent", "--data-dir", "/srv/agent")
+			root := "/"
+			if !tc.shared {
+				// The node's own tree, with directories at the same paths.
+				root = filepath.Join(h.root, "agent-root")
+				for _, d := range h.stateDirs {
+					must(t, os.MkdirAll(filepath.Join(root, d), 0o755))
+				}
+			}
+			h.setNS("40", "mnt:[2]", "net:[2]", root)
+			h.setMounts()
+
+			rep, err := h.runnerFor(t, 99, "").run(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.NodesElsewhere != 1 || rep.ProcessesKilled != 0 {
+				t.Errorf("report %+v, want the agent left alone", rep)
+			}
+			if rep.DirsInUseElsewhere != tc.wantKept || rep.DirsRemoved != 3-tc.wantKept {
+				t.Errorf("kept %d, removed %d state dirs; want %d kept", rep.DirsInUseElsewhere, rep.DirsRemoved, tc.wantKept)
+			}
+			for _, d := range h.stateDirs {
+				_, err := os.Stat(d)
+				if exists := err == nil; exists != tc.shared {
+					t.Errorf("%s exists: %v, want %v", d, exists, tc.shared)
+				}
+			}
+			if tc.shared && !strings.Contains(rep.String(), "kept 3 state dirs those nodes use") {
+				t.Errorf("report line %q does not say the dirs were kept", rep.String())
+			}
+		})
+	}
+}

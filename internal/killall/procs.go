@@ -447,6 +447,7 @@ func (r *runner) stopProcesses(ctx context.Context, rep *Report) error {
 		for _, p := range sel.Elsewhere {
 			if !elsewhere[p.PID] {
 				elsewhere[p.PID] = true
+				r.elsewhere = append(r.elsewhere, p)
 				r.log.Info("leaving alone a skiff process in other namespaces", "pid", p.PID, "cmd", strings.Join(p.Cmdline, " "))
 			}
 		}
