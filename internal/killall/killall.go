@@ -70,7 +70,7 @@ type Report struct {
 	MountsUnmounted  int
 	NetnsRemoved     int
 	LinksDeleted     int
-	RulesRemoved     int // iptables and ip6tables rules
+	RulesRemoved     int // iptables and ip6tables rules, and nftables rules of shared tables
 	ChainsRemoved    int // iptables and ip6tables chains
 	NftTablesDeleted int
 	DirsRemoved      int
@@ -128,7 +128,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 }
 
 // runner carries one run's settings. The host's own paths (netnsDir,
-// stateDirs) are fields so that tests can point them into a temporary dir.
+// cniDir, stateDirs) are fields so that tests can point them into a temporary dir.
 type runner struct {
 	dataDir, runDir, kubeletDir string
 	procRoot                    string
@@ -146,6 +146,7 @@ type runner struct {
 	self              int
 	selfExe           string
 	netnsDir          string
+	cniDir            string
 	stateDirs         []string
 	grace, poll       time.Duration
 }
@@ -194,6 +195,7 @@ func newRunner(o Options, sys system, self int, selfExe string) (*runner, error)
 		self:       self,
 		selfExe:    selfExe,
 		netnsDir:   netnsDir,
+		cniDir:     cniStateDir,
 		stateDirs:  []string{cniStateDir, runDir, flannelRunDir},
 		grace:      stopGrace,
 		poll:       stopPoll,

@@ -162,6 +162,7 @@ func (h *fakeHost) runnerFor(t *testing.T, self int, dataDir string) *runner {
 	must(t, err)
 	r.netnsDir = h.netns
 	r.stateDirs = h.stateDirs
+	r.cniDir = h.stateDirs[0]
 	r.grace, r.poll = 200*time.Millisecond, 5*time.Millisecond
 	return r
 }
