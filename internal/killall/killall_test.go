@@ -554,3 +554,29 @@ func TestRunKeepsStateDirsANodeElsewhereUses(t *testing.T) {
 		})
 	}
 }
+
+// Orphaned containers are told from another kubelet's, which shares the
+// host's cgroup namespace and layout, by the pod dirs of this node's kubelet.
+func TestRunKillsOnlyThisKubeletsOrphanedContainers(t *testing.T) {
+	h := newFakeHost(t)
+	h.addProc(1, 0, "/sbin/init", "/sbin/init")
+	h.addProc(99, 1, "/usr/local/bin/skiff", "skiff", "killall")
+	h.addProc(10, 1, "/web", "/web")
+	h.addProc(20, 1, "/ci-runner", "/ci-runner")
+	must(t, os.WriteFile(filepath.Join(h.procRoot, "10", "cgroup"), []byte("12:pids:/kubepods/besteffort/pod0f1e-22/c1\n0::/\n"), 0o644))
+	must(t, os.WriteFile(filepath.Join(h.procRoot, "20", "cgroup"), []byte("12:pids:/kubepods/besteffort/podc1c1-33/c2\n0::/\n"), 0o644))
+	must(t, os.MkdirAll(filepath.Join(h.kubeletDir, "pods", "0f1e-22", "volumes"), 0o755))
+	lock, err := os.Create(filepath.Join(h.runDir, NodeLockFile))
+	must(t, err)
+	must(t, WriteNodeRecord(lock, NodeRecord{DataDir: h.dataDir, KubeletCgroupRoot: "/"}))
+	must(t, lock.Close())
+	h.setMounts()
+
+	rep, err := h.runner(t, 99).run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"10:terminated"}; !slices.Equal(h.signals, want) || rep.ProcessesKilled != 1 {
+		t.Errorf("signals %v (killed %d), want %v", h.signals, rep.ProcessesKilled, want)
+	}
+}
