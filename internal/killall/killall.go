@@ -104,7 +104,11 @@ func (r Report) String() string {
 
 // Run stops skiff's processes and undoes its host state, in the order that
 // lets each step succeed: processes first (they hold mounts and links busy),
-// then mounts, links, firewall rules and finally state directories.
+// then mounts, links, firewall rules and finally state directories. From
+// after the processes stopped to the end it holds the node lock (LockNode),
+// so a node (re)started meanwhile (systemd's Restart=always) is refused
+// rather than losing its network; when the lock is already held, a node
+// started after the processes stopped runs and Run removes nothing.
 //
 // What it stops and what it removes are one set: every skiff node in
 // killall's mount or network namespace, whatever its data dir (a node in
@@ -134,6 +138,9 @@ type runner struct {
 	procRoot                    string
 	// foundDataDirs are the data dirs the stopped processes named.
 	foundDataDirs []string
+	// lock is the node lock, held from after the processes stopped to the
+	// end of the run (lockNode).
+	lock *os.File
 	// elsewhere are the skiff node processes in other namespaces that
 	// stopProcesses left alone.
 	elsewhere []Proc
@@ -203,6 +210,12 @@ func newRunner(o Options, sys system, self int, selfExe string) (*runner, error)
 }
 
 func (r *runner) run(ctx context.Context) (Report, error) {
+	defer func() {
+		if r.lock != nil {
+			r.lock.Close()
+			r.lock = nil
+		}
+	}()
 	var rep Report
 	var errs []error
 	steps := []struct {
@@ -210,6 +223,7 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 		fn   func(context.Context, *Report) error
 	}{
 		{"stopping processes", r.stopProcesses},
+		{"locking the node", r.lockNode},
 		{"unmounting", r.unmount},
 		{"deleting network links", r.deleteLinks},
 		{"removing firewall rules", r.removeFirewallRules},

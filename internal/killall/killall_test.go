@@ -37,6 +37,7 @@ type fakeHost struct {
 	outputs   map[string]string
 	calls     []string
 	stdin     map[string]string
+	onRun     func(cmd string) // called for each command run
 }
 
 func newFakeHost(t *testing.T) *fakeHost {
@@ -140,6 +141,9 @@ func (h *fakeHost) LookPath(name string) (string, error) {
 func (h *fakeHost) Run(_ context.Context, stdin io.Reader, name string, args ...string) ([]byte, error) {
 	cmd := strings.Join(append([]string{name}, args...), " ")
 	h.calls = append(h.calls, cmd)
+	if h.onRun != nil {
+		h.onRun(cmd)
+	}
 	if stdin != nil {
 		b, _ := io.ReadAll(stdin)
 		h.stdin[cmd] = string(b)
@@ -578,5 +582,97 @@ func TestRunKillsOnlyThisKubeletsOrphanedContainers(t *testing.T) {
 	}
 	if want := []string{"10:terminated"}; !slices.Equal(h.signals, want) || rep.ProcessesKilled != 1 {
 		t.Errorf("signals %v (killed %d), want %v", h.signals, rep.ProcessesKilled, want)
+	}
+}
+
+// holdNodeLock takes the node lock as a (re)started node would, and lists
+// it in the fake /proc/locks under pid.
+func (h *fakeHost) holdNodeLock(pid int) *os.File {
+	f, err := LockNode(h.runDir)
+	must(h.t, err)
+	h.t.Cleanup(func() { f.Close() })
+	fi, err := f.Stat()
+	must(h.t, err)
+	locks := fmt.Sprintf("1: POSIX  ADVISORY  WRITE 5 00:1b:%d 0 EOF\n2: FLOCK  ADVISORY  WRITE %d 00:1b:%d 0 EOF\n2: -> FLOCK  ADVISORY  WRITE 7 00:1b:%d 0 EOF\n",
+		fi.Sys().(*syscall.Stat_t).Ino+1, pid, fi.Sys().(*syscall.Stat_t).Ino, fi.Sys().(*syscall.Stat_t).Ino)
+	must(h.t, os.WriteFile(filepath.Join(h.procRoot, "locks"), []byte(locks), 0o644))
+	return f
+}
+
+// A node (re)started after the processes were stopped holds the node lock:
+// killall names it and dismantles nothing.
+func TestRunRefusesWhenTheNodeLockIsHeld(t *testing.T) {
+	h := newFakeHost(t)
+	h.addProc(1, 0, "/sbin/init", "/sbin/init")
+	h.addProc(99, 1, "/usr/local/bin/skiff", "skiff", "killall")
+	// Not a skiff node by its looks (a wrapper), but it holds the lock.
+	h.addProc(77, 1, "/usr/bin/flock", "flock", "-n", h.runDir+"/node.lock", "skiff", "server")
+	h.holdNodeLock(77)
+	h.setMounts(h.runDir + "/containerd/io.containerd.runtime.v2.task/k8s.io/aaa/rootfs")
+	for _, b := range []string{"ip", "iptables-save", "iptables-restore", "nft"} {
+		h.installed[b] = true
+	}
+	_, err := h.runner(t, 99).run(context.Background())
+	if !errors.Is(err, errNodeRunning) || !strings.Contains(err.Error(), "77 (flock -n "+h.runDir+"/node.lock skiff server) holds the node lock") {
+		t.Fatalf("err = %v, want the lock holder named", err)
+	}
+	if len(h.unmounts) != 0 || len(h.calls) != 0 {
+		t.Errorf("dismantled a running node: unmounts %v, commands %v", h.unmounts, h.calls)
+	}
+	for _, d := range h.stateDirs {
+		if _, err := os.Stat(d); err != nil {
+			t.Errorf("%s removed while the node runs", d)
+		}
+	}
+}
+
+// killall holds the node lock while it dismantles: a node starting then
+// is refused by the lock, and gets it once killall is done.
+func TestRunHoldsTheNodeLock(t *testing.T) {
+	h := newFakeHost(t)
+	h.addProc(1, 0, "/sbin/init", "/sbin/init")
+	h.addProc(99, 1, "/usr/local/bin/skiff", "skiff", "killall")
+	h.setMounts()
+	h.installed["ip"] = true
+	r := h.runner(t, 99)
+	h.outputs["ip -o link show"] = ""
+	var during error
+	h.onRun = func(string) {
+		f, err := LockNode(h.runDir)
+		if err == nil {
+			f.Close()
+		}
+		during = err
+	}
+	if _, err := r.run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(during, ErrNodeLocked) {
+		t.Errorf("a node starting while killall ran: %v, want ErrNodeLocked", during)
+	}
+	f, err := LockNode(h.runDir)
+	if err != nil {
+		t.Fatalf("after killall: %v", err)
+	}
+	f.Close()
+}
+
+// A node in other namespaces sharing the host's /run holds the lock for
+// itself: killall goes on, and keeps the run dir.
+func TestRunWithTheLockOfANodeElsewhere(t *testing.T) {
+	h := newFakeHost(t)
+	h.addProc(1, 0, "/sbin/init", "/sbin/init")
+	h.addProc(99, 1, "/usr/local/bin/skiff", "skiff", "killall")
+	h.setNS("self", "mnt:[1]", "net:[1]", "")
+	h.addProc(40, 1, "/usr/local/bin/skiff", "skiff", "agent")
+	h.setNS("40", "mnt:[2]", "net:[2]", "/")
+	h.holdNodeLock(40)
+	h.setMounts()
+	rep, err := h.runner(t, 99).run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(h.runDir, NodeLockFile)); err != nil || rep.DirsInUseElsewhere != 3 {
+		t.Errorf("the other node's lock: %v; report %+v", err, rep)
 	}
 }
