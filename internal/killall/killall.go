@@ -66,10 +66,13 @@ type Options struct {
 
 // Report counts what Run undid.
 type Report struct {
-	ProcessesKilled  int
-	MountsUnmounted  int
-	NetnsRemoved     int
-	LinksDeleted     int
+	ProcessesKilled int
+	MountsUnmounted int
+	NetnsRemoved    int
+	LinksDeleted    int
+	// RoutesDeleted are skiff's service-CIDR routes (route protocol
+	// host.ServiceRouteProtocol).
+	RoutesDeleted    int
 	RulesRemoved     int // iptables and ip6tables rules, and nftables rules of shared tables
 	ChainsRemoved    int // iptables and ip6tables chains
 	NftTablesDeleted int
@@ -98,13 +101,14 @@ func (r Report) String() string {
 	if r.DirsInUseElsewhere > 0 {
 		elsewhere += fmt.Sprintf("; kept %d state dirs those nodes use", r.DirsInUseElsewhere)
 	}
-	return fmt.Sprintf("killed %d processes, unmounted %d mounts, deleted %d links, removed %d firewall rules (%d chains, %d nftables tables), removed %d state dirs%s%s",
-		r.ProcessesKilled, r.MountsUnmounted, r.LinksDeleted, r.RulesRemoved, r.ChainsRemoved, r.NftTablesDeleted, r.DirsRemoved, emptied, elsewhere)
+	return fmt.Sprintf("killed %d processes, unmounted %d mounts, deleted %d links and %d routes, removed %d firewall rules (%d chains, %d nftables tables), removed %d state dirs%s%s",
+		r.ProcessesKilled, r.MountsUnmounted, r.LinksDeleted, r.RoutesDeleted, r.RulesRemoved, r.ChainsRemoved, r.NftTablesDeleted, r.DirsRemoved, emptied, elsewhere)
 }
 
 // Run stops skiff's processes and undoes its host state, in the order that
 // lets each step succeed: processes first (they hold mounts and links busy),
-// then mounts, links, firewall rules and finally state directories. From
+// then mounts, links (and skiff's service routes), firewall rules and
+// finally state directories. From
 // after the processes stopped to the end it holds the node lock (LockNode),
 // so a node (re)started meanwhile (systemd's Restart=always) is refused
 // rather than losing its network; when the lock is already held, a node

@@ -205,13 +205,15 @@ func TestRun(t *testing.T) {
 	h.outputs["ip -o link show"] = sampleIPLinks
 	h.outputs["iptables-save"] = sampleSave
 	h.outputs["nft list tables"] = "table inet filter\ntable ip kube-proxy\ntable ip flannel-ipv4\ntable ip6 flannel-ipv6\n"
+	// The service route of a host without a default route; no IPv6 one.
+	h.outputs["ip route show proto 165"] = "10.43.0.0/16 dev eth0 proto 165 scope link src 192.168.5.7 \n"
 
 	rep, err := h.runner(t, 99).run(context.Background())
 	if err != nil {
 		t.Fatalf("run: %v", err)
 	}
 	want := Report{
-		ProcessesKilled: 6, MountsUnmounted: 6, NetnsRemoved: 2, LinksDeleted: 4,
+		ProcessesKilled: 6, MountsUnmounted: 6, NetnsRemoved: 2, LinksDeleted: 4, RoutesDeleted: 1,
 		RulesRemoved: 25, ChainsRemoved: 17, NftTablesDeleted: 3, DirsRemoved: 3,
 	}
 	if rep != want {
@@ -249,6 +251,7 @@ func TestRun(t *testing.T) {
 	wantCalls := []string{
 		"ip -o link show",
 		"ip link delete veth3f1c2a4b", "ip link delete veth9a8b7c6d", "ip link delete cni0", "ip link delete flannel.1",
+		"ip route show proto 165", "ip route flush proto 165", "ip -6 route show proto 165",
 		"iptables-save", "iptables-restore",
 		"nft list tables", "nft delete table ip kube-proxy", "nft delete table ip flannel-ipv4", "nft delete table ip6 flannel-ipv6",
 	}
