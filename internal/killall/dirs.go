@@ -55,7 +55,9 @@ func (r *runner) removeStateDirs(_ context.Context, rep *Report) error {
 			errs = append(errs, fmt.Errorf("removing %s: %w", dir, err))
 			continue
 		}
-		rep.DirsRemoved++
+		if dir != r.runDir || !r.madeRunDir {
+			rep.DirsRemoved++
+		}
 		r.log.Debug("removed", "path", dir)
 	}
 	r.log.Info("removed state dirs", "dirs", rep.DirsRemoved, "emptied", rep.DirsEmptied, "took", time.Since(start).Round(time.Millisecond))

@@ -145,6 +145,8 @@ type runner struct {
 	// lock is the node lock, held from after the processes stopped to the
 	// end of the run (lockNode).
 	lock *os.File
+	// madeRunDir says lockNode created the run dir to hold the lock.
+	madeRunDir bool
 	// elsewhere are the skiff node processes in other namespaces that
 	// stopProcesses left alone.
 	elsewhere []Proc

@@ -679,3 +679,20 @@ func TestRunWithTheLockOfANodeElsewhere(t *testing.T) {
 		t.Errorf("the other node's lock: %v; report %+v", err, rep)
 	}
 }
+
+// On a host where no node ever ran, the run dir killall makes to hold the
+// lock is removed again and not reported as a node's state.
+func TestRunWithoutRunDir(t *testing.T) {
+	h := newFakeHost(t)
+	h.addProc(1, 0, "/sbin/init", "/sbin/init")
+	h.addProc(99, 1, "/usr/local/bin/skiff", "skiff", "killall")
+	h.setMounts()
+	must(t, os.RemoveAll(h.runDir))
+	rep, err := h.runner(t, 99).run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(h.runDir); !errors.Is(err, os.ErrNotExist) || rep.DirsRemoved != 2 {
+		t.Errorf("run dir: %v; removed %d dirs, want the 2 that were there", err, rep.DirsRemoved)
+	}
+}

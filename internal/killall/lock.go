@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -22,9 +23,12 @@ import (
 // holds the same lock for itself; killall then goes on without it and
 // keeps the run dir.
 func (r *runner) lockNode(_ context.Context, _ *Report) error {
+	_, statErr := os.Lstat(r.runDir)
 	f, err := LockNode(r.runDir)
 	if err == nil {
 		r.lock = f
+		// Made only to hold the lock: not state of a node's to report.
+		r.madeRunDir = errors.Is(statErr, fs.ErrNotExist)
 		return nil
 	}
 	if !errors.Is(err, ErrNodeLocked) {
