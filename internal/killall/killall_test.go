@@ -537,7 +537,9 @@ func TestRunKeepsStateDirsANodeElsewhereUses(t *testing.T) {
 				}
 			}
 			h.setNS("40", "mnt:[2]", "net:[2]", root)
-			h.setMounts()
+			// cni-aaa is a pod of a node here; cni-bbb, mounted out of
+			// sight, may be the other node's.
+			h.setMounts(h.netns + "/cni-aaa")
 
 			rep, err := h.runnerFor(t, 99, "").run(context.Background())
 			if err != nil {
@@ -554,6 +556,12 @@ func TestRunKeepsStateDirsANodeElsewhereUses(t *testing.T) {
 				if exists := err == nil; exists != tc.shared {
 					t.Errorf("%s exists: %v, want %v", d, exists, tc.shared)
 				}
+			}
+			if _, err := os.Stat(h.netns + "/cni-bbb"); (err == nil) != tc.shared {
+				t.Errorf("network namespace file of another node: %v, want kept only with a shared /run", err)
+			}
+			if _, err := os.Stat(h.netns + "/cni-aaa"); err == nil {
+				t.Error("network namespace file whose mount was ours is left")
 			}
 			if tc.shared && !strings.Contains(rep.String(), "kept 3 state dirs those nodes use") {
 				t.Errorf("report line %q does not say the dirs were kept", rep.String())
