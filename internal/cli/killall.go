@@ -17,18 +17,22 @@ func newKillallCommand() *cobra.Command {
 	var dataDir string
 	cmd := &cobra.Command{
 		Use:   "killall",
-		Short: "Stop skiff and its pods and undo their host changes, keeping cluster data",
-		Long: `Stop every skiff server and agent, containerd and every pod on this host,
-then unmount their filesystems, delete the CNI and flannel network links,
+		Short: "Stop skiff and its pods in this namespace and undo their host changes, keeping cluster data",
+		Long: `Stop every skiff server and agent, containerd and every pod in this
+command's mount or network namespace, then unmount their filesystems, delete
+the CNI and flannel network links and skiff's service routes (proto 165),
 remove the Kubernetes, CNI, flannel and network policy firewall rules
-(iptables and nftables) and the runtime state under /run/skiff,
-/run/flannel and /var/lib/cni.
+(iptables and nftables; in portmap's shared cni_hostport table only skiff's
+pods' rules) and the runtime state under /run/skiff, /run/flannel and
+/var/lib/cni.
 
 Skiff's processes are found by what they are, whatever data dir they use;
 --data-dir only names one more data dir whose containerd mounts to undo. A
 skiff node in other mount and network namespaces (a container, the
-multi-node test harness) is left alone. If a node process cannot be
-stopped, nothing is removed.
+multi-node test harness) is left alone, with the state dirs it shares. The
+node lock (/run/skiff/node.lock) is held while dismantling, so a node started
+meanwhile is refused. If a node process cannot be stopped or holds the lock,
+nothing is removed.
 
 The data dir is kept: ` + "`skiff server`" + ` starts again from where it was.
 Stop a service manager's unit first, or it may restart the server.`,

@@ -131,7 +131,8 @@ type NftTable struct{ Family, Name string }
 //   - flannel's nftables mode (pkg/trafficmngr/nftables, ipv4Table in ip,
 //     ipv6Table in ip6);
 //   - the CNI portmap plugin's nftables backend, used when the host has no
-//     iptables (plugins/meta/portmap, tableName, ip and ip6);
+//     iptables (plugins/meta/portmap, tableName, ip and ip6): shared with
+//     other CNI users, so only skiff's entries go (clearPortmapTable);
 //   - skiff's network policy engine (internal/node/netpol.NFTable, inet)
 //     and its probe table, should a crash have left it.
 //
@@ -218,6 +219,17 @@ func (r *runner) deleteNftTables(ctx context.Context, rep *Report) error {
 	}
 	var errs []error
 	for _, t := range SelectNftTables(string(out)) {
+		if t.Name == portmapTable {
+			deleted, rules, err := r.clearPortmapTable(ctx, t)
+			if deleted {
+				rep.NftTablesDeleted++
+			}
+			rep.RulesRemoved += rules
+			if err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
 		if _, err := r.exec.Run(ctx, nil, "nft", "delete", "table", t.Family, t.Name); err != nil {
 			errs = append(errs, fmt.Errorf("deleting nftables table %s %s: %w", t.Family, t.Name, err))
 			continue

@@ -1,7 +1,11 @@
 package killall
 
 import (
+	"context"
+	"fmt"
+	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -200,5 +204,71 @@ func TestSelectNftTables(t *testing.T) {
 	want := []NftTable{{"ip", "kube-proxy"}, {"ip6", "kube-proxy"}, {"ip", "flannel-ipv4"}, {"ip6", "flannel-ipv6"}, {"ip", "cni_hostport"}, {"inet", "skiff-network-policy"}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("SelectNftTables = %v, want %v", got, want)
+	}
+}
+
+// portmapJSON is `nft -j list table <family> cni_hostport` with one rule a
+// comment (a container ID; "" for the plugin's jumps).
+func portmapJSON(family string, comments ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `{"nftables": [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}}, {"table": {"family": %q, "name": "cni_hostport", "handle": 3}}, {"chain": {"family": %q, "table": "cni_hostport", "name": "hostports", "handle": 1}}`, family, family)
+	for i, c := range comments {
+		comment := ""
+		if c != "" {
+			comment = fmt.Sprintf(`, "comment": %q`, c)
+		}
+		fmt.Fprintf(&b, `, {"rule": {"family": %q, "table": "cni_hostport", "chain": "hostports", "handle": %d%s, "expr": [{"counter": null}]}}`, family, 10+i, comment)
+	}
+	b.WriteString("]}")
+	return b.String()
+}
+
+// The portmap plugin's table is shared by every CNI user on the host: only
+// the rules of skiff's containers (known from the CNI network's leases and
+// result cache) go, and the table only when nobody else has rules in it.
+func TestRunRemovesOnlySkiffsPortmapEntries(t *testing.T) {
+	const ours1, ours2, podman = "aaa111", "bbb222", "ccc333"
+	h := newFakeHost(t)
+	h.addProc(1, 0, "/sbin/init", "/sbin/init")
+	h.addProc(99, 1, "/usr/local/bin/skiff", "skiff", "killall")
+	h.setMounts()
+	cni := h.stateDirs[0]
+	must(t, os.MkdirAll(cni+"/networks/cbr0", 0o755))
+	must(t, os.MkdirAll(cni+"/networks/podman", 0o755))
+	must(t, os.MkdirAll(cni+"/results", 0o755))
+	must(t, os.WriteFile(cni+"/networks/cbr0/10.42.0.5", []byte(ours1+"\r\neth0\r\n"), 0o644))
+	must(t, os.WriteFile(cni+"/networks/cbr0/last_reserved_ip.0", []byte("10.42.0.5"), 0o644))
+	must(t, os.WriteFile(cni+"/networks/podman/10.88.0.2", []byte(podman+"\r\neth0\r\n"), 0o644))
+	must(t, os.WriteFile(cni+"/results/cbr0-"+ours2+"-eth0", []byte("{}"), 0o644))
+	must(t, os.WriteFile(cni+"/results/podman-"+podman+"-eth0", []byte("{}"), 0o644))
+	h.installed["nft"] = true
+	h.outputs["nft list tables"] = "table ip cni_hostport\ntable ip6 cni_hostport\ntable ip kube-proxy\n"
+	h.outputs["nft -j list table ip cni_hostport"] = portmapJSON("ip", "", ours1, podman, ours2, "")
+	h.outputs["nft -j list table ip6 cni_hostport"] = portmapJSON("ip6", "", ours1)
+
+	rep, err := h.runnerFor(t, 99, "").run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"nft list tables",
+		"nft -j list table ip cni_hostport",
+		"nft delete rule ip cni_hostport hostports handle 11",
+		"nft delete rule ip cni_hostport hostports handle 13",
+		"nft -j list table ip6 cni_hostport",
+		"nft delete table ip6 cni_hostport",
+		"nft delete table ip kube-proxy",
+	}
+	if !slices.Equal(h.calls, want) {
+		t.Errorf("commands =\n%s\nwant\n%s", strings.Join(h.calls, "\n"), strings.Join(want, "\n"))
+	}
+	if rep.NftTablesDeleted != 2 || rep.RulesRemoved != 2 {
+		t.Errorf("report %+v, want 2 tables and 2 rules removed", rep)
+	}
+}
+
+func TestParseNftRulesBroken(t *testing.T) {
+	if _, err := ParseNftRules([]byte("table ip cni_hostport {")); err == nil {
+		t.Error("text output: want an error")
 	}
 }

@@ -66,11 +66,14 @@ type Options struct {
 
 // Report counts what Run undid.
 type Report struct {
-	ProcessesKilled  int
-	MountsUnmounted  int
-	NetnsRemoved     int
-	LinksDeleted     int
-	RulesRemoved     int // iptables and ip6tables rules
+	ProcessesKilled int
+	MountsUnmounted int
+	NetnsRemoved    int
+	LinksDeleted    int
+	// RoutesDeleted are skiff's service-CIDR routes (route protocol
+	// host.ServiceRouteProtocol).
+	RoutesDeleted    int
+	RulesRemoved     int // iptables and ip6tables rules, and nftables rules of shared tables
 	ChainsRemoved    int // iptables and ip6tables chains
 	NftTablesDeleted int
 	DirsRemoved      int
@@ -79,6 +82,10 @@ type Report struct {
 	NodesElsewhere int
 	// DirsEmptied are state dirs that are mount points: emptied, kept.
 	DirsEmptied int
+	// DirsInUseElsewhere are state dirs kept because a skiff node in other
+	// namespaces uses the same directory (it shares the host's /run or
+	// /var/lib/cni).
+	DirsInUseElsewhere int
 }
 
 // String is the one-line summary `skiff killall` prints.
@@ -91,13 +98,21 @@ func (r Report) String() string {
 	if r.NodesElsewhere > 0 {
 		elsewhere = fmt.Sprintf("; left %d processes of skiff nodes in other namespaces alone", r.NodesElsewhere)
 	}
-	return fmt.Sprintf("killed %d processes, unmounted %d mounts, deleted %d links, removed %d firewall rules (%d chains, %d nftables tables), removed %d state dirs%s%s",
-		r.ProcessesKilled, r.MountsUnmounted, r.LinksDeleted, r.RulesRemoved, r.ChainsRemoved, r.NftTablesDeleted, r.DirsRemoved, emptied, elsewhere)
+	if r.DirsInUseElsewhere > 0 {
+		elsewhere += fmt.Sprintf("; kept %d state dirs those nodes use", r.DirsInUseElsewhere)
+	}
+	return fmt.Sprintf("killed %d processes, unmounted %d mounts, deleted %d links and %d routes, removed %d firewall rules (%d chains, %d nftables tables), removed %d state dirs%s%s",
+		r.ProcessesKilled, r.MountsUnmounted, r.LinksDeleted, r.RoutesDeleted, r.RulesRemoved, r.ChainsRemoved, r.NftTablesDeleted, r.DirsRemoved, emptied, elsewhere)
 }
 
 // Run stops skiff's processes and undoes its host state, in the order that
 // lets each step succeed: processes first (they hold mounts and links busy),
-// then mounts, links, firewall rules and finally state directories.
+// then mounts, links (and skiff's service routes), firewall rules and
+// finally state directories. From
+// after the processes stopped to the end it holds the node lock (LockNode),
+// so a node (re)started meanwhile (systemd's Restart=always) is refused
+// rather than losing its network; when the lock is already held, a node
+// started after the processes stopped runs and Run removes nothing.
 //
 // What it stops and what it removes are one set: every skiff node in
 // killall's mount or network namespace, whatever its data dir (a node in
@@ -121,12 +136,20 @@ func Run(ctx context.Context, o Options) (Report, error) {
 }
 
 // runner carries one run's settings. The host's own paths (netnsDir,
-// stateDirs) are fields so that tests can point them into a temporary dir.
+// cniDir, stateDirs) are fields so that tests can point them into a temporary dir.
 type runner struct {
 	dataDir, runDir, kubeletDir string
 	procRoot                    string
 	// foundDataDirs are the data dirs the stopped processes named.
 	foundDataDirs []string
+	// lock is the node lock, held from after the processes stopped to the
+	// end of the run (lockNode).
+	lock *os.File
+	// madeRunDir says lockNode created the run dir to hold the lock.
+	madeRunDir bool
+	// elsewhere are the skiff node processes in other namespaces that
+	// stopProcesses left alone.
+	elsewhere []Proc
 	// rec is the node record, read once (recordRead).
 	rec               NodeRecord
 	recOK, recordRead bool
@@ -136,6 +159,7 @@ type runner struct {
 	self              int
 	selfExe           string
 	netnsDir          string
+	cniDir            string
 	stateDirs         []string
 	grace, poll       time.Duration
 }
@@ -184,6 +208,7 @@ func newRunner(o Options, sys system, self int, selfExe string) (*runner, error)
 		self:       self,
 		selfExe:    selfExe,
 		netnsDir:   netnsDir,
+		cniDir:     cniStateDir,
 		stateDirs:  []string{cniStateDir, runDir, flannelRunDir},
 		grace:      stopGrace,
 		poll:       stopPoll,
@@ -191,6 +216,12 @@ func newRunner(o Options, sys system, self int, selfExe string) (*runner, error)
 }
 
 func (r *runner) run(ctx context.Context) (Report, error) {
+	defer func() {
+		if r.lock != nil {
+			r.lock.Close()
+			r.lock = nil
+		}
+	}()
 	var rep Report
 	var errs []error
 	steps := []struct {
@@ -198,6 +229,7 @@ func (r *runner) run(ctx context.Context) (Report, error) {
 		fn   func(context.Context, *Report) error
 	}{
 		{"stopping processes", r.stopProcesses},
+		{"locking the node", r.lockNode},
 		{"unmounting", r.unmount},
 		{"deleting network links", r.deleteLinks},
 		{"removing firewall rules", r.removeFirewallRules},

@@ -37,6 +37,7 @@ type fakeHost struct {
 	outputs   map[string]string
 	calls     []string
 	stdin     map[string]string
+	onRun     func(cmd string) // called for each command run
 }
 
 func newFakeHost(t *testing.T) *fakeHost {
@@ -140,6 +141,9 @@ func (h *fakeHost) LookPath(name string) (string, error) {
 func (h *fakeHost) Run(_ context.Context, stdin io.Reader, name string, args ...string) ([]byte, error) {
 	cmd := strings.Join(append([]string{name}, args...), " ")
 	h.calls = append(h.calls, cmd)
+	if h.onRun != nil {
+		h.onRun(cmd)
+	}
 	if stdin != nil {
 		b, _ := io.ReadAll(stdin)
 		h.stdin[cmd] = string(b)
@@ -162,6 +166,7 @@ func (h *fakeHost) runnerFor(t *testing.T, self int, dataDir string) *runner {
 	must(t, err)
 	r.netnsDir = h.netns
 	r.stateDirs = h.stateDirs
+	r.cniDir = h.stateDirs[0]
 	r.grace, r.poll = 200*time.Millisecond, 5*time.Millisecond
 	return r
 }
@@ -200,13 +205,15 @@ func TestRun(t *testing.T) {
 	h.outputs["ip -o link show"] = sampleIPLinks
 	h.outputs["iptables-save"] = sampleSave
 	h.outputs["nft list tables"] = "table inet filter\ntable ip kube-proxy\ntable ip flannel-ipv4\ntable ip6 flannel-ipv6\n"
+	// The service route of a host without a default route; no IPv6 one.
+	h.outputs["ip route show proto 165"] = "10.43.0.0/16 dev eth0 proto 165 scope link src 192.168.5.7 \n"
 
 	rep, err := h.runner(t, 99).run(context.Background())
 	if err != nil {
 		t.Fatalf("run: %v", err)
 	}
 	want := Report{
-		ProcessesKilled: 6, MountsUnmounted: 6, NetnsRemoved: 2, LinksDeleted: 4,
+		ProcessesKilled: 6, MountsUnmounted: 6, NetnsRemoved: 2, LinksDeleted: 4, RoutesDeleted: 1,
 		RulesRemoved: 25, ChainsRemoved: 17, NftTablesDeleted: 3, DirsRemoved: 3,
 	}
 	if rep != want {
@@ -244,6 +251,7 @@ func TestRun(t *testing.T) {
 	wantCalls := []string{
 		"ip -o link show",
 		"ip link delete veth3f1c2a4b", "ip link delete veth9a8b7c6d", "ip link delete cni0", "ip link delete flannel.1",
+		"ip route show proto 165", "ip route flush proto 165", "ip -6 route show proto 165",
 		"iptables-save", "iptables-restore",
 		"nft list tables", "nft delete table ip kube-proxy", "nft delete table ip flannel-ipv4", "nft delete table ip6 flannel-ipv6",
 	}
@@ -487,5 +495,212 @@ func TestNodeRecord(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(dir, NodeLockFile), []byte("{"), 0o600))
 	if _, _, err := ReadNodeRecord(dir); err == nil {
 		t.Error("broken record: want an error")
+	}
+}
+
+// setNS puts pid ("self" for killall) in the mount and network namespaces
+// mnt and net, and makes its root directory root (/proc/<pid>/root).
+func (h *fakeHost) setNS(pid, mnt, net, root string) {
+	dir := filepath.Join(h.procRoot, pid)
+	must(h.t, os.MkdirAll(filepath.Join(dir, "ns"), 0o755))
+	must(h.t, os.Symlink(mnt, filepath.Join(dir, "ns", "mnt")))
+	must(h.t, os.Symlink(net, filepath.Join(dir, "ns", "net")))
+	if root != "" {
+		must(h.t, os.Symlink(root, filepath.Join(dir, "root")))
+	}
+}
+
+// A node in other namespaces that shares the host's /run and /var/lib/cni
+// (`unshare --mount --net` with no tmpfs on /run) keeps its state dirs; one
+// with a private /run does not keep the host's.
+func TestRunKeepsStateDirsANodeElsewhereUses(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		shared   bool
+		wantKept int
+	}{
+		{"shared /run", true, 3},
+		{"private /run", false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newFakeHost(t)
+			h.addProc(1, 0, "/sbin/init", "/sbin/init")
+			h.addProc(99, 1, "/usr/local/bin/skiff", "skiff", "killall")
+			h.setNS("self", "mnt:[1]", "net:[1]", "")
+			h.addProc(40, 1, "/usr/local/bin/skiff", "skiff", "agent", "--data-dir", "/srv/agent")
+			root := "/"
+			if !tc.shared {
+				// The node's own tree, with directories at the same paths.
+				root = filepath.Join(h.root, "agent-root")
+				for _, d := range h.stateDirs {
+					must(t, os.MkdirAll(filepath.Join(root, d), 0o755))
+				}
+			}
+			h.setNS("40", "mnt:[2]", "net:[2]", root)
+			// cni-aaa is a pod of a node here; cni-bbb, mounted out of
+			// sight, may be the other node's.
+			h.setMounts(h.netns + "/cni-aaa")
+
+			rep, err := h.runnerFor(t, 99, "").run(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.NodesElsewhere != 1 || rep.ProcessesKilled != 0 {
+				t.Errorf("report %+v, want the agent left alone", rep)
+			}
+			if rep.DirsInUseElsewhere != tc.wantKept || rep.DirsRemoved != 3-tc.wantKept {
+				t.Errorf("kept %d, removed %d state dirs; want %d kept", rep.DirsInUseElsewhere, rep.DirsRemoved, tc.wantKept)
+			}
+			for _, d := range h.stateDirs {
+				_, err := os.Stat(d)
+				if exists := err == nil; exists != tc.shared {
+					t.Errorf("%s exists: %v, want %v", d, exists, tc.shared)
+				}
+			}
+			if _, err := os.Stat(h.netns + "/cni-bbb"); (err == nil) != tc.shared {
+				t.Errorf("network namespace file of another node: %v, want kept only with a shared /run", err)
+			}
+			if _, err := os.Stat(h.netns + "/cni-aaa"); err == nil {
+				t.Error("network namespace file whose mount was ours is left")
+			}
+			if tc.shared && !strings.Contains(rep.String(), "kept 3 state dirs those nodes use") {
+				t.Errorf("report line %q does not say the dirs were kept", rep.String())
+			}
+		})
+	}
+}
+
+// Orphaned containers are told from another kubelet's, which shares the
+// host's cgroup namespace and layout, by the pod dirs of this node's kubelet.
+func TestRunKillsOnlyThisKubeletsOrphanedContainers(t *testing.T) {
+	h := newFakeHost(t)
+	h.addProc(1, 0, "/sbin/init", "/sbin/init")
+	h.addProc(99, 1, "/usr/local/bin/skiff", "skiff", "killall")
+	h.addProc(10, 1, "/web", "/web")
+	h.addProc(20, 1, "/ci-runner", "/ci-runner")
+	must(t, os.WriteFile(filepath.Join(h.procRoot, "10", "cgroup"), []byte("12:pids:/kubepods/besteffort/pod0f1e-22/c1\n0::/\n"), 0o644))
+	must(t, os.WriteFile(filepath.Join(h.procRoot, "20", "cgroup"), []byte("12:pids:/kubepods/besteffort/podc1c1-33/c2\n0::/\n"), 0o644))
+	must(t, os.MkdirAll(filepath.Join(h.kubeletDir, "pods", "0f1e-22", "volumes"), 0o755))
+	lock, err := os.Create(filepath.Join(h.runDir, NodeLockFile))
+	must(t, err)
+	must(t, WriteNodeRecord(lock, NodeRecord{DataDir: h.dataDir, KubeletCgroupRoot: "/"}))
+	must(t, lock.Close())
+	h.setMounts()
+
+	rep, err := h.runner(t, 99).run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"10:terminated"}; !slices.Equal(h.signals, want) || rep.ProcessesKilled != 1 {
+		t.Errorf("signals %v (killed %d), want %v", h.signals, rep.ProcessesKilled, want)
+	}
+}
+
+// holdNodeLock takes the node lock as a (re)started node would, and lists
+// it in the fake /proc/locks under pid.
+func (h *fakeHost) holdNodeLock(pid int) *os.File {
+	f, err := LockNode(h.runDir)
+	must(h.t, err)
+	h.t.Cleanup(func() { f.Close() })
+	fi, err := f.Stat()
+	must(h.t, err)
+	locks := fmt.Sprintf("1: POSIX  ADVISORY  WRITE 5 00:1b:%d 0 EOF\n2: FLOCK  ADVISORY  WRITE %d 00:1b:%d 0 EOF\n2: -> FLOCK  ADVISORY  WRITE 7 00:1b:%d 0 EOF\n",
+		fi.Sys().(*syscall.Stat_t).Ino+1, pid, fi.Sys().(*syscall.Stat_t).Ino, fi.Sys().(*syscall.Stat_t).Ino)
+	must(h.t, os.WriteFile(filepath.Join(h.procRoot, "locks"), []byte(locks), 0o644))
+	return f
+}
+
+// A node (re)started after the processes were stopped holds the node lock:
+// killall names it and dismantles nothing.
+func TestRunRefusesWhenTheNodeLockIsHeld(t *testing.T) {
+	h := newFakeHost(t)
+	h.addProc(1, 0, "/sbin/init", "/sbin/init")
+	h.addProc(99, 1, "/usr/local/bin/skiff", "skiff", "killall")
+	// Not a skiff node by its looks (a wrapper), but it holds the lock.
+	h.addProc(77, 1, "/usr/bin/flock", "flock", "-n", h.runDir+"/node.lock", "skiff", "server")
+	h.holdNodeLock(77)
+	h.setMounts(h.runDir + "/containerd/io.containerd.runtime.v2.task/k8s.io/aaa/rootfs")
+	for _, b := range []string{"ip", "iptables-save", "iptables-restore", "nft"} {
+		h.installed[b] = true
+	}
+	_, err := h.runner(t, 99).run(context.Background())
+	if !errors.Is(err, errNodeRunning) || !strings.Contains(err.Error(), "77 (flock -n "+h.runDir+"/node.lock skiff server) holds the node lock") {
+		t.Fatalf("err = %v, want the lock holder named", err)
+	}
+	if len(h.unmounts) != 0 || len(h.calls) != 0 {
+		t.Errorf("dismantled a running node: unmounts %v, commands %v", h.unmounts, h.calls)
+	}
+	for _, d := range h.stateDirs {
+		if _, err := os.Stat(d); err != nil {
+			t.Errorf("%s removed while the node runs", d)
+		}
+	}
+}
+
+// killall holds the node lock while it dismantles: a node starting then
+// is refused by the lock, and gets it once killall is done.
+func TestRunHoldsTheNodeLock(t *testing.T) {
+	h := newFakeHost(t)
+	h.addProc(1, 0, "/sbin/init", "/sbin/init")
+	h.addProc(99, 1, "/usr/local/bin/skiff", "skiff", "killall")
+	h.setMounts()
+	h.installed["ip"] = true
+	r := h.runner(t, 99)
+	h.outputs["ip -o link show"] = ""
+	var during error
+	h.onRun = func(string) {
+		f, err := LockNode(h.runDir)
+		if err == nil {
+			f.Close()
+		}
+		during = err
+	}
+	if _, err := r.run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(during, ErrNodeLocked) {
+		t.Errorf("a node starting while killall ran: %v, want ErrNodeLocked", during)
+	}
+	f, err := LockNode(h.runDir)
+	if err != nil {
+		t.Fatalf("after killall: %v", err)
+	}
+	f.Close()
+}
+
+// A node in other namespaces sharing the host's /run holds the lock for
+// itself: killall goes on, and keeps the run dir.
+func TestRunWithTheLockOfANodeElsewhere(t *testing.T) {
+	h := newFakeHost(t)
+	h.addProc(1, 0, "/sbin/init", "/sbin/init")
+	h.addProc(99, 1, "/usr/local/bin/skiff", "skiff", "killall")
+	h.setNS("self", "mnt:[1]", "net:[1]", "")
+	h.addProc(40, 1, "/usr/local/bin/skiff", "skiff", "agent")
+	h.setNS("40", "mnt:[2]", "net:[2]", "/")
+	h.holdNodeLock(40)
+	h.setMounts()
+	rep, err := h.runner(t, 99).run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(h.runDir, NodeLockFile)); err != nil || rep.DirsInUseElsewhere != 3 {
+		t.Errorf("the other node's lock: %v; report %+v", err, rep)
+	}
+}
+
+// On a host where no node ever ran, the run dir killall makes to hold the
+// lock is removed again and not reported as a node's state.
+func TestRunWithoutRunDir(t *testing.T) {
+	h := newFakeHost(t)
+	h.addProc(1, 0, "/sbin/init", "/sbin/init")
+	h.addProc(99, 1, "/usr/local/bin/skiff", "skiff", "killall")
+	h.setMounts()
+	must(t, os.RemoveAll(h.runDir))
+	rep, err := h.runner(t, 99).run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(h.runDir); !errors.Is(err, os.ErrNotExist) || rep.DirsRemoved != 2 {
+		t.Errorf("run dir: %v; removed %d dirs, want the 2 that were there", err, rep.DirsRemoved)
 	}
 }

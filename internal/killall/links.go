@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/skiffkube/skiff/internal/host"
 )
 
 // Link is one network interface from `ip -o link show`.
@@ -102,6 +105,44 @@ func (r *runner) deleteLinks(ctx context.Context, rep *Report) error {
 		rep.LinksDeleted++
 		r.log.Debug("deleted link", "name", name)
 	}
-	r.log.Info("deleted network links", "links", rep.LinksDeleted, "took", time.Since(start).Round(time.Millisecond))
+	if err := r.deleteServiceRoutes(ctx, rep); err != nil {
+		errs = append(errs, err)
+	}
+	r.log.Info("deleted network links", "links", rep.LinksDeleted, "routes", rep.RoutesDeleted, "took", time.Since(start).Round(time.Millisecond))
+	return errors.Join(errs...)
+}
+
+// serviceRouteProto is the route protocol skiff marks its service-CIDR
+// routes with (host.EnsureServiceRoutes, on hosts without a default route).
+// Those routes go through the node IP's interface, not one of ours, so they
+// outlive the links; the mark tells them from anyone else's routes.
+var serviceRouteProto = strconv.Itoa(host.ServiceRouteProtocol)
+
+// deleteServiceRoutes flushes skiff's service-CIDR routes, IPv4 and IPv6,
+// and counts them. A host without IPv6 cannot list IPv6 routes: nothing of
+// ours to remove there.
+func (r *runner) deleteServiceRoutes(ctx context.Context, rep *Report) error {
+	var errs []error
+	for _, fam := range [][]string{{}, {"-6"}} {
+		out, err := r.exec.Run(ctx, nil, "ip", slices.Concat(fam, []string{"route", "show", "proto", serviceRouteProto})...)
+		if err != nil {
+			r.log.Warn("cannot list routes, skipping", "family", fam, "err", err)
+			continue
+		}
+		n := 0
+		for line := range strings.Lines(string(out)) {
+			if strings.TrimSpace(line) != "" {
+				n++
+			}
+		}
+		if n == 0 {
+			continue
+		}
+		if _, err := r.exec.Run(ctx, nil, "ip", slices.Concat(fam, []string{"route", "flush", "proto", serviceRouteProto})...); err != nil {
+			errs = append(errs, fmt.Errorf("deleting skiff's service routes (proto %s): %w", serviceRouteProto, err))
+			continue
+		}
+		rep.RoutesDeleted += n
+	}
 	return errors.Join(errs...)
 }

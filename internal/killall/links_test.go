@@ -1,8 +1,13 @@
 package killall
 
 import (
+	"context"
 	"reflect"
+	"slices"
+	"strconv"
 	"testing"
+
+	"github.com/skiffkube/skiff/internal/host"
 )
 
 const sampleIPLinks = `1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN mode DEFAULT group default qlen 1000\    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00
@@ -40,5 +45,29 @@ func TestSelectLinks(t *testing.T) {
 	}
 	if got := SelectLinks([]Link{{Name: "eth0"}}); len(got) != 0 {
 		t.Errorf("SelectLinks on a clean host = %v, want none", got)
+	}
+}
+
+// killall removes the service routes of both families, and only routes of
+// skiff's protocol: flush names the protocol, never a destination.
+func TestDeleteServiceRoutes(t *testing.T) {
+	h := newFakeHost(t)
+	h.installed["ip"] = true
+	h.outputs["ip route show proto 165"] = "10.43.0.0/16 dev eth0 proto 165 scope link src 192.168.5.7 \n"
+	h.outputs["ip -6 route show proto 165"] = "fd00:43::/112 dev eth0 proto 165 metric 1024 pref medium\n"
+	var rep Report
+	if err := h.runner(t, 99).deleteLinks(context.Background(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"ip -o link show",
+		"ip route show proto 165", "ip route flush proto 165",
+		"ip -6 route show proto 165", "ip -6 route flush proto 165",
+	}
+	if !slices.Equal(h.calls, want) || rep.RoutesDeleted != 2 {
+		t.Errorf("commands %v (%d routes), want %v (2)", h.calls, rep.RoutesDeleted, want)
+	}
+	if serviceRouteProto != strconv.Itoa(host.ServiceRouteProtocol) || serviceRouteProto != "165" {
+		t.Errorf("route protocol %s, the node marks its routes with %d", serviceRouteProto, host.ServiceRouteProtocol)
 	}
 }

@@ -166,7 +166,9 @@ func (r *runner) unmount(_ context.Context, rep *Report) error {
 		return err
 	}
 	var errs []error
+	unmounted := map[string]bool{}
 	for _, m := range SelectMounts(mounts, r.mountRoots(), r.netnsDir) {
+		unmounted[m.MountPoint] = true
 		if err := r.sys.Unmount(m.MountPoint); err != nil {
 			// Detaching a parent also took its children; a stacked
 			// duplicate may already be gone.
@@ -186,7 +188,14 @@ func (r *runner) unmount(_ context.Context, rep *Report) error {
 	if err != nil {
 		errs = append(errs, fmt.Errorf("listing %s: %w", r.netnsDir, err))
 	}
+	// A skiff node in other namespaces sharing this dir (no private /run)
+	// has its pods' namespaces mounted on files here, out of our sight:
+	// only the files whose mounts were ours go.
+	_, shared := r.usedElsewhere(r.netnsDir)
 	for _, f := range files {
+		if shared && !unmounted[f] {
+			continue
+		}
 		if err := r.sys.Remove(f); err != nil && !isGone(err) {
 			errs = append(errs, fmt.Errorf("removing network namespace %s: %w", f, err))
 			continue

@@ -124,6 +124,12 @@ func TestNftTablesOfBundledComponents(t *testing.T) {
 	name = stringConsts(t, src)["tableName"]
 	mustContain(t, "portmap's nftables backend", src, `knftables\.New\(knftables\.IPv4Family, tableName\)`)
 	mustContain(t, "portmap's nftables backend", src, `knftables\.New\(knftables\.IPv6Family, tableName\)`)
+	// clearPortmapTable tells skiff's entries by the container ID in their
+	// comment, the only tag the plugin puts on them.
+	mustContain(t, "portmap's nftables rules", src, `Comment: &config\.ContainerID`)
+	if portmapTable != name {
+		t.Errorf("portmapTable = %q, portmap's tableName = %q", portmapTable, name)
+	}
 	tables = append(tables, NftTable{"ip", name}, NftTable{"ip6", name})
 
 	src = readSource(t, "../node/netpol/netpol.go")

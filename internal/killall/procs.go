@@ -48,6 +48,12 @@ type Identity struct {
 	// nodes recorded in RunDir use: a process in <root>/kubepods is one of
 	// their containers even after its shim is gone.
 	CgroupRoots []string
+	// PodUIDs are the UIDs of the pods this node's kubelet has a directory
+	// for (<kubelet root>/pods/<uid>). A process in <root>/kubepods counts
+	// only when its pod is one of them: another kubelet sharing the host's
+	// cgroup namespace (a second kubelet, CI runners in pods) uses the same
+	// cgroup paths for its own pods.
+	PodUIDs map[string]bool
 	// MntNS and NetNS are killall's own namespaces. A skiff node process
 	// that shares neither is another node's (test/e2e/multinode runs agents
 	// that way, as a container runtime would): killall can neither see its
@@ -91,7 +97,7 @@ type Selection struct {
 //     shims, runc, CNI plugins);
 //   - shims whose -address is skiff's containerd socket under id.RunDir;
 //   - processes in the pod cgroups of the kubelets recorded in id.RunDir
-//     (containers whose shim died);
+//     whose pods this node's kubelet has (containers whose shim died);
 //
 // and everything those started (the pods' processes under their shims).
 // Node processes count only in a namespace killall shares (see
@@ -189,12 +195,50 @@ func processRole(p Proc, id Identity) string {
 	for _, cg := range p.Cgroups {
 		for _, root := range id.CgroupRoots {
 			// cgroupfs names the pods' parent kubepods, systemd kubepods.slice.
-			if under(cg, filepath.Join(root, "kubepods")) || under(cg, filepath.Join(root, "kubepods.slice")) {
-				return roleContainer
+			for _, parent := range []string{"kubepods", "kubepods.slice"} {
+				base := filepath.Join(root, parent)
+				if under(cg, base) && id.PodUIDs[podUIDFromCgroup(cg[len(base):])] {
+					return roleContainer
+				}
 			}
 		}
 	}
 	return ""
+}
+
+// podUIDFromCgroup finds the pod UID in a cgroup path below kubepods, as
+// the kubelet names pods' cgroups: "/besteffort/pod<uid>/<container>" with
+// the cgroupfs driver, and
+// "/kubepods-besteffort.slice/kubepods-besteffort-pod<uid with _ for ->.slice/..."
+// with the systemd driver. It returns "" when the path names no pod.
+func podUIDFromCgroup(rel string) string {
+	for seg := range strings.SplitSeq(rel, "/") {
+		if uid, ok := strings.CutPrefix(seg, "pod"); ok && uid != "" {
+			return uid
+		}
+		if name, ok := strings.CutSuffix(seg, ".slice"); ok {
+			if i := strings.LastIndex(name, "-pod"); i >= 0 && i+4 < len(name) {
+				return strings.ReplaceAll(name[i+4:], "_", "-")
+			}
+		}
+	}
+	return ""
+}
+
+// podUIDs lists the pods the kubelet rooted at kubeletDir has directories
+// for; none when it has no pods dir.
+func podUIDs(kubeletDir string) map[string]bool {
+	entries, err := os.ReadDir(filepath.Join(kubeletDir, "pods"))
+	if err != nil {
+		return nil
+	}
+	uids := make(map[string]bool, len(entries))
+	for _, e := range entries {
+		if e.IsDir() {
+			uids[e.Name()] = true
+		}
+	}
+	return uids
 }
 
 func isSkiffExe(exe string, skiffExes []string) bool {
@@ -414,6 +458,7 @@ func (r *runner) identity() Identity {
 	}
 	if rec, ok := r.record(); ok && rec.KubeletCgroupRoot != "" {
 		id.CgroupRoots = []string{rec.KubeletCgroupRoot}
+		id.PodUIDs = podUIDs(r.kubeletDir)
 	}
 	self := filepath.Join(r.procRoot, "self", "ns")
 	id.MntNS, _ = os.Readlink(filepath.Join(self, "mnt"))
@@ -447,6 +492,7 @@ func (r *runner) stopProcesses(ctx context.Context, rep *Report) error {
 		for _, p := range sel.Elsewhere {
 			if !elsewhere[p.PID] {
 				elsewhere[p.PID] = true
+				r.elsewhere = append(r.elsewhere, p)
 				r.log.Info("leaving alone a skiff process in other namespaces", "pid", p.PID, "cmd", strings.Join(p.Cmdline, " "))
 			}
 		}

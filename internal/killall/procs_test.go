@@ -205,26 +205,52 @@ func TestSelectProcessesOrphanedContainers(t *testing.T) {
 		{PID: 1, Exe: "/sbin/init"},
 		{PID: 10, PPID: 1, Exe: "/web", Cmdline: []string{"/web"}, Cgroups: []string{"/kubepods/besteffort/pod0f1e/c1", "/"}},
 		{PID: 11, PPID: 10, Exe: "/bin/sh", Cmdline: []string{"sh"}, Cgroups: []string{"/kubepods/besteffort/pod0f1e/c1"}},
-		{PID: 12, PPID: 1, Exe: "/pause", Cmdline: []string{"/pause"}, Cgroups: []string{"/kubepods.slice/kubepods-burstable.slice/x"}},
+		{PID: 12, PPID: 1, Exe: "/pause", Cmdline: []string{"/pause"}, Cgroups: []string{"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod7a3b_11c2.slice/cri-containerd-x.scope"}},
+		{PID: 13, PPID: 1, Exe: "/db", Cmdline: []string{"/db"}, Cgroups: []string{"/kubepods/pod9e9e/c3"}}, // guaranteed QoS
+		// Another kubelet sharing the host's cgroup namespace and root:
+		// same cgroup layout, pods this node's kubelet does not have.
+		{PID: 14, PPID: 1, Exe: "/ci-runner", Cmdline: []string{"/ci-runner"}, Cgroups: []string{"/kubepods/besteffort/podc1c1/c4"}},
+		{PID: 15, PPID: 1, Exe: "/ci-runner", Cmdline: []string{"/ci-runner"}, Cgroups: []string{"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-podc2c2.slice/cri-containerd-y.scope"}},
+		{PID: 16, PPID: 1, Exe: "/x", Cmdline: []string{"/x"}, Cgroups: []string{"/kubepods/besteffort"}}, // no pod at all
 		// Another node's kubelet (test/e2e/multinode's agents) and other
 		// cgroups that merely look alike.
 		{PID: 20, PPID: 1, Exe: "/web", Cmdline: []string{"/web"}, Cgroups: []string{"/skiff-ske2e-agent1/kubepods/besteffort/pod1/c2"}},
 		{PID: 21, PPID: 1, Exe: "/x", Cmdline: []string{"/x"}, Cgroups: []string{"/kubepods-other/a"}},
 		{PID: 22, PPID: 1, Exe: "/x", Cmdline: []string{"/x"}, Cgroups: []string{"/user.slice/kubepods"}},
 	}
-	sel := SelectProcesses(procs, 99, Identity{CgroupRoots: []string{"/"}, MntNS: "mnt:[1]", NetNS: "net:[1]"})
-	if got, want := pids(sel.Stop), []int{10, 11, 12}; !slices.Equal(got, want) {
+	pods := map[string]bool{"0f1e": true, "7a3b-11c2": true, "9e9e": true, "1": true}
+	sel := SelectProcesses(procs, 99, Identity{CgroupRoots: []string{"/"}, PodUIDs: pods, MntNS: "mnt:[1]", NetNS: "net:[1]"})
+	if got, want := pids(sel.Stop), []int{10, 11, 12, 13}; !slices.Equal(got, want) {
 		t.Errorf("cgroup root /: selected %v, want %v", got, want)
 	}
 	if len(sel.Nodes) != 0 {
 		t.Errorf("containers counted as node processes: %v", pids(sel.Nodes))
 	}
-	sel = SelectProcesses(procs, 99, Identity{CgroupRoots: []string{"/skiff-ske2e-agent1"}})
+	sel = SelectProcesses(procs, 99, Identity{CgroupRoots: []string{"/skiff-ske2e-agent1"}, PodUIDs: pods})
 	if got, want := pids(sel.Stop), []int{20}; !slices.Equal(got, want) {
 		t.Errorf("cgroup root /skiff-ske2e-agent1: selected %v, want %v", got, want)
 	}
 	if sel := SelectProcesses(procs, 99, Identity{}); len(sel.Stop) != 0 {
 		t.Errorf("no node record: selected %v", pids(sel.Stop))
+	}
+	if sel := SelectProcesses(procs, 99, Identity{CgroupRoots: []string{"/"}}); len(sel.Stop) != 0 {
+		t.Errorf("no pods under the kubelet dir: selected %v", pids(sel.Stop))
+	}
+}
+
+func TestPodUIDFromCgroup(t *testing.T) {
+	for in, want := range map[string]string{
+		"/besteffort/pod0f1e2d3c-aaaa-bbbb/c1": "0f1e2d3c-aaaa-bbbb",
+		"/pod0f1e2d3c-aaaa-bbbb/c1":            "0f1e2d3c-aaaa-bbbb",
+		"/kubepods-burstable.slice/kubepods-burstable-pod0f1e2d3c_aaaa_bbbb.slice/cri-containerd-1.scope": "0f1e2d3c-aaaa-bbbb",
+		"/kubepods-pod0f1e2d3c_aaaa.slice": "0f1e2d3c-aaaa",
+		"/besteffort":                      "",
+		"":                                 "",
+		"/kubepods-besteffort.slice":       "",
+	} {
+		if got := podUIDFromCgroup(in); got != want {
+			t.Errorf("podUIDFromCgroup(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
 

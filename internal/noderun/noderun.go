@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/skiffkube/skiff/internal/atomicfile"
@@ -243,20 +242,16 @@ func loadBridgeNetfilter(log *slog.Logger) {
 // (containerd's socket), the kubelet's directories and ports. A second server on
 // another data dir is refused here, before it can take the socket over.
 func lockNode(l node.Layout, rec killall.NodeRecord) (func(), error) {
-	if err := os.MkdirAll(l.RunDir, 0o711); err != nil {
-		return nil, fmt.Errorf("creating %s: %w", l.RunDir, err)
+	// killall takes the same lock while it dismantles a node's host state:
+	// a node started meanwhile is refused here rather than losing its
+	// network halfway.
+	path := filepath.Join(l.RunDir, killall.NodeLockFile)
+	f, err := killall.LockNode(l.RunDir)
+	if errors.Is(err, killall.ErrNodeLocked) {
+		return nil, fmt.Errorf("another skiff node runs on this host, or skiff killall is stopping one (lock %s): stop it, or start this server with --disable-agent", path)
 	}
-	path := filepath.Join(l.RunDir, "node.lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("locking the node (%s): %w", path, err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("another skiff node runs on this host (lock %s): stop it, or start this server with --disable-agent", path)
-		}
-		return nil, fmt.Errorf("locking the node (%s): %w", path, err)
+		return nil, err
 	}
 	if err := killall.WriteNodeRecord(f, rec); err != nil {
 		f.Close()
