@@ -585,16 +585,7 @@ metadata: {name: mf-test}
 			t.Fatalf("default StorageClass local-path: %v %v", sc, err)
 		}
 		// No class named: the default one provisions it.
-		_, err = c.CoreV1().PersistentVolumeClaims("default").Create(ctx, &corev1.PersistentVolumeClaim{
-			ObjectMeta: metav1.ObjectMeta{Name: "data"},
-			Spec: corev1.PersistentVolumeClaimSpec{
-				AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-				Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("64Mi")}},
-			},
-		}, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		createClaim(t, c, "data", "64Mi")
 		runVolumePod(t, c, "vol")
 		if _, err := s.kubectl("exec", "vol", "--", "/web", "write", "/data/f", "persisted"); err != nil {
 			t.Fatal(err)
@@ -642,16 +633,7 @@ metadata: {name: mf-test}
 
 	t.Run("local storage non-root", func(t *testing.T) {
 		// A fresh volume is writable by a pod of any user, as with K3s.
-		_, err := c.CoreV1().PersistentVolumeClaims("default").Create(ctx, &corev1.PersistentVolumeClaim{
-			ObjectMeta: metav1.ObjectMeta{Name: "data-nonroot"},
-			Spec: corev1.PersistentVolumeClaimSpec{
-				AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-				Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("16Mi")}},
-			},
-		}, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		createClaim(t, c, "data-nonroot", "16Mi")
 		uid := int64(1000)
 		runVolumePodWith(t, c, "vol-nonroot", "data-nonroot", func(p *corev1.PodSpec) {
 			p.SecurityContext = &corev1.PodSecurityContext{RunAsUser: &uid, RunAsGroup: &uid}
@@ -1192,6 +1174,22 @@ func runPod(t *testing.T, c kubernetes.Interface, name, image string, labels map
 		return "", nil
 	})
 	return name
+}
+
+// createClaim creates claim name in "default" with no class named (the
+// default one provisions it), asking for size ("16Mi").
+func createClaim(t *testing.T, c kubernetes.Interface, name, size string) {
+	t.Helper()
+	_, err := c.CoreV1().PersistentVolumeClaims("default").Create(context.Background(), &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse(size)}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // runVolumePod runs the web image with the claim "data" at /data.

@@ -95,12 +95,7 @@ func TestMultiNodeDualStack(t *testing.T) {
 		return "", nil
 	})
 
-	pods := deployWeb(t, c, 2, func(spec *corev1.PodSpec) {
-		spec.TopologySpreadConstraints = []corev1.TopologySpreadConstraint{{
-			MaxSkew: 1, TopologyKey: corev1.LabelHostname, WhenUnsatisfiable: corev1.DoNotSchedule,
-			LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
-		}}
-	})
+	pods := deployWeb(t, c, 2, spreadAcrossNodes)
 	byNode := map[string]corev1.Pod{}
 	ip6 := map[string]string{} // pod name -> its IPv6 address
 	for _, p := range pods {

@@ -18,7 +18,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
@@ -172,12 +171,7 @@ func TestMultiNode(t *testing.T) {
 		return "", nil
 	})
 
-	pods := deployWeb(t, c, 3, func(spec *corev1.PodSpec) {
-		spec.TopologySpreadConstraints = []corev1.TopologySpreadConstraint{{
-			MaxSkew: 1, TopologyKey: corev1.LabelHostname, WhenUnsatisfiable: corev1.DoNotSchedule,
-			LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
-		}}
-	})
+	pods := deployWeb(t, c, 3, spreadAcrossNodes)
 	byNode := map[string]corev1.Pod{}
 	for _, p := range pods {
 		byNode[p.Spec.NodeName] = p
@@ -333,16 +327,7 @@ func TestMultiNode(t *testing.T) {
 	t.Run("local storage on an agent, non-root", func(t *testing.T) {
 		// The volume's directory is made on the agent the pod lands on,
 		// writable by a pod of any user.
-		_, err := c.CoreV1().PersistentVolumeClaims("default").Create(ctx, &corev1.PersistentVolumeClaim{
-			ObjectMeta: metav1.ObjectMeta{Name: "data-agent"},
-			Spec: corev1.PersistentVolumeClaimSpec{
-				AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-				Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("16Mi")}},
-			},
-		}, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		createClaim(t, c, "data-agent", "16Mi")
 		uid := int64(1000)
 		runVolumePodWith(t, c, "vol-agent", "data-agent", func(p *corev1.PodSpec) {
 			p.NodeSelector = map[string]string{corev1.LabelHostname: "agent1"}

@@ -235,6 +235,15 @@ func nodeReady(n *corev1.Node) bool {
 	return false
 }
 
+// spreadAcrossNodes puts deployWeb's pods on different nodes, at most one
+// more on any node than on another.
+func spreadAcrossNodes(spec *corev1.PodSpec) {
+	spec.TopologySpreadConstraints = []corev1.TopologySpreadConstraint{{
+		MaxSkew: 1, TopologyKey: corev1.LabelHostname, WhenUnsatisfiable: corev1.DoNotSchedule,
+		LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+	}}
+}
+
 // deployWeb creates the web Deployment and waits until all replicas run.
 func deployWeb(t *testing.T, c kubernetes.Interface, replicas int32, opts ...func(*corev1.PodSpec)) []corev1.Pod {
 	t.Helper()
