@@ -34,6 +34,20 @@ type Server struct {
 	WriteKubeconfig           string   `json:"write-kubeconfig"`
 	WriteKubeconfigMode       string   `json:"write-kubeconfig-mode"`
 	DatastoreEndpoint         string   `json:"datastore-endpoint"`
+	DatastoreCAFile           string   `json:"datastore-cafile"`
+	DatastoreCertFile         string   `json:"datastore-certfile"`
+	DatastoreKeyFile          string   `json:"datastore-keyfile"`
+	ClusterInit               bool     `json:"cluster-init"`
+	Server                    string   `json:"server"`
+	ClusterReset              bool     `json:"cluster-reset"`
+	ClusterResetRestorePath   string   `json:"cluster-reset-restore-path"`
+	EtcdArgs                  []string `json:"etcd-arg"`
+	EtcdExposeMetrics         bool     `json:"etcd-expose-metrics"`
+	EtcdDisableSnapshots      bool     `json:"etcd-disable-snapshots"`
+	EtcdSnapshotScheduleCron  string   `json:"etcd-snapshot-schedule-cron"`
+	EtcdSnapshotRetention     int      `json:"etcd-snapshot-retention"`
+	EtcdSnapshotDir           string   `json:"etcd-snapshot-dir"`
+	EtcdSnapshotCompress      bool     `json:"etcd-snapshot-compress"`
 	DisableAgent              bool     `json:"disable-agent"`
 	DisableScheduler          bool     `json:"disable-scheduler"`
 	DisableControllerManager  bool     `json:"disable-controller-manager"`
@@ -71,6 +85,22 @@ func (s *Server) Warnings() []error {
 	return warns
 }
 
+// EmbeddedEtcd reports whether the flags ask for embedded etcd: a new
+// cluster (--cluster-init) or a server joining one (--server). A data dir
+// that already holds etcd data keeps using it without either flag; that is
+// for the datastore to find out.
+func (s *Server) EmbeddedEtcd() bool {
+	return s.DatastoreEndpoint == "" && (s.ClusterInit || s.Server != "")
+}
+
+// SnapshotDir is where snapshots are written and looked for.
+func (s *Server) SnapshotDir() string {
+	if s.EtcdSnapshotDir != "" {
+		return s.EtcdSnapshotDir
+	}
+	return filepath.Join(s.DataDir, "server", "db", "snapshots")
+}
+
 // LocalStoragePath is where local-path volumes go on every node.
 func (s *Server) LocalStoragePath() string {
 	if s.DefaultLocalStoragePath != "" {
@@ -102,6 +132,20 @@ func (s *Server) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVarP(&s.WriteKubeconfig, "write-kubeconfig", "o", "/etc/skiff/skiff.yaml", "write the admin kubeconfig to this file")
 	fs.StringVar(&s.WriteKubeconfigMode, "write-kubeconfig-mode", "", "octal file mode of the kubeconfig, like 0644 (default: 0600)")
 	fs.StringVar(&s.DatastoreEndpoint, "datastore-endpoint", "", "sqlite, postgres, mysql or etcd URL (default: SQLite in data-dir)")
+	fs.StringVar(&s.DatastoreCAFile, "datastore-cafile", "", "CA file that verifies the external datastore's TLS certificate")
+	fs.StringVar(&s.DatastoreCertFile, "datastore-certfile", "", "client certificate file for the external datastore")
+	fs.StringVar(&s.DatastoreKeyFile, "datastore-keyfile", "", "client key file for the external datastore")
+	fs.BoolVar(&s.ClusterInit, "cluster-init", false, "start a new cluster on embedded etcd (other servers join it with --server)")
+	fs.StringVarP(&s.Server, "server", "s", "", "URL of a server of the cluster to join as another server, like https://10.0.0.1:6443 (embedded etcd)")
+	fs.BoolVar(&s.ClusterReset, "cluster-reset", false, "make this server the only etcd member (keeping its data, or --cluster-reset-restore-path's), then exit")
+	fs.StringVar(&s.ClusterResetRestorePath, "cluster-reset-restore-path", "", "snapshot file that --cluster-reset restores")
+	fs.StringArrayVar(&s.EtcdArgs, "etcd-arg", []string{}, "extra embedded etcd setting, key=value (repeatable)")
+	fs.BoolVar(&s.EtcdExposeMetrics, "etcd-expose-metrics", false, "serve embedded etcd's metrics on every address, not only loopback")
+	fs.BoolVar(&s.EtcdDisableSnapshots, "etcd-disable-snapshots", false, "take no scheduled snapshots")
+	fs.StringVar(&s.EtcdSnapshotScheduleCron, "etcd-snapshot-schedule-cron", "0 */12 * * *", "when scheduled snapshots are taken, in cron syntax")
+	fs.IntVar(&s.EtcdSnapshotRetention, "etcd-snapshot-retention", 5, "how many scheduled snapshots of this node to keep")
+	fs.StringVar(&s.EtcdSnapshotDir, "etcd-snapshot-dir", "", "directory for snapshots (default: <data-dir>/server/db/snapshots)")
+	fs.BoolVar(&s.EtcdSnapshotCompress, "etcd-snapshot-compress", false, "compress snapshots (zip)")
 	fs.BoolVar(&s.DisableAgent, "disable-agent", false, "do not run an agent (kubelet, container runtime) on this node")
 	fs.BoolVar(&s.DisableScheduler, "disable-scheduler", false, "do not run the scheduler")
 	fs.BoolVar(&s.DisableControllerManager, "disable-controller-manager", false, "do not run the controller manager")
@@ -140,6 +184,7 @@ func (s *Server) Complete() error {
 	s.KubeAPIServerArgs = NormalizeArgs(s.KubeAPIServerArgs)
 	s.KubeControllerManagerArgs = NormalizeArgs(s.KubeControllerManagerArgs)
 	s.KubeSchedulerArgs = NormalizeArgs(s.KubeSchedulerArgs)
+	s.EtcdArgs = NormalizeArgs(s.EtcdArgs)
 	s.ClusterCIDR = trimList(s.ClusterCIDR)
 	s.ServiceCIDR = trimList(s.ServiceCIDR)
 	s.ClusterDNS = trimList(s.ClusterDNS)
@@ -248,6 +293,7 @@ func (s *Server) Validate() []error {
 			add(fieldError("datastore-endpoint", "%v", err))
 		}
 	}
+	errs = append(errs, s.validateCluster()...)
 	for _, f := range []struct {
 		flag string
 		args []string

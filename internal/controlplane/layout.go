@@ -71,3 +71,31 @@ func (l Layout) HelmDir() string { return filepath.Join(l.ServerDir(), "helm") }
 // EgressSocket is where the apiserver reaches kubelets and pods (through
 // agents' tunnels).
 func (l Layout) EgressSocket() string { return filepath.Join(l.ServerDir(), "egress.sock") }
+
+// DBDir holds the datastore: SQLite's file, or etcd's data dir.
+func (l Layout) DBDir() string { return filepath.Join(l.ServerDir(), "db") }
+
+// EtcdDataDir is embedded etcd's data dir (--cluster-init, or a server that
+// joined with --server).
+func (l Layout) EtcdDataDir() string { return filepath.Join(l.DBDir(), "etcd") }
+
+// EtcdTLSDir holds embedded etcd's CAs and certificates, apart from the
+// Kubernetes ones: an etcd client certificate must not be a Kubernetes one.
+func (l Layout) EtcdTLSDir() string { return filepath.Join(l.TLSDir(), "etcd") }
+
+// EtcdServerCA signs etcd's serving and client certificates.
+func (l Layout) EtcdServerCA() Pair { return l.etcdPair("server-ca") }
+
+// EtcdPeerCA signs the certificates etcd members use between each other.
+func (l Layout) EtcdPeerCA() Pair { return l.etcdPair("peer-ca") }
+
+func (l Layout) etcdPair(name string) Pair {
+	base := filepath.Join(l.EtcdTLSDir(), name)
+	return Pair{Cert: base + ".crt", Key: base + ".key"}
+}
+
+// EncryptionConfig is the apiserver's encryption-at-rest configuration,
+// when secrets encryption is on.
+func (l Layout) EncryptionConfig() string {
+	return filepath.Join(l.CredDir(), "encryption-config.json")
+}
