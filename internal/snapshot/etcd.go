@@ -119,6 +119,11 @@ func RestoreEtcd(r EtcdRestore) (movedAside string, err error) {
 		os.RemoveAll(tmp)
 		return "", fmt.Errorf("restoring etcd snapshot %s: %w", r.Snapshot, err)
 	}
+	// Files skiff keeps beside etcd's member dir (the member name) stay.
+	if err := copyTopFiles(r.DataDir, tmp); err != nil {
+		os.RemoveAll(tmp)
+		return "", fmt.Errorf("keeping the files of %s: %w", r.DataDir, err)
+	}
 	if _, err := os.Stat(r.DataDir); err == nil {
 		movedAside = fmt.Sprintf("%s-old-%d", r.DataDir, now.Unix())
 		if err := os.Rename(r.DataDir, movedAside); err != nil {
@@ -131,4 +136,25 @@ func RestoreEtcd(r EtcdRestore) (movedAside string, err error) {
 	}
 	syncDir(parent)
 	return movedAside, nil
+}
+
+// copyTopFiles copies the regular files directly in from (if it exists)
+// into to, which etcdutl made.
+func copyTopFiles(from, to string) error {
+	entries, err := os.ReadDir(from)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		if err := copyFile(filepath.Join(from, e.Name()), filepath.Join(to, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
 }
