@@ -143,10 +143,10 @@ func List(dir, node string) ([]File, error) {
 	return files, nil
 }
 
-// Delete removes the named snapshots from dir. A name is a base name as
-// List reports it; one that is not in dir is an error naming it, after the
-// others are removed.
-func Delete(dir string, names []string) error {
+// Delete removes the named snapshots from dir and returns the names it
+// removed. A name is a base name as List reports it; one that is not in dir
+// is an error naming it, after the others are removed.
+func Delete(dir string, names []string) (deleted []string, err error) {
 	var errs []error
 	for _, n := range names {
 		if n == "" || n != filepath.Base(n) || strings.HasPrefix(n, ".") {
@@ -154,13 +154,16 @@ func Delete(dir string, names []string) error {
 			continue
 		}
 		err := os.Remove(filepath.Join(dir, n))
-		if errors.Is(err, fs.ErrNotExist) {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
 			errs = append(errs, fmt.Errorf("snapshot %q: no such snapshot in %s", n, dir))
-		} else if err != nil {
+		case err != nil:
 			errs = append(errs, fmt.Errorf("deleting snapshot %s: %w", n, err))
+		default:
+			deleted = append(deleted, n)
 		}
 	}
-	return errors.Join(errs...)
+	return deleted, errors.Join(errs...)
 }
 
 // Prune removes node's snapshots named <prefix>-<node>-<time> in dir beyond

@@ -132,7 +132,10 @@ func TestDelete(t *testing.T) {
 	dir := t.TempDir()
 	touch(t, dir, "a-n1-1700000000")
 	touch(t, dir, "b-n1-1700000000")
-	err := Delete(dir, []string{"a-n1-1700000000", "missing", "../b-n1-1700000000"})
+	deleted, err := Delete(dir, []string{"a-n1-1700000000", "missing", "../b-n1-1700000000"})
+	if !reflect.DeepEqual(deleted, []string{"a-n1-1700000000"}) {
+		t.Errorf("deleted %v", deleted)
+	}
 	if err == nil || !strings.Contains(err.Error(), `"missing": no such snapshot`) || !strings.Contains(err.Error(), "not a snapshot name") {
 		t.Errorf("Delete error = %v", err)
 	}
