@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/client/v3/snapshot"
@@ -25,11 +26,15 @@ func saveEtcd(ctx context.Context, st Store, dst string) error {
 	if err != nil {
 		return fmt.Errorf("etcd client: %w", err)
 	}
+	if cfg.Logger == nil {
+		// clientv3's default logger writes to stderr.
+		cfg.Logger = zap.NewNop()
+	}
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 10 * time.Second
 	}
 	if _, err := snapshot.SaveWithVersion(ctx, zap.NewNop(), cfg, dst); err != nil {
-		return fmt.Errorf("saving etcd snapshot: %w", err)
+		return fmt.Errorf("saving etcd snapshot from %s (etcd answers while its server runs): %w", strings.Join(cfg.Endpoints, ","), err)
 	}
 	return nil
 }
