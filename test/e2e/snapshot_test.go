@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"archive/zip"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -228,4 +229,97 @@ func TestSnapshotRoundTripSQLite(t *testing.T) {
 	// restored data held.
 	waitForSnapshotObjects(t, s, name)
 	s.Stop()
+}
+
+// TestSnapshotRoundTripEtcd: the same round trip on embedded etcd
+// (--cluster-init), then a reset from the member's own data.
+func TestSnapshotRoundTripEtcd(t *testing.T) {
+	s := newServer(t, "--cluster-init")
+	s.Start()
+	ctx := context.Background()
+	c := s.Client()
+	if _, err := c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "before-snapshot"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := snapshotCmd(t, s, "save", "--compress")
+	if err != nil {
+		t.Fatalf("etcd-snapshot save: %v\n%s", err, out)
+	}
+	m := savedLine.FindStringSubmatch(out)
+	if m == nil || !strings.HasSuffix(m[1], ".zip") {
+		t.Fatalf("etcd-snapshot save printed %q", out)
+	}
+	name, file := m[1], m[2]
+	if e, ok := lsJSON(t, s)[name]; !ok || !e.Compressed || e.Size <= 0 {
+		t.Fatalf("ls -o json: %+v", e)
+	}
+	waitForSnapshotObjects(t, s, name)
+
+	if err := c.CoreV1().Namespaces().Delete(ctx, "before-snapshot", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := c.CoreV1().Namespaces().Get(ctx, "before-snapshot", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+	if err != nil {
+		t.Fatal("the namespace was not deleted")
+	}
+	s.Stop()
+
+	etcdDir := filepath.Join(s.DataDir, "server", "db", "etcd")
+	resetArgs := append(append(s.Args(), s.extra...), "--cluster-reset")
+	t.Run("not a snapshot is refused, nothing touched", func(t *testing.T) {
+		garbage := filepath.Join(t.TempDir(), "garbage.zip")
+		os.WriteFile(garbage, zipOfGarbage(t), 0o600)
+		out, err := runToExit(t, time.Minute, append(resetArgs, "--cluster-reset-restore-path", garbage)...)
+		if err == nil || !strings.Contains(out, garbage+" is not an etcd snapshot") {
+			t.Errorf("cluster-reset with a zip of garbage: %v\n%s", err, out)
+		}
+		if matches, _ := filepath.Glob(etcdDir + "-old-*"); len(matches) != 0 {
+			t.Errorf("moved aside: %v", matches)
+		}
+	})
+
+	out, err = runToExit(t, 2*time.Minute, append(resetArgs, "--cluster-reset-restore-path", file)...)
+	if err != nil || !strings.Contains(out, "restored "+file) || !strings.Contains(out, "the only member of a new etcd cluster") {
+		t.Fatalf("cluster-reset: %v\n%s", err, out)
+	}
+	if matches, _ := filepath.Glob(etcdDir + "-old-*"); len(matches) != 1 {
+		t.Errorf("the previous etcd data dir was not kept: %v", matches)
+	}
+	s.Start()
+	ns, err := s.Client().CoreV1().Namespaces().Get(ctx, "before-snapshot", metav1.GetOptions{})
+	if err != nil || ns.Status.Phase != corev1.NamespaceActive {
+		t.Fatalf("after the restore, namespace before-snapshot: %v %+v", err, ns.Status)
+	}
+	waitForSnapshotObjects(t, s, name)
+	s.Stop()
+
+	// A reset from the member's own data: it is alone already, and stays so.
+	out, err = runToExit(t, 2*time.Minute, resetArgs...)
+	if err != nil || !strings.Contains(out, "is now the only member of its cluster") {
+		t.Fatalf("cluster-reset without a snapshot: %v\n%s", err, out)
+	}
+	s.Start()
+	if _, err := s.Client().CoreV1().Namespaces().Get(ctx, "before-snapshot", metav1.GetOptions{}); err != nil {
+		t.Fatalf("after the reset: %v", err)
+	}
+	s.Stop()
+}
+
+// zipOfGarbage is a zip archive whose one entry is not a database.
+func zipOfGarbage(t *testing.T) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	w, err := zw.Create("etcd-snapshot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(bytes.Repeat([]byte("garbage "), 4096))
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }
