@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,7 +27,9 @@ const kineTable = "kine"
 // read transaction of the live database, which kine goes on writing
 // meanwhile (WAL mode lets the writer proceed).
 func saveSQLite(ctx context.Context, src, dst string) error {
-	if _, err := os.Stat(src); err != nil {
+	if _, err := os.Stat(src); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("no SQLite datastore at %s (has a server run on this data dir? see --data-dir)", src)
+	} else if err != nil {
 		return fmt.Errorf("SQLite datastore %s: %w", src, err)
 	}
 	// mode=rw: never create an empty database where the real one is missing.
