@@ -323,3 +323,32 @@ func zipOfGarbage(t *testing.T) []byte {
 	}
 	return buf.Bytes()
 }
+
+// TestScheduledSnapshotsArePruned: with a schedule of every second and a
+// retention of 2, scheduled snapshots are taken and pruned to 2; a manual
+// snapshot is never pruned by the schedule.
+func TestScheduledSnapshotsArePruned(t *testing.T) {
+	s := newServer(t, "--etcd-snapshot-schedule-cron", "@every 1s", "--etcd-snapshot-retention", "2")
+	s.Start()
+	out, err := snapshotCmd(t, s, "save")
+	if err != nil {
+		t.Fatalf("etcd-snapshot save: %v\n%s", err, out)
+	}
+	if err := s.waitFor("pruned scheduled snapshots", 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	// Stopping waits for a scheduled snapshot in progress, and its pruning.
+	s.Stop()
+	var scheduled, manual int
+	for name := range lsJSON(t, s) {
+		switch {
+		case strings.HasPrefix(name, "etcd-snapshot-"):
+			scheduled++
+		case strings.HasPrefix(name, "on-demand-"):
+			manual++
+		}
+	}
+	if scheduled != 2 || manual != 1 {
+		t.Errorf("after pruning: %d scheduled snapshots (want 2), %d manual (want 1)\n%s", scheduled, manual, s.Output())
+	}
+}
