@@ -54,7 +54,7 @@ PAYLOAD_TOOLS := \
   github.com/containernetworking/plugins/plugins/meta/portmap \
   sigs.k8s.io/cri-tools/cmd/crictl
 
-.PHONY: all build payload size test test-short e2e e2e-multinode bench clean
+.PHONY: all build payload size test test-short e2e e2e-multinode bench bench-datastore clean
 all: build size
 
 payload:
@@ -90,6 +90,12 @@ e2e-multinode: build
 
 bench: build
 	$(GO) run ./bench/startup -skiff $(CURDIR)/bin/skiff
+
+# kine on SQLite, PostgreSQL and MariaDB, embedded etcd with one and three members,
+# through the etcd API (docs/benchmarks.md). The database URLs come from
+# SKIFF_BENCH_POSTGRES and SKIFF_BENCH_MYSQL; BENCH_ARGS adds flags.
+bench-datastore:
+	$(GO) run -trimpath -tags "$(TAGS)" ./bench/datastore $(BENCH_ARGS)
 
 clean:
 	rm -rf bin build/payload $(PAYLOAD)
