@@ -95,6 +95,7 @@ func run() error {
 	}
 	defer os.RemoveAll(root)
 	fsync := probeFsync(root)
+	loadBefore := loadAvg()
 
 	// Every engine is started before the first measurement and runs until
 	// the last, and each phase visits the engines in an order rotated by one
@@ -153,7 +154,7 @@ func run() error {
 		e.stop()
 	}
 	running = nil
-	printReport(all, o, fsync, took)
+	printReport(all, o, fsync, took, loadBefore, loadAvg())
 	return nil
 }
 
@@ -180,6 +181,17 @@ func probeFsync(dir string) string {
 	}
 	s := rec.summarize(0)
 	return fmt.Sprintf("4 KiB write + fdatasync p50 %s, p99 %s", ms(s.p50), ms(s.p99))
+}
+
+// loadAvg is the one-minute load average: other work on the machine
+// skews every figure, so the report shows it.
+func loadAvg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	first, _, _ := strings.Cut(string(data), " ")
+	return first
 }
 
 // moduleVersion is the version of module path linked into this binary.

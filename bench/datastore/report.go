@@ -31,7 +31,7 @@ func rateRow(label, unit string, pick func(r results) float64) row {
 	}}
 }
 
-func printReport(engines []*engine, o options, fsync string, took time.Duration) {
+func printReport(engines []*engine, o options, fsync string, took time.Duration, loadBefore, loadAfter string) {
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	fmt.Printf("## Datastores through the etcd v3 API\n\n")
 	fmt.Printf("- date: %s; commit %s\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), gitCommit())
@@ -47,6 +47,7 @@ func printReport(engines []*engine, o options, fsync string, took time.Duration)
 	for _, e := range engines {
 		size = max(size, e.res.size)
 	}
+	fmt.Printf("- load average (1 min) %s before the phases, %s after\n", loadBefore, loadAfter)
 	fmt.Printf("- %d objects of %d bytes; phases took %s in all\n\n", o.objects, size, took.Round(time.Second))
 
 	loadAt := fmt.Sprintf("at %d writes/s: ", o.writeRate)
