@@ -49,7 +49,8 @@ func run() error {
 	flag.IntVar(&o.objects, "objects", 5000, "objects created, then read, listed and updated")
 	flag.IntVar(&o.createWorkers, "create-workers", 8, "clients creating objects at once")
 	flag.IntVar(&o.readers, "readers", 4, "clients reading at once in the get phase")
-	flag.DurationVar(&o.phase, "phase", 10*time.Second, "length of the get phase and of the list phase (at least 3 lists)")
+	flag.IntVar(&o.rounds, "rounds", 3, "the get, list, load and max-write phases each run in this many slices, interleaved with the other engines'")
+	flag.DurationVar(&o.phase, "phase", 10*time.Second, "length of the get phase and of the list phase (at least one list per round)")
 	flag.Int64Var(&o.pageSize, "page", 500, "keys per list page (the apiserver's usual limit)")
 	flag.IntVar(&o.writeRate, "write-rate", 200, "updates per second in the sustained-load phase")
 	flag.DurationVar(&o.loadTime, "load-time", 30*time.Second, "length of the sustained-load phase")
@@ -59,9 +60,9 @@ func run() error {
 	flag.DurationVar(&o.maxTime, "max-time", 10*time.Second, "length of the max-write phase (0 skips it)")
 	startTimeout := flag.Duration("start-timeout", 2*time.Minute, "limit for one engine to start serving")
 	flag.Parse()
-	if o.objects < 1 || o.createWorkers < 1 || o.readers < 1 || o.pageSize < 1 || o.writeRate < 1 || o.maxWorkers < 1 ||
+	if o.objects < 1 || o.rounds < 1 || o.createWorkers < 1 || o.readers < 1 || o.pageSize < 1 || o.writeRate < 1 || o.maxWorkers < 1 ||
 		o.phase <= 0 || o.loadTime <= 0 || o.loadGets < 0 || o.loadListEvery < 0 || o.maxTime < 0 {
-		return errors.New("-objects, -create-workers, -readers, -page, -write-rate, -max-workers, -phase and -load-time must be positive; -load-gets, -load-list-every and -max-time 0 or more")
+		return errors.New("-objects, -rounds, -create-workers, -readers, -page, -write-rate, -max-workers, -phase and -load-time must be positive; -load-gets, -load-list-every and -max-time 0 or more")
 	}
 	var defs []engineDef
 	for name := range strings.SplitSeq(*engines, ",") {
@@ -98,8 +99,9 @@ func run() error {
 	loadBefore := loadAvg()
 
 	// Every engine is started before the first measurement and runs until
-	// the last, and each phase visits the engines in an order rotated by one
-	// from the previous phase's, so a slow minute of a shared machine does
+	// the last. After the creates, the phases run in rounds, each a slice of
+	// the phase's time on every engine in turn, the order rotated by one
+	// from one visit to the next, so a slow moment of a shared machine does
 	// not fall on one engine only.
 	var running, all []*engine
 	defer func() {
@@ -121,32 +123,47 @@ func run() error {
 	}
 	states := make(map[*engine]*state, len(running))
 	for _, e := range running {
-		states[e] = &state{revs: make([]int64, o.objects)}
+		states[e] = newState(o.objects)
 	}
 	type phase struct {
 		name string
 		run  func(*engine) error
 	}
+	r := time.Duration(o.rounds)
 	phases := []phase{
-		{"create", func(e *engine) error { return phaseCreate(ctx, e, states[e], o) }},
-		{"get", func(e *engine) error { return phaseGet(ctx, e, o) }},
-		{"list", func(e *engine) error { return phaseList(ctx, e, o) }},
-		{"load", func(e *engine) error { return phaseLoad(ctx, e, states[e], o) }},
+		{"get", func(e *engine) error { return phaseGet(ctx, e, o, o.phase/r) }},
+		{"list", func(e *engine) error { return phaseList(ctx, e, o, o.phase/r) }},
+		{"load", func(e *engine) error { return phaseLoad(ctx, e, states[e], o, o.loadTime/r) }},
 	}
 	if o.maxTime > 0 {
-		phases = append(phases, phase{"max-write", func(e *engine) error { return phaseMaxWrite(ctx, e, states[e], o) }})
+		phases = append(phases, phase{"max-write", func(e *engine) error { return phaseMaxWrite(ctx, e, states[e], o, o.maxTime/r) }})
 	}
-	began := time.Now()
-	for pi, p := range phases {
+	// visit runs p on every engine, starting with the shift-th one.
+	visit := func(label string, p phase, shift int) error {
 		for k := range running {
-			e := running[(pi+k)%len(running)]
-			fmt.Fprintf(os.Stderr, "%-9s %-16s ... ", p.name, e.title)
+			e := running[(shift+k)%len(running)]
+			fmt.Fprintf(os.Stderr, "%-19s %-16s ... ", label, e.title)
 			t := time.Now()
 			if err := p.run(e); err != nil {
 				fmt.Fprintln(os.Stderr, "failed")
 				return fmt.Errorf("%s, %s phase: %w", e.title, p.name, err)
 			}
 			fmt.Fprintf(os.Stderr, "%.1f s\n", time.Since(t).Seconds())
+		}
+		return nil
+	}
+	began := time.Now()
+	create := phase{"create", func(e *engine) error { return phaseCreate(ctx, e, states[e], o) }}
+	if err := visit("create", create, 0); err != nil {
+		return err
+	}
+	step := 1
+	for round := range o.rounds {
+		for _, p := range phases {
+			if err := visit(fmt.Sprintf("round %d/%d %s", round+1, o.rounds, p.name), p, step); err != nil {
+				return err
+			}
+			step++
 		}
 	}
 	took := time.Since(began)
@@ -179,7 +196,7 @@ func probeFsync(dir string) string {
 		}
 		rec.add(time.Since(t))
 	}
-	s := rec.summarize(0)
+	s := rec.summarize()
 	return fmt.Sprintf("4 KiB write + fdatasync p50 %s, p99 %s", ms(s.p50), ms(s.p99))
 }
 

@@ -12,18 +12,25 @@ import (
 // results and show it.
 type row struct {
 	label string
-	value func(r results) float64 // what ratios are taken of
-	show  func(r results) string
+	value func(r figures) float64 // what ratios are taken of
+	show  func(r figures) string
 }
 
-func latencyRow(label string, pick func(r results) time.Duration) row {
+// figures are one engine's summaries.
+type figures struct {
+	create, get, list                   summary
+	loadWrite, loadGet, loadList, watch summary
+	maxWrite                            summary
+}
+
+func latencyRow(label string, pick func(r figures) time.Duration) row {
 	return row{label,
-		func(r results) float64 { return float64(pick(r)) },
-		func(r results) string { return ms(pick(r)) }}
+		func(r figures) float64 { return float64(pick(r)) },
+		func(r figures) string { return ms(pick(r)) }}
 }
 
-func rateRow(label, unit string, pick func(r results) float64) row {
-	return row{label, pick, func(r results) string {
+func rateRow(label, unit string, pick func(r figures) float64) row {
+	return row{label, pick, func(r figures) string {
 		if pick(r) == 0 {
 			return "–"
 		}
@@ -48,38 +55,47 @@ func printReport(engines []*engine, o options, fsync string, took time.Duration,
 		size = max(size, e.res.size)
 	}
 	fmt.Printf("- load average (1 min) %s before the phases, %s after\n", loadBefore, loadAfter)
-	fmt.Printf("- %d objects of %d bytes; phases took %s in all\n\n", o.objects, size, took.Round(time.Second))
+	fmt.Printf("- %d objects of %d bytes; after the creates, %d rounds; phases took %s in all\n\n", o.objects, size, o.rounds, took.Round(time.Second))
 
 	loadAt := fmt.Sprintf("at %d writes/s: ", o.writeRate)
 	rows := []row{
-		latencyRow(fmt.Sprintf("create p50 (%d clients)", o.createWorkers), func(r results) time.Duration { return r.create.p50 }),
-		latencyRow("create p99", func(r results) time.Duration { return r.create.p99 }),
-		rateRow("creates/s", "", func(r results) float64 { return r.create.rate }),
-		latencyRow(fmt.Sprintf("get p50 (%d clients)", o.readers), func(r results) time.Duration { return r.get.p50 }),
-		latencyRow("get p99", func(r results) time.Duration { return r.get.p99 }),
-		rateRow("gets/s", "", func(r results) float64 { return r.get.rate }),
-		latencyRow(fmt.Sprintf("list all %d (pages of %d) p50", o.objects, o.pageSize), func(r results) time.Duration { return r.list.p50 }),
-		latencyRow("list all p99", func(r results) time.Duration { return r.list.p99 }),
-		rateRow(loadAt+"writes/s achieved", "", func(r results) float64 { return r.loadWrite.rate }),
-		latencyRow(loadAt+"write p50", func(r results) time.Duration { return r.loadWrite.p50 }),
-		latencyRow(loadAt+"write p99", func(r results) time.Duration { return r.loadWrite.p99 }),
-		latencyRow(loadAt+"watch event p50", func(r results) time.Duration { return r.watch.p50 }),
-		latencyRow(loadAt+"watch event p99", func(r results) time.Duration { return r.watch.p99 }),
+		latencyRow(fmt.Sprintf("create p50 (%d clients)", o.createWorkers), func(r figures) time.Duration { return r.create.p50 }),
+		latencyRow("create p99", func(r figures) time.Duration { return r.create.p99 }),
+		rateRow("creates/s", "", func(r figures) float64 { return r.create.rate }),
+		latencyRow(fmt.Sprintf("get p50 (%d clients)", o.readers), func(r figures) time.Duration { return r.get.p50 }),
+		latencyRow("get p99", func(r figures) time.Duration { return r.get.p99 }),
+		rateRow("gets/s", "", func(r figures) float64 { return r.get.rate }),
+		latencyRow(fmt.Sprintf("list all %d (pages of %d) p50", o.objects, o.pageSize), func(r figures) time.Duration { return r.list.p50 }),
+		latencyRow("list all p99", func(r figures) time.Duration { return r.list.p99 }),
+		rateRow(loadAt+"writes/s achieved", "", func(r figures) float64 { return r.loadWrite.rate }),
+		latencyRow(loadAt+"write p50", func(r figures) time.Duration { return r.loadWrite.p50 }),
+		latencyRow(loadAt+"write p99", func(r figures) time.Duration { return r.loadWrite.p99 }),
+		latencyRow(loadAt+"watch event p50", func(r figures) time.Duration { return r.watch.p50 }),
+		latencyRow(loadAt+"watch event p99", func(r figures) time.Duration { return r.watch.p99 }),
 	}
 	if o.loadGets > 0 {
 		rows = append(rows,
-			latencyRow(fmt.Sprintf("%sget p50 (%d/s)", loadAt, o.loadGets), func(r results) time.Duration { return r.loadGet.p50 }),
-			latencyRow(loadAt+"get p99", func(r results) time.Duration { return r.loadGet.p99 }))
+			latencyRow(fmt.Sprintf("%sget p50 (%d/s)", loadAt, o.loadGets), func(r figures) time.Duration { return r.loadGet.p50 }),
+			latencyRow(loadAt+"get p99", func(r figures) time.Duration { return r.loadGet.p99 }))
 	}
 	if o.loadListEvery > 0 {
-		rows = append(rows, latencyRow(fmt.Sprintf("%slist all p99 (every %s)", loadAt, o.loadListEvery), func(r results) time.Duration { return r.loadList.p99 }))
+		rows = append(rows, latencyRow(fmt.Sprintf("%slist all p99 (every %s)", loadAt, o.loadListEvery), func(r figures) time.Duration { return r.loadList.p99 }))
 	}
 	if o.maxTime > 0 {
 		rows = append(rows,
-			rateRow(fmt.Sprintf("max writes/s (%d clients)", o.maxWorkers), "", func(r results) float64 { return r.maxWrite.rate }),
-			latencyRow("max writes: p99", func(r results) time.Duration { return r.maxWrite.p99 }))
+			rateRow(fmt.Sprintf("max writes/s (%d clients)", o.maxWorkers), "", func(r figures) float64 { return r.maxWrite.rate }),
+			latencyRow("max writes: p99", func(r figures) time.Duration { return r.maxWrite.p99 }))
 	}
 
+	figs := make(map[*engine]figures, len(engines))
+	for _, e := range engines {
+		r := &e.res
+		figs[e] = figures{
+			create: r.create.summarize(), get: r.get.summarize(), list: r.list.summarize(),
+			loadWrite: r.loadWrite.summarize(), loadGet: r.loadGet.summarize(), loadList: r.loadList.summarize(),
+			watch: r.watch.summarize(), maxWrite: r.maxWrite.summarize(),
+		}
+	}
 	var ref *engine
 	for _, e := range engines {
 		if e.key == "etcd1" {
@@ -95,9 +111,9 @@ func printReport(engines []*engine, o options, fsync string, took time.Duration,
 	for _, r := range rows {
 		cells := []string{r.label}
 		for _, e := range engines {
-			cell := r.show(e.res)
-			if ref != nil && e != ref && r.value(e.res) > 0 && r.value(ref.res) > 0 {
-				cell += fmt.Sprintf(" (%.2f)", r.value(e.res)/r.value(ref.res))
+			cell := r.show(figs[e])
+			if ref != nil && e != ref && r.value(figs[e]) > 0 && r.value(figs[ref]) > 0 {
+				cell += fmt.Sprintf(" (%.2f)", r.value(figs[e])/r.value(figs[ref]))
 			}
 			cells = append(cells, cell)
 		}
@@ -109,11 +125,17 @@ func printReport(engines []*engine, o options, fsync string, took time.Duration,
 
 	var problems []string
 	for _, e := range engines {
-		r := e.res
-		errs := r.get.errs + r.loadWrite.errs + r.loadGet.errs + r.loadList.errs + r.maxWrite.errs
-		if errs+r.loadSkipped+r.watchMissed > 0 {
+		f := figs[e]
+		errs := f.get.errs + f.loadWrite.errs + f.loadGet.errs + f.loadList.errs + f.maxWrite.errs
+		if errs+e.res.loadSkipped+e.res.watchMissed > 0 {
 			problems = append(problems, fmt.Sprintf("%s: %d failed requests (get %d, load write %d, load get %d, load list %d, max write %d), %d writes skipped (%d in flight), %d watch events missing",
-				e.title, errs, r.get.errs, r.loadWrite.errs, r.loadGet.errs, r.loadList.errs, r.maxWrite.errs, r.loadSkipped, maxInFlight, r.watchMissed))
+				e.title, errs, f.get.errs, f.loadWrite.errs, f.loadGet.errs, f.loadList.errs, f.maxWrite.errs, e.res.loadSkipped, maxInFlight, e.res.watchMissed))
+			for _, s := range []summary{f.get, f.loadWrite, f.loadGet, f.loadList, f.maxWrite} {
+				if s.first != nil {
+					problems = append(problems, fmt.Sprintf("%s: first failure: %v", e.title, s.first))
+					break
+				}
+			}
 		}
 	}
 	if len(problems) > 0 {

@@ -7,11 +7,20 @@ import (
 	"time"
 )
 
-// recorder collects latencies from several goroutines.
+// recorder collects latencies from several goroutines, over one or more
+// slices of time (rounds) whose lengths add up in wall.
 type recorder struct {
-	mu   sync.Mutex
-	lats []time.Duration
-	errs int
+	mu    sync.Mutex
+	lats  []time.Duration
+	errs  int
+	first error // the first failure, for the report
+	wall  time.Duration
+}
+
+func (r *recorder) addWall(d time.Duration) {
+	r.mu.Lock()
+	r.wall += d
+	r.mu.Unlock()
 }
 
 func (r *recorder) add(d time.Duration) {
@@ -20,9 +29,12 @@ func (r *recorder) add(d time.Duration) {
 	r.mu.Unlock()
 }
 
-func (r *recorder) fail() {
+func (r *recorder) fail(err error) {
 	r.mu.Lock()
 	r.errs++
+	if r.first == nil {
+		r.first = err
+	}
 	r.mu.Unlock()
 }
 
@@ -30,24 +42,25 @@ func (r *recorder) fail() {
 type summary struct {
 	n        int
 	errs     int
+	first    error
 	p50, p99 time.Duration
 	rate     float64 // operations completed per second of the phase
 }
 
 // summarize takes the nearest-rank percentiles of r's latencies; rate is n
-// over the phase's wall time.
-func (r *recorder) summarize(wall time.Duration) summary {
+// over the wall time recorded.
+func (r *recorder) summarize() summary {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	s := summary{n: len(r.lats), errs: r.errs}
+	s := summary{n: len(r.lats), errs: r.errs, first: r.first}
 	if s.n > 0 {
 		sorted := slices.Clone(r.lats)
 		slices.Sort(sorted)
 		s.p50 = percentile(sorted, 50)
 		s.p99 = percentile(sorted, 99)
 	}
-	if wall > 0 {
-		s.rate = float64(s.n) / wall.Seconds()
+	if r.wall > 0 {
+		s.rate = float64(s.n) / r.wall.Seconds()
 	}
 	return s
 }

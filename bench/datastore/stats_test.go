@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -33,9 +34,11 @@ func TestSummarizeRate(t *testing.T) {
 	for range 50 {
 		r.add(time.Millisecond)
 	}
-	r.fail()
-	s := r.summarize(10 * time.Second)
-	if s.n != 50 || s.errs != 1 || s.rate != 5 || s.p50 != time.Millisecond {
+	r.fail(errors.New("boom"))
+	r.addWall(4 * time.Second)
+	r.addWall(6 * time.Second)
+	s := r.summarize()
+	if s.n != 50 || s.errs != 1 || s.first == nil || s.rate != 5 || s.p50 != time.Millisecond {
 		t.Errorf("summary = %+v, want 50 ops, 1 error, 5/s, p50 1ms", s)
 	}
 }

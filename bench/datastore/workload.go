@@ -49,6 +49,7 @@ type options struct {
 	objects       int
 	createWorkers int
 	readers       int
+	rounds        int           // the phases after create run in this many slices
 	phase         time.Duration // get and list phases
 	pageSize      int64
 	writeRate     int
@@ -59,26 +60,41 @@ type options struct {
 	maxTime       time.Duration // 0 skips the max-write phase
 }
 
-// results are one engine's figures.
+// results are one engine's measurements, added up over the rounds.
 type results struct {
-	create, get, list                         summary
-	loadWrite, loadGet, loadList, watch       summary
+	create, get, list                         recorder
+	loadWrite, loadGet, loadList, watch       recorder
+	maxWrite                                  recorder
 	loadSkipped, watchMissed, listPages, size int
-	maxWrite                                  summary
 }
 
 // state is what the phases of one engine share: each object's current
 // modification revision, which updates compare against as the apiserver's
-// GuaranteedUpdate does, and where the next update starts.
+// GuaranteedUpdate does, which objects a write is under way for, and where
+// the next update starts.
 type state struct {
 	revs   []int64
+	busy   []atomic.Bool
 	cursor atomic.Int64
 	gen    atomic.Int64
 }
 
-// nextKey hands out keys round-robin, so a key is written again only after
-// every other one: two writes never race for one key.
-func (s *state) nextKey() int { return int((s.cursor.Add(1) - 1) % int64(len(s.revs))) }
+func newState(objects int) *state {
+	return &state{revs: make([]int64, objects), busy: make([]atomic.Bool, objects)}
+}
+
+// acquire hands out objects round-robin, skipping any a write is still under
+// way for, so two writes never race for one object; release gives it back.
+func (s *state) acquire() int {
+	for {
+		i := int((s.cursor.Add(1) - 1) % int64(len(s.revs)))
+		if s.busy[i].CompareAndSwap(false, true) {
+			return i
+		}
+	}
+}
+
+func (s *state) release(i int) { s.busy[i].Store(false) }
 
 func newRand() *rand.Rand { return rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())) }
 
@@ -106,7 +122,7 @@ func (s *state) update(ctx context.Context, c *kubernetes.Client, i int, rnd *ra
 // a create as the apiserver does it: a transaction that puts the key if its
 // modification revision is 0 (absent).
 func phaseCreate(ctx context.Context, e *engine, st *state, o options) error {
-	var rec recorder
+	rec := &e.res.create
 	jobs := make(chan int)
 	errc := make(chan error, o.createWorkers)
 	var wg sync.WaitGroup
@@ -156,23 +172,23 @@ feed:
 	if err != nil {
 		return err
 	}
-	e.res.create = rec.summarize(time.Since(start))
+	rec.addWall(time.Since(start))
 	e.res.size = len(object(0, 0, newRand()))
 	return nil
 }
 
-// phaseGet reads random single keys with readers clients for o.phase.
-func phaseGet(ctx context.Context, e *engine, o options) error {
-	var rec recorder
+// phaseGet reads random single keys with readers clients for d.
+func phaseGet(ctx context.Context, e *engine, o options, d time.Duration) error {
+	rec := &e.res.get
 	start := time.Now()
-	deadline := start.Add(o.phase)
+	deadline := start.Add(d)
 	var wg sync.WaitGroup
 	for range o.readers {
 		wg.Go(func() {
 			rnd := newRand()
 			for time.Now().Before(deadline) && ctx.Err() == nil {
 				if d, err := get(ctx, e.client, rnd.IntN(o.objects)); err != nil {
-					rec.fail()
+					rec.fail(err)
 				} else {
 					rec.add(d)
 				}
@@ -180,7 +196,7 @@ func phaseGet(ctx context.Context, e *engine, o options) error {
 		})
 	}
 	wg.Wait()
-	e.res.get = rec.summarize(time.Since(start))
+	rec.addWall(time.Since(start))
 	return ctx.Err()
 }
 
@@ -196,12 +212,12 @@ func get(ctx context.Context, c *kubernetes.Client, i int) (time.Duration, error
 	return d, err
 }
 
-// phaseList lists all objects, one list after the other, for o.phase and at
-// least three times.
-func phaseList(ctx context.Context, e *engine, o options) error {
-	var rec recorder
+// phaseList lists all objects, one list after the other, for d and at
+// least once.
+func phaseList(ctx context.Context, e *engine, o options, d time.Duration) error {
+	rec := &e.res.list
 	start := time.Now()
-	for n := 0; n < 3 || time.Since(start) < o.phase; n++ {
+	for n := 0; n < 1 || time.Since(start) < d; n++ {
 		d, pages, err := listAll(ctx, e.client, o)
 		if err != nil {
 			return err
@@ -209,7 +225,7 @@ func phaseList(ctx context.Context, e *engine, o options) error {
 		rec.add(d)
 		e.res.listPages = pages
 	}
-	e.res.list = rec.summarize(time.Since(start))
+	rec.addWall(time.Since(start))
 	return nil
 }
 
@@ -253,12 +269,12 @@ func listAll(ctx context.Context, c *kubernetes.Client, o options) (time.Duratio
 const maxInFlight = 64
 
 // phaseLoad writes at o.writeRate updates per second (open loop: each write
-// starts on schedule, whatever the others are doing) for o.loadTime while
+// starts on schedule, whatever the others are doing) for d while
 // readers get o.loadGets keys per second and list everything every
 // o.loadListEvery, and a watch on the prefix (as the apiserver's watch
 // cache opens it) times each write's event from the moment the write was
 // sent.
-func phaseLoad(ctx context.Context, e *engine, st *state, o options) error {
+func phaseLoad(ctx context.Context, e *engine, st *state, o options, d time.Duration) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	c := e.client
@@ -267,7 +283,7 @@ func phaseLoad(ctx context.Context, e *engine, st *state, o options) error {
 		return fmt.Errorf("current revision: %w", err)
 	}
 	var sent sync.Map // key → time.Time the write was sent
-	var writes, watchRec, getRec, listRec recorder
+	writes, watchRec, getRec, listRec := &e.res.loadWrite, &e.res.watch, &e.res.loadGet, &e.res.loadList
 	var received, succeeded atomic.Int64
 	wch := c.Watch(clientv3.WithRequireLeader(ctx), keyPrefix, clientv3.WithPrefix(),
 		clientv3.WithRev(head.Header.Revision+1), clientv3.WithPrevKV(), clientv3.WithProgressNotify())
@@ -290,7 +306,7 @@ func phaseLoad(ctx context.Context, e *engine, st *state, o options) error {
 	}()
 
 	start := time.Now()
-	end := start.Add(o.loadTime)
+	end := start.Add(d)
 	var wg sync.WaitGroup
 	// Readers.
 	wg.Go(func() {
@@ -309,7 +325,7 @@ func phaseLoad(ctx context.Context, e *engine, st *state, o options) error {
 			i := rnd.IntN(o.objects)
 			inner.Go(func() {
 				if d, err := get(ctx, c, i); err != nil {
-					getRec.fail()
+					getRec.fail(err)
 				} else {
 					getRec.add(d)
 				}
@@ -328,7 +344,7 @@ func phaseLoad(ctx context.Context, e *engine, st *state, o options) error {
 			}
 			time.Sleep(time.Until(next))
 			if d, _, err := listAll(ctx, c, o); err != nil {
-				listRec.fail()
+				listRec.fail(err)
 			} else {
 				listRec.add(d)
 			}
@@ -350,15 +366,16 @@ func phaseLoad(ctx context.Context, e *engine, st *state, o options) error {
 			continue
 		}
 		inFlight.Add(1)
-		i := st.nextKey()
+		i := st.acquire()
 		writers.Go(func() {
 			defer inFlight.Add(-1)
+			defer st.release(i)
 			key := keyOf(i)
 			t := time.Now()
 			sent.Store(key, t)
 			if err := st.update(ctx, c, i, newRand()); err != nil {
 				sent.Delete(key)
-				writes.fail()
+				writes.fail(err)
 				return
 			}
 			writes.add(time.Since(t))
@@ -376,36 +393,39 @@ func phaseLoad(ctx context.Context, e *engine, st *state, o options) error {
 	if err := <-watchDone; err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("watch: %w", err)
 	}
-	e.res.loadWrite = writes.summarize(wall)
-	e.res.loadSkipped = skipped
-	e.res.loadGet = getRec.summarize(wall)
-	e.res.loadList = listRec.summarize(wall)
-	e.res.watch = watchRec.summarize(wall)
-	e.res.watchMissed = int(succeeded.Load() - received.Load())
+	for _, r := range []*recorder{writes, watchRec, getRec, listRec} {
+		r.addWall(wall)
+	}
+	e.res.loadSkipped += skipped
+	e.res.watchMissed += int(succeeded.Load() - received.Load())
 	return nil
 }
 
 // phaseMaxWrite updates objects with o.maxWorkers clients, each sending its
-// next write when the last one returns, for o.maxTime.
-func phaseMaxWrite(ctx context.Context, e *engine, st *state, o options) error {
-	var rec recorder
+// next write when the last one returns, for d.
+func phaseMaxWrite(ctx context.Context, e *engine, st *state, o options, d time.Duration) error {
+	rec := &e.res.maxWrite
 	start := time.Now()
-	deadline := start.Add(o.maxTime)
+	deadline := start.Add(d)
 	var wg sync.WaitGroup
 	for range o.maxWorkers {
 		wg.Go(func() {
 			rnd := newRand()
 			for time.Now().Before(deadline) && ctx.Err() == nil {
+				i := st.acquire()
 				t := time.Now()
-				if err := st.update(ctx, e.client, st.nextKey(), rnd); err != nil {
-					rec.fail()
+				err := st.update(ctx, e.client, i, rnd)
+				d := time.Since(t)
+				st.release(i)
+				if err != nil {
+					rec.fail(err)
 				} else {
-					rec.add(time.Since(t))
+					rec.add(d)
 				}
 			}
 		})
 	}
 	wg.Wait()
-	e.res.maxWrite = rec.summarize(time.Since(start))
+	rec.addWall(time.Since(start))
 	return ctx.Err()
 }
