@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -123,7 +124,8 @@ func portOr(p, def string) string {
 // TestExternalDatastore runs two servers, each in its own network and mount
 // namespaces and each with its node, on one PostgreSQL database, then two
 // on one MariaDB (MySQL) database: the second server takes the first's CAs
-// from the datastore; an object written through one is read through the
+// from the datastore; the controller-manager and the scheduler
+// leader-elect; an object written through one is read through the
 // other; with one stopped, the other goes on; the stopped one starts again
 // on its data dir. A server with another token is refused with one clear
 // line and writes no bootstrap file; one with another --service-cidr is
@@ -153,7 +155,10 @@ func TestExternalDatastore(t *testing.T) {
 	}
 }
 
-func testServersOnOneDatastore(t *testing.T, nw *multinode.Network, endpoint string) {
+// testServersOnOneDatastore is the scenario of two servers on one external
+// datastore; extra are the flags every server gets besides
+// --datastore-endpoint.
+func testServersOnOneDatastore(t *testing.T, nw *multinode.Network, endpoint string, extra ...string) {
 	// Short: kine's socket path must fit in 108 bytes.
 	dir, err := os.MkdirTemp("", "sk-extdb-")
 	if err != nil {
@@ -169,14 +174,16 @@ func testServersOnOneDatastore(t *testing.T, nw *multinode.Network, endpoint str
 		return nd
 	}
 	n1, n2, n3, n4 := addNode("srv1"), addNode("srv2"), addNode("srv3"), addNode("srv4")
+	ds := append([]string{"--datastore-endpoint", endpoint}, extra...)
+	with := func(args ...string) []string { return append(slices.Clone(ds), args...) }
 
 	// The first server generates the token, as a lone server would.
-	s1 := startNSServer(t, n1, "--datastore-endpoint", endpoint)
+	s1 := startNSServer(t, n1, ds...)
 	if !strings.Contains(s1.Output(), "stored the cluster's bootstrap data in the datastore") {
 		t.Fatalf("first server did not store the bootstrap data:\n%s", s1.Output())
 	}
 	tok := readToken(t, n1.DataDir())
-	s2 := startNSServer(t, n2, "--datastore-endpoint", endpoint, "--token", tok)
+	s2 := startNSServer(t, n2, with("--token", tok)...)
 	if !strings.Contains(s2.Output(), "took the cluster's bootstrap data from the datastore") {
 		t.Fatalf("second server did not take the bootstrap data:\n%s", s2.Output())
 	}
@@ -226,11 +233,25 @@ func testServersOnOneDatastore(t *testing.T, nw *multinode.Network, endpoint str
 			return "", nil
 		})
 	}
+	// On a datastore several servers share, the controller-manager and the
+	// scheduler leader-elect: one Lease each, held by one of the servers.
+	eventually(t, time.Minute, func() (string, error) {
+		for _, name := range []string{"kube-controller-manager", "kube-scheduler"} {
+			l, err := c2.CoordinationV1().Leases("kube-system").Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return "", err
+			}
+			if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity == "" {
+				return name + " has no holder", errNotYet
+			}
+		}
+		return "", nil
+	})
 	writeThenRead(c1, c2, "through-srv1")
 	writeThenRead(c2, c1, "through-srv2")
 
 	// Another token: refused before writing anything.
-	out := runNSServerToExit(t, n3, 2*time.Minute, "--datastore-endpoint", endpoint, "--token", "another-cluster-secret", "--disable-agent")
+	out := runNSServerToExit(t, n3, 2*time.Minute, with("--token", "another-cluster-secret", "--disable-agent")...)
 	if !strings.Contains(out, "the datastore holds a cluster with another token") {
 		t.Fatalf("another token: no clear refusal:\n%s", out)
 	}
@@ -238,8 +259,8 @@ func testServersOnOneDatastore(t *testing.T, nw *multinode.Network, endpoint str
 	assertNoBootstrapFiles(t, n3.DataDir())
 
 	// Another service CIDR: refused naming the flag and both values.
-	out = runNSServerToExit(t, n4, 2*time.Minute, "--datastore-endpoint", endpoint, "--token", tok, "--disable-agent",
-		"--service-cidr", "10.99.0.0/16", "--cluster-dns", "10.99.0.10")
+	out = runNSServerToExit(t, n4, 2*time.Minute, with("--token", tok, "--disable-agent",
+		"--service-cidr", "10.99.0.0/16", "--cluster-dns", "10.99.0.10")...)
 	if !strings.Contains(out, `--service-cidr: this server has "10.99.0.0/16", the cluster has "10.43.0.0/16"`) {
 		t.Fatalf("another service CIDR: no refusal naming both values:\n%s", out)
 	}
