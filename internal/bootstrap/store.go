@@ -107,9 +107,10 @@ type Sync struct {
 	// Prepare generates).
 	Secret string
 	// Prepare makes a first server's bootstrap data in staging (the
-	// layout of an empty directory, removed afterwards) and returns it with the token secret
-	// that seals it. Nothing may be written into Layout's data dir.
-	Prepare func(staging controlplane.Layout) (*Data, string, error)
+	// layout of an empty directory, removed afterwards) with the token
+	// secret (one it generates when secret is "") and returns both.
+	// Nothing may be written into Layout's data dir.
+	Prepare func(staging controlplane.Layout, secret string) (*Data, string, error)
 	// Accept, when set, may refuse the cluster's data before it is
 	// written (a --token that pins another CA, say).
 	Accept func(*Data) error
@@ -124,8 +125,10 @@ type Result struct {
 	Secret string
 }
 
-// Run does the Sync against kv. Errors name what failed; a datastore error
-// is wrapped as is (the caller retries those), and a refusal writes nothing.
+// Run does the Sync against kv. Errors name what failed; a failed exchange
+// with the datastore is a *DatastoreError, which the caller may retry with
+// Secret set to the returned Result's (a first server's generated token,
+// whose data may have been stored); a refusal writes nothing.
 func (s Sync) Run(ctx context.Context, kv KV) (Result, error) {
 	entries, err := kv.List(ctx, StoragePrefix)
 	if err != nil {
@@ -152,12 +155,12 @@ func (s Sync) Run(ctx context.Context, kv KV) (Result, error) {
 		return Result{}, fmt.Errorf("bootstrap: staging dir: %w", err)
 	}
 	defer os.RemoveAll(staging)
-	d, secret, err := s.Prepare(controlplane.Layout{DataDir: staging})
+	d, secret, err := s.Prepare(controlplane.Layout{DataDir: staging}, s.Secret)
 	if err != nil {
 		return Result{}, err
 	}
 	if s.Secret != "" && secret != s.Secret {
-		return Result{}, errors.New("bootstrap: prepared data has another token than the given one")
+		return Result{}, errors.New("bootstrap: prepared data has another token than the one given")
 	}
 	// Staged files are named relative to the staging dir, as Collect
 	// names them; the same relative names in the data dir.
@@ -169,18 +172,20 @@ func (s Sync) Run(ctx context.Context, kv KV) (Result, error) {
 		return Result{}, err
 	}
 	key := StorageKey(secret)
+	// From here on a datastore error comes with the secret: the create may
+	// have happened, and a retry must look for it with this token.
 	created, err := kv.Create(ctx, key, blob)
 	if err != nil {
-		return Result{}, &DatastoreError{Op: "storing " + key, Err: err}
+		return Result{Secret: secret}, &DatastoreError{Op: "storing " + key, Err: err}
 	}
 	// Whoever created first wins; everyone then reads what is there.
 	entries, err = kv.List(ctx, StoragePrefix)
 	if err != nil {
-		return Result{}, &DatastoreError{Op: "listing " + StoragePrefix, Err: err}
+		return Result{Secret: secret}, &DatastoreError{Op: "listing " + StoragePrefix, Err: err}
 	}
 	mine, ok := find(entries, key)
 	if !ok {
-		return Result{}, &DatastoreError{Op: "reading " + key, Err: errors.New("the key just stored is missing")}
+		return Result{Secret: secret}, &DatastoreError{Op: "reading " + key, Err: errors.New("the key just stored is missing")}
 	}
 	for _, e := range entries {
 		if e.Key != key && e.CreateRevision < mine.CreateRevision {

@@ -85,7 +85,11 @@ func newSync(t *testing.T, secret string) bootstrap.Sync {
 		Layout:   l,
 		Settings: settings,
 		Secret:   secret,
-		Prepare: func(staging controlplane.Layout) (*bootstrap.Data, string, error) {
+		Prepare: func(staging controlplane.Layout, secret string) (*bootstrap.Data, string, error) {
+			given := given
+			if given == nil && secret != "" {
+				given = &token.Token{Secret: secret}
+			}
 			res, err := controlplane.EnsureCertificates(staging, controlplane.CertInputs{
 				ClusterDomain: "cluster.local", ServiceCIDR: "10.43.0.0/16", AdvertiseIP: net.ParseIP("192.0.2.1"),
 			}, time.Now())
@@ -208,7 +212,7 @@ func TestSyncOnKine(t *testing.T) {
 
 	// A data dir with CAs of its own (a server that ran alone before).
 	own := newSync(t, res.Secret)
-	alone, _, err := newSync(t, res.Secret).Prepare(own.Layout)
+	alone, _, err := newSync(t, res.Secret).Prepare(own.Layout, res.Secret)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,5 +306,49 @@ func TestSyncRaceOtherToken(t *testing.T) {
 	entries, err := inner.List(context.Background(), bootstrap.StoragePrefix)
 	if err != nil || len(entries) != 1 {
 		t.Fatalf("datastore holds %d entries (%v), want 1", len(entries), err)
+	}
+}
+
+// lostReplyKV creates, then reports an error, once: the reply of a create
+// that happened was lost.
+type lostReplyKV struct {
+	bootstrap.KV
+	lost bool
+}
+
+func (l *lostReplyKV) Create(ctx context.Context, key string, value []byte) (bool, error) {
+	created, err := l.KV.Create(ctx, key, value)
+	if err == nil && !l.lost {
+		l.lost = true
+		return false, errors.New("connection reset")
+	}
+	return created, err
+}
+
+// A first server without a token whose create's reply is lost gets a
+// datastore error with its generated secret; retried with it, it takes the
+// data it stored and keeps that token, instead of being refused.
+func TestSyncRetryAfterLostReply(t *testing.T) {
+	kv := &lostReplyKV{KV: kineKV(t)}
+	s := newSync(t, "")
+	res, err := s.Run(context.Background(), kv)
+	var dsErr *bootstrap.DatastoreError
+	if !errors.As(err, &dsErr) || res.Secret == "" {
+		t.Fatalf("lost reply: %+v, %v; want a DatastoreError with the secret", res, err)
+	}
+	if f := files(t, s.Layout.DataDir); len(f) != 0 {
+		t.Fatalf("wrote %v before the datastore answered", f)
+	}
+	s.Secret = res.Secret
+	res2, err := s.Run(context.Background(), kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res2.Secret != res.Secret {
+		t.Fatalf("secret changed across the retry")
+	}
+	tok, err := token.Parse(string(read(t, s.Layout.TokenFile())))
+	if err != nil || tok.Secret != res.Secret {
+		t.Fatalf("data dir token %+v (%v), want the generated secret", tok, err)
 	}
 }
