@@ -29,6 +29,16 @@ var shared struct {
 	once sync.Once
 	kv   bootstrap.KV
 	err  error
+	// stop ends kine and removes its dir, after every test.
+	stop func()
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if shared.stop != nil {
+		shared.stop()
+	}
+	os.Exit(code)
 }
 
 // kineKV returns the store's KV over the etcd API of kine on SQLite in a
@@ -38,14 +48,14 @@ func kineKV(t *testing.T) bootstrap.KV {
 	t.Helper()
 	shared.once.Do(func() {
 		logrus.SetOutput(io.Discard)
-		// Short: kine's unix socket path must fit in 108 bytes. Left for
-		// the OS to clean: kine runs until the test binary exits.
+		// Short: kine's unix socket path must fit in 108 bytes.
 		dir, err := os.MkdirTemp("", "skbs-")
 		if err != nil {
 			shared.err = err
 			return
 		}
 		k := datastore.New(datastore.Config{DataDir: dir}, slog.New(slog.DiscardHandler))
+		shared.stop = func() { _ = k.Stop(); _ = os.RemoveAll(dir) }
 		ctx := context.Background()
 		if shared.err = k.Init(ctx); shared.err != nil {
 			return
