@@ -91,14 +91,15 @@ func (k *Kine) endpoint() string {
 }
 
 func (k *Kine) Start(ctx context.Context) error {
+	// An external datastore that cannot be reached is waited for, saying
+	// so, rather than left to kine's retries.
+	if err := k.waitReachable(ctx); err != nil {
+		return err
+	}
 	// The context kine serves under must outlive Start; Stop cancels it.
 	kctx, cancel := context.WithCancel(context.Background())
 	k.cancel = cancel
 	// These are the defaults kine's CLI fills in; its library API has none.
-	if err := k.waitReachable(ctx); err != nil {
-		cancel()
-		return err
-	}
 	cfg := endpoint.Config{
 		WaitGroup: &k.wg,
 		Listener:  "unix://" + SocketPath(k.cfg.DataDir),
