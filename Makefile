@@ -81,7 +81,7 @@ test-short:
 # them a second time.
 test: build
 	# -count=1: the end-to-end tests exercise bin/skiff, which go test cannot see change.
-	SKIFF_BIN=$(CURDIR)/bin/skiff $(GO) test -count=1 -trimpath -tags "$(TAGS)" -timeout 30m ./...
+	SKIFF_BIN=$(CURDIR)/bin/skiff $(GO) test -count=1 -trimpath -tags "$(TAGS)" -timeout 60m ./...
 
 # A server and two agents on this host, each agent in its own network and
 # mount namespace (test/e2e/multinode); Ctrl-C stops and removes them.
