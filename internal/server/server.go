@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -241,8 +242,10 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		controllers = append(controllers, scheduler.New(scheduler.Config{Args: plan.SchedulerArgs()}, log))
 	}
 
+	ds := datastore.New(datastore.Config{DataDir: cfg.DataDir, Endpoint: cfg.DatastoreEndpoint,
+		CAFile: cfg.DatastoreCAFile, CertFile: cfg.DatastoreCertFile, KeyFile: cfg.DatastoreKeyFile}, log)
 	phases := []component.Phase{
-		{Name: "datastore", Components: []component.Component{datastore.New(datastore.Config{DataDir: cfg.DataDir, Endpoint: cfg.DatastoreEndpoint}, log)}},
+		{Name: "datastore", Components: []component.Component{ds}},
 		{Name: "certificates", Components: []component.Component{certs}},
 		// After the apiserver in the list, so stopped before it: the apiserver's
 		// shutdown waits for the tunnel's Node watch to end. The egress
@@ -254,6 +257,8 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		}},
 		{Name: "controllers", Components: controllers},
 	}
+	// Servers sharing an external datastore share its bootstrap data.
+	phases = slices.Insert(phases, 1, externalBootstrapPhases(cfg, l, kind, given, advertiseIP, ds, log)...)
 	if nd != nil {
 		nodePhases, err := nd.Phases(log)
 		if err != nil {
