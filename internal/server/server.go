@@ -42,6 +42,7 @@ import (
 	"github.com/skiffkube/skiff/internal/node"
 	"github.com/skiffkube/skiff/internal/noderun"
 	"github.com/skiffkube/skiff/internal/pki"
+	"github.com/skiffkube/skiff/internal/serverjoin"
 	"github.com/skiffkube/skiff/internal/tunnel"
 )
 
@@ -62,10 +63,6 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	if err := node.CheckResolvConf(cfg.ResolvConf); err != nil {
 		return err
 	}
-	kind, err := config.DatastoreKind(cfg.DatastoreEndpoint)
-	if err != nil {
-		return err
-	}
 	for _, sock := range []string{datastore.SocketPath(cfg.DataDir), l.EgressSocket()} {
 		if err := socketPathOK(sock); err != nil {
 			return err
@@ -76,6 +73,12 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		return fmt.Errorf("finding this server's address: %w; set --node-ip or --advertise-address", err)
 	}
 	if err := controlplane.CheckToken(l, given); err != nil {
+		return err
+	}
+	// Embedded etcd or kine; a joining server's bootstrap is fetched and
+	// checked here, before anything is written.
+	ds, err := planDatastore(ctx, cfg, l, advertiseIP, given, log)
+	if err != nil {
 		return err
 	}
 	if !cfg.DisableAgent {
@@ -96,10 +99,11 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		Config:      cfg,
 		Layout:      l,
 		AdvertiseIP: advertiseIP,
-		EtcdServers: datastore.EtcdServers(cfg.DataDir, cfg.DatastoreEndpoint),
-		LeaderElect: kind != "sqlite",
+		EtcdServers: ds.etcdServers(cfg),
+		EtcdTLS:     ds.etcdTLS(l),
+		LeaderElect: ds.leaderElect(),
 	}
-	ports := serverPorts(cfg, plan, advertiseIP)
+	ports := append(serverPorts(cfg, plan, advertiseIP), ds.ports()...)
 	if !cfg.DisableAgent {
 		ports = append(ports, noderun.Ports(cfg.Node, "")...)
 	}
@@ -114,6 +118,9 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		return err
 	}
 	defer release()
+	if err := ds.writeBootstrap(l, log); err != nil {
+		return err
+	}
 	var nd *noderun.Plan
 	if !cfg.DisableAgent {
 		if nd, err = prepareNode(cfg, l, advertiseIP, log); err != nil {
@@ -139,6 +146,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		Kubeconfig:   l.AdminKubeconfig(),
 		LocalNode:    localNode,
 	}, log)
+	agentJoin := newJoinServer(cfg, l, log)
 	sup := supervisor.New(supervisor.Config{
 		Listener:     ln,
 		CertFile:     l.ServingAPIServer().Cert,
@@ -147,8 +155,9 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		ClientCAFile: l.ClientCA().Cert,
 		APIServer:    api.Handler,
 		Routes: map[string]http.Handler{
-			"POST " + join.Path:  newJoinServer(cfg, l, log),
-			"GET " + tunnel.Path: tun,
+			"POST " + join.Path:      agentJoin,
+			"GET " + serverjoin.Path: ds.serverJoinHandler(cfg, l, agentJoin, log),
+			"GET " + tunnel.Path:     tun,
 		},
 	}, log)
 	controllers := []component.Component{sup, rbacbootstrap.New(l.AdminKubeconfig(), nil, log), nodepassword.New(l.AdminKubeconfig(), nil, log), kubeendpoints.New(kubeendpoints.Config{
@@ -156,6 +165,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		AdvertiseIP: advertiseIP,
 		Port:        cfg.HTTPSListenPort,
 	}, log)}
+	controllers = append(controllers, ds.controllers(l, log)...)
 	addonFiles, removed := map[string][]byte{}, []string{}
 	dnsConfig := coredns.Config{
 		Kubeconfig: l.AdminKubeconfig(),
@@ -236,7 +246,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	}
 
 	phases := []component.Phase{
-		{Name: "datastore", Components: []component.Component{datastore.New(datastore.Config{DataDir: cfg.DataDir, Endpoint: cfg.DatastoreEndpoint}, log)}},
+		{Name: "datastore", Components: []component.Component{ds.component(cfg, log)}},
 		{Name: "certificates", Components: []component.Component{certs}},
 		// After the apiserver in the list, so stopped before it: the apiserver's
 		// shutdown waits for the tunnel's Node watch to end. The egress
@@ -257,8 +267,10 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		// set, in the phase that waits for the node.
 		last := &nodePhases[len(nodePhases)-1]
 		last.Components = append(last.Components, noderoles.New(noderoles.Config{
-			Kubeconfig: l.AdminKubeconfig(),
-			NodeName:   localNode,
+			Kubeconfig:   l.AdminKubeconfig(),
+			NodeName:     localNode,
+			EmbeddedEtcd: ds.embedded,
+			EtcdMember:   ds.memberName(),
 		}, nil, log))
 		phases = append(phases, nodePhases...)
 	}

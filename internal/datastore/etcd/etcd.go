@@ -39,8 +39,9 @@ import (
 // Config is what one embedded etcd member runs with.
 type Config struct {
 	Layout controlplane.Layout
-	// NodeName prefixes the member name (<node-name>-<8 hex digits>).
-	NodeName string
+	// MemberName is the member's name: MemberName(Layout) when stored,
+	// else a NewMemberName, which Start stores.
+	MemberName string
 	// AdvertiseIP is where other members reach this one (peer and client).
 	AdvertiseIP net.IP
 	// Hostname goes into the serving certificate.
@@ -92,12 +93,9 @@ func MemberName(l controlplane.Layout) string {
 	return strings.TrimSpace(string(b))
 }
 
-// ensureName returns the stored member name, or makes <node>-<8 hex> and
-// stores it: unique even when a machine is rebuilt under the same name.
-func ensureName(l controlplane.Layout, node string) (string, error) {
-	if n := MemberName(l); n != "" {
-		return n, nil
-	}
+// NewMemberName makes a member name for node: <node>-<8 hex digits>,
+// unique even when a machine is rebuilt under the same name.
+func NewMemberName(node string) (string, error) {
 	b := make([]byte, 4)
 	if _, err := rand.Read(b); err != nil {
 		return "", err
@@ -105,11 +103,18 @@ func ensureName(l controlplane.Layout, node string) (string, error) {
 	if node == "" {
 		node = "skiff"
 	}
-	name := node + "-" + hex.EncodeToString(b)
-	if err := atomicfile.Write(nameFile(l), []byte(name+"\n"), 0o600, 0o700); err != nil {
-		return "", fmt.Errorf("etcd: storing the member name: %w", err)
+	return node + "-" + hex.EncodeToString(b), nil
+}
+
+// storeName keeps the member name for the next starts.
+func storeName(l controlplane.Layout, name string) error {
+	if MemberName(l) == name {
+		return nil
 	}
-	return name, nil
+	if err := atomicfile.Write(nameFile(l), []byte(name+"\n"), 0o600, 0o700); err != nil {
+		return fmt.Errorf("etcd: storing the member name: %w", err)
+	}
+	return nil
 }
 
 func (e *Etcd) Init(context.Context) error {
@@ -118,6 +123,9 @@ func (e *Etcd) Init(context.Context) error {
 	}
 	if e.cfg.AdvertiseIP == nil {
 		return errors.New("etcd: no advertise address")
+	}
+	if e.cfg.MemberName == "" {
+		return errors.New("etcd: no member name")
 	}
 	if err := os.MkdirAll(e.cfg.Layout.EtcdDataDir(), 0o700); err != nil {
 		return fmt.Errorf("etcd: creating %s: %w", e.cfg.Layout.EtcdDataDir(), err)
@@ -193,8 +201,8 @@ func (e *Etcd) Start(ctx context.Context) error {
 		e.log.Debug("certificate issued", "file", f)
 	}
 	existing := HasData(l)
-	name, err := ensureName(l, e.cfg.NodeName)
-	if err != nil {
+	name := e.cfg.MemberName
+	if err := storeName(l, name); err != nil {
 		return err
 	}
 	e.name = name
