@@ -24,8 +24,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
@@ -62,9 +64,10 @@ type Etcd struct {
 	cfg Config
 	log *slog.Logger
 
-	etcd  *embed.Etcd
-	name  string
-	ready bool
+	etcd     *embed.Etcd
+	name     string
+	ready    bool
+	stopping atomic.Bool
 }
 
 // New returns the embedded etcd component for cfg.
@@ -184,7 +187,7 @@ func (e *Etcd) embedConfig(name string) (*embed.Config, error) {
 	// The apiserver compacts every 5 minutes; etcd's own compactor stays off,
 	// as in K3s, unless --etcd-arg turns it on.
 	c.Logger = "zap"
-	c.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newZapLogger(e.log))
+	c.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newZapLogger(e.log, &e.stopping))
 	if err := ApplyArgs(c, e.cfg.Args); err != nil {
 		return nil, err
 	}
@@ -296,9 +299,23 @@ func (e *Etcd) addLearner(ctx context.Context, name string) (string, error) {
 			return "", fmt.Errorf("etcd: removing the unstarted member left by an earlier join: %w", err)
 		}
 	}
-	resp, err := cli.MemberAddAsLearner(ctx, []string{peer})
-	if err != nil {
-		return "", fmt.Errorf("etcd: adding this server as a learner: %w", err)
+	// etcd takes one learner at a time: a server joining at the same
+	// moment as another waits for it to be promoted.
+	var resp *clientv3.MemberAddResponse
+	for {
+		resp, err = cli.MemberAddAsLearner(ctx, []string{peer})
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, rpctypes.ErrTooManyLearners) && !strings.Contains(err.Error(), "too many learner") {
+			return "", fmt.Errorf("etcd: adding this server as a learner: %w", err)
+		}
+		e.log.Info("waiting for another joining server's promotion: etcd takes one learner at a time")
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("etcd: adding this server as a learner: %w", err)
+		case <-time.After(2 * time.Second):
+		}
 	}
 	var initial []string
 	for _, m := range resp.Members {
@@ -380,6 +397,7 @@ func (e *Etcd) Endpoints() []string { return []string{LocalClientURL} }
 // Stop closes the member (it leaves the cluster's quorum until it starts
 // again) and ends the watcher.
 func (e *Etcd) Stop() error {
+	e.stopping.Store(true)
 	_ = e.Runner.Stop(time.Second)
 	if e.etcd == nil {
 		return nil

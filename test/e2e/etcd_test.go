@@ -1,0 +1,283 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/skiffkube/skiff/internal/controlplane"
+	"github.com/skiffkube/skiff/internal/datastore/etcd"
+	"github.com/skiffkube/skiff/test/e2e/multinode"
+)
+
+// nsServer is `skiff server` running in its own network and mount
+// namespaces (package multinode), on the default ports of its own address.
+type nsServer struct {
+	*agentProc
+	node *multinode.Node
+	args []string
+}
+
+// serverLightArgs keep three full servers on two cores: no add-on that the
+// tests below do not need.
+var serverLightArgs = []string{"--disable", "metrics-server", "--disable", "servicelb", "--disable", "local-storage", "--disable", "coredns", "--disable-helm-controller"}
+
+// startNSServer starts `skiff server` in nd's namespaces with args; cleanup
+// runs `skiff killall` inside them.
+func startNSServer(t *testing.T, nd *multinode.Node, args ...string) *nsServer {
+	t.Helper()
+	s := &nsServer{node: nd, args: args}
+	s.start(t)
+	return s
+}
+
+func (s *nsServer) kubeconfigPath() string { return filepath.Join(s.node.Dir, "kubeconfig.yaml") }
+
+func (s *nsServer) start(t *testing.T) {
+	t.Helper()
+	bin := skiffBin(t)
+	a := &agentProc{out: &syncBuffer{}, exited: make(chan struct{})}
+	all := append([]string{"--write-kubeconfig", s.kubeconfigPath()}, serverLightArgs...)
+	a.cmd = s.node.Command(bin, "server", append(all, s.args...)...)
+	a.cmd.Stdout, a.cmd.Stderr = a.out, a.out
+	a.cmd.Env = cleanEnv()
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { a.err = a.cmd.Wait(); close(a.exited) }()
+	t.Cleanup(func() {
+		if report := s.node.Stop(bin, a.cmd.Process.Pid); t.Failed() {
+			t.Logf("cleanup of %s:\n%s", s.node.Name, report)
+		}
+		select {
+		case <-a.exited:
+		case <-time.After(10 * time.Second):
+			_ = a.cmd.Process.Kill()
+			<-a.exited
+		}
+		if t.Failed() {
+			t.Logf("server %s output:\n%s", s.node.Name, a.out.String())
+		}
+	})
+	s.agentProc = a
+}
+
+// signal sends sig and waits for the process to end.
+func (s *nsServer) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	_ = s.cmd.Process.Signal(sig)
+	select {
+	case <-s.exited:
+	case <-time.After(time.Minute):
+		t.Fatalf("server %s still running a minute after %v", s.node.Name, sig)
+	}
+}
+
+// URL is the server's supervisor on its node address.
+func (s *nsServer) URL() string { return "https://" + net.JoinHostPort(s.node.IP.String(), "6443") }
+
+// client reaches the server from the host: its admin kubeconfig with the
+// node address for loopback.
+func (s *nsServer) client(t *testing.T) *kubernetes.Clientset {
+	t.Helper()
+	rc, err := clientcmd.BuildConfigFromFlags(s.URL(), s.kubeconfigPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.Timeout = 10 * time.Second
+	return kubernetes.NewForConfigOrDie(rc)
+}
+
+// etcdMembers lists the cluster's members through the etcd members at
+// endpoints, with the client credentials of dataDir.
+func etcdMembers(dataDir string, endpoints ...string) ([]string, error) {
+	cc, err := etcd.ClientConfig(controlplane.Layout{DataDir: dataDir})
+	if err != nil {
+		return nil, err
+	}
+	cc.Endpoints = endpoints
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cc.Context = ctx
+	cli, err := clientv3.New(cc)
+	if err != nil {
+		return nil, err
+	}
+	defer cli.Close()
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, m := range list.Members {
+		name := m.Name
+		if m.IsLearner {
+			name += "(learner)"
+		}
+		if name == "" {
+			name = "(unstarted)"
+		}
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// TestEmbeddedEtcdThreeServers runs three servers on embedded etcd (the
+// first with --cluster-init, two joining with --server) and an agent, each
+// in its own namespaces: all Ready; a wrong token is refused before
+// anything is written; with one server SIGKILLed the API answers and takes
+// writes through the other servers and the agent's load balancer and the
+// agent's pod keeps running; the server restarts into its member; deleting
+// its Node removes its member.
+func TestEmbeddedEtcdThreeServers(t *testing.T) {
+	bin := skiffBin(t)
+	requireRoot(t)
+	if err := multinode.Check(); err != nil {
+		t.Skip(err)
+	}
+	nw, err := multinode.NewNetwork("sketcd", "10.79.0.1/24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nw.Cleanup)
+	nodes := map[string]*multinode.Node{}
+	for _, name := range []string{"s1", "s2", "s3", "agent"} {
+		nd, err := nw.AddNode(name, filepath.Join(t.TempDir(), name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes[name] = nd
+	}
+	webTar := filepath.Join(nodes["agent"].DataDir(), "agent", "images", "web.tar")
+	buildWebImage(t, webTar)
+
+	s1 := startNSServer(t, nodes["s1"], "--cluster-init")
+	s1.waitFor(t, "skiff server ready in", 3*time.Minute)
+	tok := readToken(t, nodes["s1"].DataDir())
+
+	// A wrong token: refused with one line, nothing written.
+	bad := strings.Replace(tok, "::server:", "::server:x", 1)
+	cmd := nodes["s3"].Command(bin, "server", "--server", s1.URL(), "--token", bad, "--write-kubeconfig", filepath.Join(nodes["s3"].Dir, "kubeconfig.yaml"))
+	cmd.Env = cleanEnv()
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "token not accepted") {
+		t.Fatalf("a server with a wrong token: err %v, output:\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(nodes["s3"].DataDir(), "server", "tls", "server-ca.crt")); !os.IsNotExist(err) {
+		t.Fatalf("the refused server wrote its data dir (%v)", err)
+	}
+
+	// Both join at once: etcd takes one learner at a time, the other waits.
+	s2 := startNSServer(t, nodes["s2"], "--server", s1.URL(), "--token", tok)
+	s3 := startNSServer(t, nodes["s3"], "--server", s1.URL(), "--token", tok)
+	a := startNSAgent(t, nodes["agent"], "--server", s1.URL(), "--token", tok)
+	s2.waitFor(t, "skiff server ready in", 4*time.Minute)
+	s3.waitFor(t, "skiff server ready in", 4*time.Minute)
+	a.waitFor(t, "skiff agent ready in", 4*time.Minute)
+
+	ctx := context.Background()
+	c1 := s1.client(t)
+	eventually(t, 2*time.Minute, func() (string, error) {
+		list, err := c1.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return "", err
+		}
+		var ready []string
+		for i := range list.Items {
+			if nodeReady(&list.Items[i]) {
+				ready = append(ready, list.Items[i].Name)
+			}
+		}
+		slices.Sort(ready)
+		if !slices.Equal(ready, []string{"agent", "s1", "s2", "s3"}) {
+			return strings.Join(ready, ","), errNotYet
+		}
+		return "", nil
+	})
+	endpoints := []string{etcd.ClientURL(nodes["s1"].IP), etcd.ClientURL(nodes["s2"].IP)}
+	members := func() []string {
+		m, err := etcdMembers(nodes["s1"].DataDir(), endpoints...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	if m := members(); len(m) != 3 || slices.ContainsFunc(m, func(n string) bool { return strings.Contains(n, "(") }) {
+		t.Fatalf("etcd members %v, want three started voters", m)
+	}
+	s3Member, err := os.ReadFile(filepath.Join(nodes["s3"].DataDir(), "server", "db", "etcd", "name"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s3Name := strings.TrimSpace(string(s3Member))
+	if !strings.HasPrefix(s3Name, "s3-") || !slices.Contains(members(), s3Name) {
+		t.Fatalf("s3's member %q is not among %v", s3Name, members())
+	}
+
+	pods := deployWeb(t, c1, 1, func(spec *corev1.PodSpec) {
+		spec.NodeSelector = map[string]string{corev1.LabelHostname: "agent"}
+	})
+	pod := pods[0]
+
+	// SIGKILL s3: the others and the agent's load balancer keep answering
+	// and take writes.
+	s3.signal(t, syscall.SIGKILL)
+	for i, s := range []*nsServer{s1, s2} {
+		c := s.client(t)
+		eventually(t, 30*time.Second, func() (string, error) {
+			_, err := c.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{
+				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("after-kill-%d", i)},
+			}, metav1.CreateOptions{})
+			return "", err
+		})
+	}
+	agentKubeconfig := filepath.Join(nodes["agent"].DataDir(), "agent", "kubelet.kubeconfig")
+	eventually(t, 30*time.Second, func() (string, error) {
+		out, err := nodes["agent"].Exec(a.cmd.Process.Pid, bin, "kubectl", "--kubeconfig", agentKubeconfig, "get", "node", "agent", "-o", "name").CombinedOutput()
+		return string(out), err
+	})
+	got, err := c1.CoreV1().Pods("default").Get(ctx, pod.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.UID != pod.UID || got.Status.Phase != corev1.PodRunning || got.Status.ContainerStatuses[0].RestartCount != 0 {
+		t.Fatalf("the agent's pod did not keep running: %s %s restarts %d", got.UID, got.Status.Phase, got.Status.ContainerStatuses[0].RestartCount)
+	}
+
+	// Restarted with the same flags, s3 is its member again.
+	s3.start(t)
+	s3.waitFor(t, "skiff server ready in", 4*time.Minute)
+	if !strings.Contains(s3.out.String(), "etcd member restarted") {
+		t.Fatalf("s3 did not restart its member:\n%s", s3.out.String())
+	}
+	if m := members(); len(m) != 3 || !slices.Contains(m, s3Name) {
+		t.Fatalf("etcd members after the restart %v, want three with %s", m, s3Name)
+	}
+
+	// Deleting s3's Node removes its member.
+	s3.signal(t, syscall.SIGTERM)
+	if err := c1.CoreV1().Nodes().Delete(ctx, "s3", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, func() (string, error) {
+		m := members()
+		if len(m) != 2 || slices.Contains(m, s3Name) {
+			return strings.Join(m, ","), errNotYet
+		}
+		return "", nil
+	})
+}
