@@ -299,18 +299,19 @@ func (e *Etcd) addLearner(ctx context.Context, name string) (string, error) {
 			return "", fmt.Errorf("etcd: removing the unstarted member left by an earlier join: %w", err)
 		}
 	}
-	// etcd takes one learner at a time: a server joining at the same
-	// moment as another waits for it to be promoted.
+	// etcd takes one learner at a time, and no new member until the leader
+	// has been connected to every voter for 5 s: a server joining at the
+	// same moment as another waits for it.
 	var resp *clientv3.MemberAddResponse
 	for {
 		resp, err = cli.MemberAddAsLearner(ctx, []string{peer})
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, rpctypes.ErrTooManyLearners) && !strings.Contains(err.Error(), "too many learner") {
+		if !retryableAdd(err) {
 			return "", fmt.Errorf("etcd: adding this server as a learner: %w", err)
 		}
-		e.log.Info("waiting for another joining server's promotion: etcd takes one learner at a time")
+		e.log.Info("waiting for the cluster to take another member", "reason", err)
 		select {
 		case <-ctx.Done():
 			return "", fmt.Errorf("etcd: adding this server as a learner: %w", err)
@@ -332,6 +333,17 @@ func (e *Etcd) addLearner(ctx context.Context, name string) (string, error) {
 	}
 	e.log.Info("added this server to etcd as a learner", "member", name, "peer", peer)
 	return strings.Join(initial, ","), nil
+}
+
+// retryableAdd reports a member-add error that passes once another joining
+// member is promoted and connected.
+func retryableAdd(err error) bool {
+	for _, e := range []error{rpctypes.ErrTooManyLearners, rpctypes.ErrUnhealthy, rpctypes.ErrMemberNotEnoughStarted} {
+		if errors.Is(err, e) || strings.Contains(err.Error(), e.Error()) {
+			return true
+		}
+	}
+	return false
 }
 
 // promote makes this learner a voting member, retrying while it catches up
