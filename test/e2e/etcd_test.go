@@ -3,103 +3,25 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/skiffkube/skiff/internal/controlplane"
 	"github.com/skiffkube/skiff/internal/datastore/etcd"
 	"github.com/skiffkube/skiff/test/e2e/multinode"
 )
 
-// nsServer is `skiff server` running in its own network and mount
-// namespaces (package multinode), on the default ports of its own address.
-type nsServer struct {
-	*agentProc
-	node *multinode.Node
-	args []string
-}
-
 // serverLightArgs keep three full servers on two cores: no add-on that the
-// tests below do not need.
+// test below does not need.
 var serverLightArgs = []string{"--disable", "metrics-server", "--disable", "servicelb", "--disable", "local-storage", "--disable", "coredns", "--disable-helm-controller"}
-
-// startNSServer starts `skiff server` in nd's namespaces with args; cleanup
-// runs `skiff killall` inside them.
-func startNSServer(t *testing.T, nd *multinode.Node, args ...string) *nsServer {
-	t.Helper()
-	s := &nsServer{node: nd, args: args}
-	s.start(t)
-	return s
-}
-
-func (s *nsServer) kubeconfigPath() string { return filepath.Join(s.node.Dir, "kubeconfig.yaml") }
-
-func (s *nsServer) start(t *testing.T) {
-	t.Helper()
-	bin := skiffBin(t)
-	a := &agentProc{out: &syncBuffer{}, exited: make(chan struct{})}
-	all := append([]string{"--write-kubeconfig", s.kubeconfigPath()}, serverLightArgs...)
-	a.cmd = s.node.Command(bin, "server", append(all, s.args...)...)
-	a.cmd.Stdout, a.cmd.Stderr = a.out, a.out
-	a.cmd.Env = cleanEnv()
-	if err := a.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { a.err = a.cmd.Wait(); close(a.exited) }()
-	t.Cleanup(func() {
-		if report := s.node.Stop(bin, a.cmd.Process.Pid); t.Failed() {
-			t.Logf("cleanup of %s:\n%s", s.node.Name, report)
-		}
-		select {
-		case <-a.exited:
-		case <-time.After(10 * time.Second):
-			_ = a.cmd.Process.Kill()
-			<-a.exited
-		}
-		if t.Failed() {
-			t.Logf("server %s output:\n%s", s.node.Name, a.out.String())
-		}
-	})
-	s.agentProc = a
-}
-
-// signal sends sig and waits for the process to end.
-func (s *nsServer) signal(t *testing.T, sig syscall.Signal) {
-	t.Helper()
-	_ = s.cmd.Process.Signal(sig)
-	select {
-	case <-s.exited:
-	case <-time.After(time.Minute):
-		t.Fatalf("server %s still running a minute after %v", s.node.Name, sig)
-	}
-}
-
-// URL is the server's supervisor on its node address.
-func (s *nsServer) URL() string { return "https://" + net.JoinHostPort(s.node.IP.String(), "6443") }
-
-// client reaches the server from the host: its admin kubeconfig with the
-// node address for loopback.
-func (s *nsServer) client(t *testing.T) *kubernetes.Clientset {
-	t.Helper()
-	rc, err := clientcmd.BuildConfigFromFlags(s.URL(), s.kubeconfigPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc.Timeout = 10 * time.Second
-	return kubernetes.NewForConfigOrDie(rc)
-}
 
 // etcdMembers lists the cluster's members through the etcd members at
 // endpoints, with the client credentials of dataDir.
@@ -165,32 +87,31 @@ func TestEmbeddedEtcdThreeServers(t *testing.T) {
 	webTar := filepath.Join(nodes["agent"].DataDir(), "agent", "images", "web.tar")
 	buildWebImage(t, webTar)
 
-	s1 := startNSServer(t, nodes["s1"], "--cluster-init")
-	s1.waitFor(t, "skiff server ready in", 3*time.Minute)
-	tok := readToken(t, nodes["s1"].DataDir())
+	s1 := startNSServer(t, nodes["s1"], append([]string{"--cluster-init"}, serverLightArgs...)...)
+	tok := readToken(t, s1.DataDir())
 
 	// A wrong token: refused with one line, nothing written.
 	bad := strings.Replace(tok, "::server:", "::server:x", 1)
-	cmd := nodes["s3"].Command(bin, "server", "--server", s1.URL(), "--token", bad, "--write-kubeconfig", filepath.Join(nodes["s3"].Dir, "kubeconfig.yaml"))
-	cmd.Env = cleanEnv()
-	out, err := cmd.CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "token not accepted") {
-		t.Fatalf("a server with a wrong token: err %v, output:\n%s", err, out)
+	if out := runNSServerToExit(t, nodes["s3"], time.Minute, "--server", s1.URL(), "--token", bad); !strings.Contains(out, "token not accepted") {
+		t.Fatalf("a server with a wrong token:\n%s", out)
 	}
 	if _, err := os.Stat(filepath.Join(nodes["s3"].DataDir(), "server", "tls", "server-ca.crt")); !os.IsNotExist(err) {
 		t.Fatalf("the refused server wrote its data dir (%v)", err)
 	}
 
 	// Both join at once: etcd takes one learner at a time, the other waits.
-	s2 := startNSServer(t, nodes["s2"], "--server", s1.URL(), "--token", tok)
-	s3 := startNSServer(t, nodes["s3"], "--server", s1.URL(), "--token", tok)
+	join := append([]string{"--server", s1.URL(), "--token", tok}, serverLightArgs...)
+	s2 := newNSServer(t, nodes["s2"], join...)
+	s3 := newNSServer(t, nodes["s3"], join...)
+	s2.Start()
+	s3.Start()
 	a := startNSAgent(t, nodes["agent"], "--server", s1.URL(), "--token", tok)
-	s2.waitFor(t, "skiff server ready in", 4*time.Minute)
-	s3.waitFor(t, "skiff server ready in", 4*time.Minute)
+	s2.WaitReady(4 * time.Minute)
+	s3.WaitReady(4 * time.Minute)
 	a.waitFor(t, "skiff agent ready in", 4*time.Minute)
 
 	ctx := context.Background()
-	c1 := s1.client(t)
+	c1 := s1.Client()
 	eventually(t, 2*time.Minute, func() (string, error) {
 		list, err := c1.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 		if err != nil {
@@ -235,9 +156,9 @@ func TestEmbeddedEtcdThreeServers(t *testing.T) {
 
 	// SIGKILL s3: the others and the agent's load balancer keep answering
 	// and take writes.
-	s3.signal(t, syscall.SIGKILL)
+	s3.Kill()
 	for i, s := range []*nsServer{s1, s2} {
-		c := s.client(t)
+		c := s.Client()
 		eventually(t, 30*time.Second, func() (string, error) {
 			_, err := c.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{
 				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("after-kill-%d", i)},
@@ -259,17 +180,16 @@ func TestEmbeddedEtcdThreeServers(t *testing.T) {
 	}
 
 	// Restarted with the same flags, s3 is its member again.
-	s3.start(t)
-	s3.waitFor(t, "skiff server ready in", 4*time.Minute)
-	if !strings.Contains(s3.out.String(), "etcd member restarted") {
-		t.Fatalf("s3 did not restart its member:\n%s", s3.out.String())
+	s3.Restart()
+	if !strings.Contains(s3.Output(), "etcd member restarted") {
+		t.Fatalf("s3 did not restart its member:\n%s", s3.Output())
 	}
 	if m := members(); len(m) != 3 || !slices.Contains(m, s3Name) {
 		t.Fatalf("etcd members after the restart %v, want three with %s", m, s3Name)
 	}
 
 	// Deleting s3's Node removes its member.
-	s3.signal(t, syscall.SIGTERM)
+	s3.Stop()
 	if err := c1.CoreV1().Nodes().Delete(ctx, "s3", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
