@@ -77,15 +77,25 @@ func planDatastore(ctx context.Context, cfg *config.Server, l controlplane.Layou
 		Args:          cfg.EtcdArgs,
 		ExposeMetrics: cfg.EtcdExposeMetrics,
 	}}
-	if etcd.HasData(l) {
-		// A restart: the member and its cluster are in the data.
-		return p, nil
+	if datastore.HasSQLiteData(cfg.DataDir) {
+		if cfg.Server != "" && !etcd.HasData(l) {
+			return nil, fmt.Errorf("data-dir %s holds SQLite data (%s): a server joining another cluster would drop it; "+
+				"start it without --server (or with --cluster-init, which migrates it into etcd), or take a new data-dir", cfg.DataDir, datastore.SQLitePath(cfg.DataDir))
+		}
+		// A first --cluster-init on SQLite data, or one interrupted before
+		// the SQLite files were set aside: the keys move into etcd.
+		p.etcd.Seed = func(ctx context.Context, cli *clientv3.Client) error {
+			n, err := datastore.MigrateSQLite(ctx, cfg.DataDir, cli, log)
+			if err != nil {
+				return err
+			}
+			log.Info("migrated the SQLite datastore into etcd", "component", "etcd", "keys", n, "kept", datastore.SQLitePath(cfg.DataDir)+datastore.MigratedSuffix)
+			return nil
+		}
 	}
-	if _, err := os.Stat(datastore.SQLitePath(cfg.DataDir)); err == nil {
-		return nil, fmt.Errorf("data-dir %s holds SQLite data (%s): embedded etcd would start without it; "+
-			"skiff does not migrate it yet: keep running without --cluster-init/--server, or take a new data-dir", cfg.DataDir, datastore.SQLitePath(cfg.DataDir))
-	}
-	if cfg.Server == "" {
+	if etcd.HasData(l) || cfg.Server == "" {
+		// A restart (the member and its cluster are in the data), or a new
+		// cluster.
 		return p, nil
 	}
 	if given == nil {

@@ -201,3 +201,43 @@ func TestEmbeddedEtcdThreeServers(t *testing.T) {
 		return "", nil
 	})
 }
+
+// TestEmbeddedEtcdMigratesSQLite starts a server on SQLite, then with
+// --cluster-init on the same data dir: the objects move into etcd and the
+// SQLite file is set aside; a restart without the flag stays on etcd.
+func TestEmbeddedEtcdMigratesSQLite(t *testing.T) {
+	skiffBin(t)
+	requireRoot(t)
+	s := newServer(t)
+	s.Start()
+	ctx := context.Background()
+	if _, err := s.Client().CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kept"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s.Stop()
+
+	s.Start("--cluster-init")
+	if !strings.Contains(s.Output(), "migrated the SQLite datastore into etcd") {
+		t.Fatalf("no migration:\n%s", s.Output())
+	}
+	if _, err := s.Client().CoreV1().Namespaces().Get(ctx, "kept", metav1.GetOptions{}); err != nil {
+		t.Fatalf("namespace after the migration: %v", err)
+	}
+	db := filepath.Join(s.DataDir, "server", "db", "state.db")
+	if _, err := os.Stat(db); !os.IsNotExist(err) {
+		t.Fatalf("%s still in place after the migration (%v)", db, err)
+	}
+	if _, err := os.Stat(db + ".migrated-to-etcd"); err != nil {
+		t.Fatal(err)
+	}
+	s.Stop()
+
+	s.Start()
+	if !strings.Contains(s.Output(), "etcd member restarted") || strings.Contains(s.Output(), "migrated") {
+		t.Fatalf("the restart did not stay on etcd:\n%s", s.Output())
+	}
+	if _, err := s.Client().CoreV1().Namespaces().Get(ctx, "kept", metav1.GetOptions{}); err != nil {
+		t.Fatalf("namespace after the restart: %v", err)
+	}
+	s.Stop()
+}

@@ -56,6 +56,9 @@ type Config struct {
 	// cluster whose members answer at these client URLs (as a learner,
 	// promoted once caught up). Ignored when the data dir holds etcd data.
 	Join []string
+	// Seed, when set, runs once the member serves, with a client of it:
+	// the migration of SQLite data into a new cluster.
+	Seed func(ctx context.Context, cli *clientv3.Client) error
 }
 
 // Etcd is the embedded etcd component.
@@ -242,6 +245,12 @@ func (e *Etcd) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	if e.cfg.Seed != nil {
+		if err := e.seed(ctx); err != nil {
+			etcd.Close()
+			return err
+		}
+	}
 	how := "started"
 	switch {
 	case existing:
@@ -333,6 +342,20 @@ func (e *Etcd) addLearner(ctx context.Context, name string) (string, error) {
 	}
 	e.log.Info("added this server to etcd as a learner", "member", name, "peer", peer)
 	return strings.Join(initial, ","), nil
+}
+
+func (e *Etcd) seed(ctx context.Context) error {
+	cc, err := ClientConfig(e.cfg.Layout)
+	if err != nil {
+		return err
+	}
+	cc.Context = ctx
+	cli, err := clientv3.New(cc)
+	if err != nil {
+		return fmt.Errorf("etcd: %w", err)
+	}
+	defer cli.Close()
+	return e.cfg.Seed(ctx, cli)
 }
 
 // retryableAdd reports a member-add error that passes once another joining
