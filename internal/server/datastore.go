@@ -45,6 +45,9 @@ type datastorePlan struct {
 // settings, conflicting files), so that every refusal comes before the
 // first write.
 func planDatastore(ctx context.Context, cfg *config.Server, l controlplane.Layout, advertiseIP net.IP, given *token.Token, log *slog.Logger) (*datastorePlan, error) {
+	if cfg.DatastoreEndpoint != "" && etcd.HasData(l) {
+		return nil, fmt.Errorf("datastore-endpoint: data-dir %s holds embedded etcd data (%s): this server is a member of an etcd cluster; drop --datastore-endpoint, or take a new data-dir", cfg.DataDir, l.EtcdDataDir())
+	}
 	if cfg.DatastoreEndpoint != "" || (!cfg.EmbeddedEtcd() && !etcd.HasData(l)) {
 		kind, err := config.DatastoreKind(cfg.DatastoreEndpoint)
 		if err != nil {
