@@ -54,7 +54,7 @@ PAYLOAD_TOOLS := \
   github.com/containernetworking/plugins/plugins/meta/portmap \
   sigs.k8s.io/cri-tools/cmd/crictl
 
-.PHONY: all build payload size test test-short e2e e2e-multinode bench clean
+.PHONY: all build payload size test test-short e2e e2e-multinode bench bench-datastore clean
 all: build size
 
 payload:
@@ -81,7 +81,7 @@ test-short:
 # them a second time.
 test: build
 	# -count=1: the end-to-end tests exercise bin/skiff, which go test cannot see change.
-	SKIFF_BIN=$(CURDIR)/bin/skiff $(GO) test -count=1 -trimpath -tags "$(TAGS)" -timeout 30m ./...
+	SKIFF_BIN=$(CURDIR)/bin/skiff $(GO) test -count=1 -trimpath -tags "$(TAGS)" -timeout 60m ./...
 
 # A server and two agents on this host, each agent in its own network and
 # mount namespace (test/e2e/multinode); Ctrl-C stops and removes them.
@@ -90,6 +90,12 @@ e2e-multinode: build
 
 bench: build
 	$(GO) run ./bench/startup -skiff $(CURDIR)/bin/skiff
+
+# kine on SQLite, PostgreSQL and MariaDB, embedded etcd with one and three members,
+# through the etcd API (docs/benchmarks.md). The database URLs come from
+# SKIFF_BENCH_POSTGRES and SKIFF_BENCH_MYSQL; BENCH_ARGS adds flags.
+bench-datastore:
+	$(GO) run -trimpath -tags "$(TAGS)" ./bench/datastore $(BENCH_ARGS)
 
 clean:
 	rm -rf bin build/payload $(PAYLOAD)

@@ -180,6 +180,15 @@ func (p Plan) APIServerArgs() []string {
 	if t := p.EtcdTLS; t != nil {
 		g["etcd-cafile"], g["etcd-certfile"], g["etcd-keyfile"] = t.CAFile, t.CertFile, t.KeyFile
 	}
+	// An external etcd is the apiserver's own datastore: it gets the TLS
+	// files too (kine's socket needs none).
+	if kind, _ := config.DatastoreKind(p.Config.DatastoreEndpoint); kind == "etcd" {
+		for flag, v := range map[string]string{"etcd-cafile": p.Config.DatastoreCAFile, "etcd-certfile": p.Config.DatastoreCertFile, "etcd-keyfile": p.Config.DatastoreKeyFile} {
+			if v != "" {
+				g[flag] = v
+			}
+		}
+	}
 	// Anonymous requests are refused except on health endpoints; a user who
 	// configures authentication themselves takes over that decision.
 	user := p.Config.KubeAPIServerArgs

@@ -158,6 +158,24 @@ func TestAPIServerArgsCustomDomainAndDualStack(t *testing.T) {
 	})
 }
 
+// An external etcd gets --datastore-cafile, -certfile and -keyfile as the
+// apiserver's etcd TLS files; kine's socket gets none.
+func TestAPIServerArgsExternalEtcdTLS(t *testing.T) {
+	p := testPlan(t, Layout{DataDir: t.TempDir()})
+	p.Config.DatastoreEndpoint = "https://etcd1:2379,https://etcd2:2379"
+	p.Config.DatastoreCAFile, p.Config.DatastoreCertFile, p.Config.DatastoreKeyFile = "/ca.pem", "/c.pem", "/k.pem"
+	got := parseArgs(t, p.APIServerArgs())
+	wantArgs(t, "kube-apiserver", got, map[string]string{
+		"etcd-cafile": "/ca.pem", "etcd-certfile": "/c.pem", "etcd-keyfile": "/k.pem",
+	})
+	p.Config.DatastoreEndpoint = "postgres://u:p@db/skiff"
+	for _, f := range []string{"etcd-cafile", "etcd-certfile", "etcd-keyfile"} {
+		if v, ok := parseArgs(t, p.APIServerArgs())[f]; ok {
+			t.Errorf("postgres datastore: kube-apiserver got --%s=%s, want none (kine's socket)", f, v)
+		}
+	}
+}
+
 // The issuer's discovery document must name a jwks_uri that pods and other
 // machines can fetch: the supervisor on the advertise address, never the
 // apiserver's loopback port. A user's issuer, jwks URI or audiences win, and

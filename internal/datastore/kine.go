@@ -17,6 +17,7 @@ import (
 	"github.com/k3s-io/kine/pkg/drivers/generic"
 	"github.com/k3s-io/kine/pkg/drivers/sqlite"
 	"github.com/k3s-io/kine/pkg/endpoint"
+	kinetls "github.com/k3s-io/kine/pkg/tls"
 	"k8s.io/component-base/metrics/legacyregistry"
 
 	"github.com/skiffkube/skiff/internal/component"
@@ -29,6 +30,10 @@ type Config struct {
 	DataDir string
 	// Endpoint is --datastore-endpoint; empty means SQLite in DataDir.
 	Endpoint string
+	// CAFile, CertFile and KeyFile are --datastore-cafile, -certfile and
+	// -keyfile: the TLS kine uses towards PostgreSQL, MySQL or an external
+	// etcd (and, for etcd, the apiserver too).
+	CAFile, CertFile, KeyFile string
 }
 
 // Kine is the datastore component.
@@ -40,6 +45,7 @@ type Kine struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	endpoints []string
+	tls       kinetls.Config
 	ready     bool
 }
 
@@ -85,6 +91,11 @@ func (k *Kine) endpoint() string {
 }
 
 func (k *Kine) Start(ctx context.Context) error {
+	// An external datastore that cannot be reached is waited for, saying
+	// so, rather than left to kine's retries.
+	if err := k.waitReachable(ctx); err != nil {
+		return err
+	}
 	// The context kine serves under must outlive Start; Stop cancels it.
 	kctx, cancel := context.WithCancel(context.Background())
 	k.cancel = cancel
@@ -93,6 +104,11 @@ func (k *Kine) Start(ctx context.Context) error {
 		WaitGroup: &k.wg,
 		Listener:  "unix://" + SocketPath(k.cfg.DataDir),
 		Endpoint:  k.endpoint(),
+		BackendTLSConfig: kinetls.Config{
+			CAFile:   k.cfg.CAFile,
+			CertFile: k.cfg.CertFile,
+			KeyFile:  k.cfg.KeyFile,
+		},
 		ConnectionPoolConfig: generic.ConnectionPoolConfig{
 			MaxIdle:     20,
 			MaxLifetime: 0,
@@ -129,13 +145,23 @@ func (k *Kine) Start(ctx context.Context) error {
 			return fmt.Errorf("opening %s datastore %s: %w", k.kind, config.RedactURL(k.cfg.Endpoint), redactErr(r.err, k.cfg.Endpoint))
 		}
 		k.endpoints = r.etcd.Endpoints
+		k.tls = r.etcd.TLSConfig
 		k.ready = true
 		k.log.Debug("kine listening", "endpoints", strings.Join(k.endpoints, ","))
 		return nil
 	case <-ctx.Done():
 		cancel()
-		return ctx.Err()
+		return fmt.Errorf("opening %s: %w", k.describe(), ctx.Err())
 	}
+}
+
+// describe names the datastore for messages: its kind and endpoint,
+// password hidden, or SQLite's file.
+func (k *Kine) describe() string {
+	if k.kind == "sqlite" {
+		return "sqlite datastore " + SQLitePath(k.cfg.DataDir)
+	}
+	return k.kind + " datastore " + config.RedactURL(k.cfg.Endpoint)
 }
 
 // redactErr keeps a driver's error from repeating the endpoint with its

@@ -177,12 +177,12 @@ func (p *datastorePlan) ports() []host.PortUse {
 	}
 }
 
-// component is the datastore phase's component.
-func (p *datastorePlan) component(cfg *config.Server, log *slog.Logger) component.Component {
+// component is the datastore phase's component: embedded etcd, or kine.
+func (p *datastorePlan) component(kine *datastore.Kine, log *slog.Logger) component.Component {
 	if p.embedded {
 		return etcd.New(p.etcd, log)
 	}
-	return datastore.New(datastore.Config{DataDir: cfg.DataDir, Endpoint: cfg.DatastoreEndpoint}, log)
+	return kine
 }
 
 // controllers are the datastore's controllers: with embedded etcd, the one

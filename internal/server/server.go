@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -63,6 +64,10 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	if err := node.CheckResolvConf(cfg.ResolvConf); err != nil {
 		return err
 	}
+	kind, err := config.DatastoreKind(cfg.DatastoreEndpoint)
+	if err != nil {
+		return err
+	}
 	for _, sock := range []string{datastore.SocketPath(cfg.DataDir), l.EgressSocket()} {
 		if err := socketPathOK(sock); err != nil {
 			return err
@@ -77,7 +82,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	}
 	// Embedded etcd or kine; a joining server's bootstrap is fetched and
 	// checked here, before anything is written.
-	ds, err := planDatastore(ctx, cfg, l, advertiseIP, given, log)
+	dsPlan, err := planDatastore(ctx, cfg, l, advertiseIP, given, log)
 	if err != nil {
 		return err
 	}
@@ -99,11 +104,11 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		Config:      cfg,
 		Layout:      l,
 		AdvertiseIP: advertiseIP,
-		EtcdServers: ds.etcdServers(cfg),
-		EtcdTLS:     ds.etcdTLS(l),
-		LeaderElect: ds.leaderElect(),
+		EtcdServers: dsPlan.etcdServers(cfg),
+		EtcdTLS:     dsPlan.etcdTLS(l),
+		LeaderElect: dsPlan.leaderElect(),
 	}
-	ports := append(serverPorts(cfg, plan, advertiseIP), ds.ports()...)
+	ports := append(serverPorts(cfg, plan, advertiseIP), dsPlan.ports()...)
 	if !cfg.DisableAgent {
 		ports = append(ports, noderun.Ports(cfg.Node, "")...)
 	}
@@ -118,7 +123,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		return err
 	}
 	defer release()
-	if err := ds.writeBootstrap(l, log); err != nil {
+	if err := dsPlan.writeBootstrap(l, log); err != nil {
 		return err
 	}
 	var nd *noderun.Plan
@@ -156,7 +161,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		APIServer:    api.Handler,
 		Routes: map[string]http.Handler{
 			"POST " + join.Path:      agentJoin,
-			"GET " + serverjoin.Path: ds.serverJoinHandler(cfg, l, agentJoin, log),
+			"GET " + serverjoin.Path: dsPlan.serverJoinHandler(cfg, l, agentJoin, log),
 			"GET " + tunnel.Path:     tun,
 		},
 	}, log)
@@ -165,7 +170,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		AdvertiseIP: advertiseIP,
 		Port:        cfg.HTTPSListenPort,
 	}, log)}
-	controllers = append(controllers, ds.controllers(l, log)...)
+	controllers = append(controllers, dsPlan.controllers(l, log)...)
 	addonFiles, removed := map[string][]byte{}, []string{}
 	dnsConfig := coredns.Config{
 		Kubeconfig: l.AdminKubeconfig(),
@@ -245,8 +250,10 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		controllers = append(controllers, scheduler.New(scheduler.Config{Args: plan.SchedulerArgs()}, log))
 	}
 
+	ds := datastore.New(datastore.Config{DataDir: cfg.DataDir, Endpoint: cfg.DatastoreEndpoint,
+		CAFile: cfg.DatastoreCAFile, CertFile: cfg.DatastoreCertFile, KeyFile: cfg.DatastoreKeyFile}, log)
 	phases := []component.Phase{
-		{Name: "datastore", Components: []component.Component{ds.component(cfg, log)}},
+		{Name: "datastore", Components: []component.Component{dsPlan.component(ds, log)}},
 		{Name: "certificates", Components: []component.Component{certs}},
 		// After the apiserver in the list, so stopped before it: the apiserver's
 		// shutdown waits for the tunnel's Node watch to end. The egress
@@ -258,6 +265,8 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		}},
 		{Name: "controllers", Components: controllers},
 	}
+	// Servers sharing an external datastore share its bootstrap data.
+	phases = slices.Insert(phases, 1, externalBootstrapPhases(cfg, l, kind, given, advertiseIP, ds, log)...)
 	if nd != nil {
 		nodePhases, err := nd.Phases(log)
 		if err != nil {
@@ -269,8 +278,8 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		last.Components = append(last.Components, noderoles.New(noderoles.Config{
 			Kubeconfig:   l.AdminKubeconfig(),
 			NodeName:     localNode,
-			EmbeddedEtcd: ds.embedded,
-			EtcdMember:   ds.memberName(),
+			EmbeddedEtcd: dsPlan.embedded,
+			EtcdMember:   dsPlan.memberName(),
 		}, nil, log))
 		phases = append(phases, nodePhases...)
 	}
