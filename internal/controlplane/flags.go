@@ -25,12 +25,19 @@ type Plan struct {
 	Config      *config.Server
 	Layout      Layout
 	AdvertiseIP net.IP
-	// EtcdServers are the datastore's etcd endpoints (kine's socket).
+	// EtcdServers are the datastore's etcd endpoints (kine's socket, or
+	// embedded etcd's client URL).
 	EtcdServers []string
+	// EtcdTLS, when set, are the apiserver's etcd client credentials:
+	// --etcd-cafile, --etcd-certfile, --etcd-keyfile.
+	EtcdTLS *EtcdTLSFiles
 	// LeaderElect is false for a datastore that only one server can use
 	// (SQLite): electing a leader among one is start-up time for nothing.
 	LeaderElect bool
 }
+
+// EtcdTLSFiles are an etcd client's CA, certificate and key files.
+type EtcdTLSFiles struct{ CAFile, CertFile, KeyFile string }
 
 // APIServerPort is the apiserver's loopback port: the user's secure-port if
 // given, else DefaultAPIServerPort. config.Server.Validate has checked the
@@ -169,6 +176,9 @@ func (p Plan) APIServerArgs() []string {
 		"storage-backend":                    "etcd3",
 		"tls-cert-file":                      l.ServingAPIServer().Cert,
 		"tls-private-key-file":               l.ServingAPIServer().Key,
+	}
+	if t := p.EtcdTLS; t != nil {
+		g["etcd-cafile"], g["etcd-certfile"], g["etcd-keyfile"] = t.CAFile, t.CertFile, t.KeyFile
 	}
 	// An external etcd is the apiserver's own datastore: it gets the TLS
 	// files too (kine's socket needs none).

@@ -43,6 +43,7 @@ import (
 	"github.com/skiffkube/skiff/internal/node"
 	"github.com/skiffkube/skiff/internal/noderun"
 	"github.com/skiffkube/skiff/internal/pki"
+	"github.com/skiffkube/skiff/internal/serverjoin"
 	"github.com/skiffkube/skiff/internal/tunnel"
 )
 
@@ -79,6 +80,12 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	if err := controlplane.CheckToken(l, given); err != nil {
 		return err
 	}
+	// Embedded etcd or kine; a joining server's bootstrap is fetched and
+	// checked here, before anything is written.
+	dsPlan, err := planDatastore(ctx, cfg, l, advertiseIP, given, log)
+	if err != nil {
+		return err
+	}
 	if !cfg.DisableAgent {
 		if _, err := cfg.Node.ResolveNodeName(os.Hostname); err != nil {
 			return err
@@ -100,10 +107,11 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		Config:      cfg,
 		Layout:      l,
 		AdvertiseIP: advertiseIP,
-		EtcdServers: datastore.EtcdServers(cfg.DataDir, cfg.DatastoreEndpoint),
-		LeaderElect: kind != "sqlite",
+		EtcdServers: dsPlan.etcdServers(cfg),
+		EtcdTLS:     dsPlan.etcdTLS(l),
+		LeaderElect: dsPlan.leaderElect(),
 	}
-	ports := serverPorts(cfg, plan, advertiseIP)
+	ports := append(serverPorts(cfg, plan, advertiseIP), dsPlan.ports()...)
 	if !cfg.DisableAgent {
 		ports = append(ports, noderun.Ports(cfg.Node, "")...)
 	}
@@ -118,6 +126,9 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		return err
 	}
 	defer release()
+	if err := dsPlan.writeBootstrap(l, log); err != nil {
+		return err
+	}
 	var nd *noderun.Plan
 	if !cfg.DisableAgent {
 		if nd, err = prepareNode(cfg, l, advertiseIP, log); err != nil {
@@ -143,6 +154,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		Kubeconfig:   l.AdminKubeconfig(),
 		LocalNode:    localNode,
 	}, log)
+	agentJoin := newJoinServer(cfg, l, log)
 	sup := supervisor.New(supervisor.Config{
 		Listener:     ln,
 		CertFile:     l.ServingAPIServer().Cert,
@@ -151,8 +163,9 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		ClientCAFile: l.ClientCA().Cert,
 		APIServer:    api.Handler,
 		Routes: map[string]http.Handler{
-			"POST " + join.Path:  newJoinServer(cfg, l, log),
-			"GET " + tunnel.Path: tun,
+			"POST " + join.Path:      agentJoin,
+			"GET " + serverjoin.Path: dsPlan.serverJoinHandler(cfg, l, agentJoin, log),
+			"GET " + tunnel.Path:     tun,
 		},
 	}, log)
 	controllers := []component.Component{sup, rbacbootstrap.New(l.AdminKubeconfig(), nil, log), nodepassword.New(l.AdminKubeconfig(), nil, log), kubeendpoints.New(kubeendpoints.Config{
@@ -160,6 +173,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		AdvertiseIP: advertiseIP,
 		Port:        cfg.HTTPSListenPort,
 	}, log)}
+	controllers = append(controllers, dsPlan.controllers(l, log)...)
 	addonFiles, removed := map[string][]byte{}, []string{}
 	dnsConfig := coredns.Config{
 		Kubeconfig: l.AdminKubeconfig(),
@@ -245,7 +259,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	ds := datastore.New(datastore.Config{DataDir: cfg.DataDir, Endpoint: cfg.DatastoreEndpoint,
 		CAFile: cfg.DatastoreCAFile, CertFile: cfg.DatastoreCertFile, KeyFile: cfg.DatastoreKeyFile}, log)
 	phases := []component.Phase{
-		{Name: "datastore", Components: []component.Component{ds}},
+		{Name: "datastore", Components: []component.Component{dsPlan.component(ds, log)}},
 		{Name: "certificates", Components: []component.Component{certs}},
 		// After the apiserver in the list, so stopped before it: the apiserver's
 		// shutdown waits for the tunnel's Node watch to end. The egress
@@ -268,8 +282,10 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		// set, in the phase that waits for the node.
 		last := &nodePhases[len(nodePhases)-1]
 		last.Components = append(last.Components, noderoles.New(noderoles.Config{
-			Kubeconfig: l.AdminKubeconfig(),
-			NodeName:   localNode,
+			Kubeconfig:   l.AdminKubeconfig(),
+			NodeName:     localNode,
+			EmbeddedEtcd: dsPlan.embedded,
+			EtcdMember:   dsPlan.memberName(),
 		}, nil, log))
 		phases = append(phases, nodePhases...)
 	}

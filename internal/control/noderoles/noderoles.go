@@ -38,9 +38,16 @@ type Config struct {
 	// NodeName is the server's own node.
 	NodeName string
 	// EmbeddedEtcd adds the etcd role: set it where the server runs an
-	// embedded etcd member (none yet; an external datastore is not one).
+	// embedded etcd member (an external datastore is not one).
 	EmbeddedEtcd bool
+	// EtcdMember, when set, is this server's embedded etcd member, recorded
+	// in the Node's annotation EtcdMemberAnnotation so that deleting the
+	// Node removes the member (etcdmember).
+	EtcdMember string
 }
+
+// EtcdMemberAnnotation names a server node's embedded etcd member.
+const EtcdMemberAnnotation = "etcd.skiff.io/member-name"
 
 // Labels are the role labels of a server node.
 func Labels(embeddedEtcd bool) map[string]string {
@@ -128,16 +135,23 @@ func (l *Labeler) apply(ctx context.Context) error {
 			missing[k] = v
 		}
 	}
-	if len(missing) == 0 {
+	meta := map[string]any{}
+	if len(missing) > 0 {
+		meta["labels"] = missing
+	}
+	if m := l.cfg.EtcdMember; m != "" && n.Annotations[EtcdMemberAnnotation] != m {
+		meta["annotations"] = map[string]string{EtcdMemberAnnotation: m}
+	}
+	if len(meta) == 0 {
 		return nil
 	}
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": missing}})
+	patch, err := json.Marshal(map[string]any{"metadata": meta})
 	if err != nil {
 		return err
 	}
 	if _, err := l.client.CoreV1().Nodes().Patch(ctx, l.cfg.NodeName, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "skiff"}); err != nil {
 		return fmt.Errorf("node-roles: labelling node %s: %w", l.cfg.NodeName, err)
 	}
-	l.log.Debug("role labels set", "node", l.cfg.NodeName, "labels", missing)
+	l.log.Debug("role labels set", "node", l.cfg.NodeName, "labels", missing, "etcd-member", l.cfg.EtcdMember)
 	return nil
 }

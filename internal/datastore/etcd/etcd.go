@@ -24,8 +24,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
@@ -39,8 +41,9 @@ import (
 // Config is what one embedded etcd member runs with.
 type Config struct {
 	Layout controlplane.Layout
-	// NodeName prefixes the member name (<node-name>-<8 hex digits>).
-	NodeName string
+	// MemberName is the member's name: MemberName(Layout) when stored,
+	// else a NewMemberName, which Start stores.
+	MemberName string
 	// AdvertiseIP is where other members reach this one (peer and client).
 	AdvertiseIP net.IP
 	// Hostname goes into the serving certificate.
@@ -53,6 +56,9 @@ type Config struct {
 	// cluster whose members answer at these client URLs (as a learner,
 	// promoted once caught up). Ignored when the data dir holds etcd data.
 	Join []string
+	// Seed, when set, runs once the member serves, with a client of it:
+	// the migration of SQLite data into a new cluster.
+	Seed func(ctx context.Context, cli *clientv3.Client) error
 }
 
 // Etcd is the embedded etcd component.
@@ -61,9 +67,10 @@ type Etcd struct {
 	cfg Config
 	log *slog.Logger
 
-	etcd  *embed.Etcd
-	name  string
-	ready bool
+	etcd     *embed.Etcd
+	name     string
+	ready    bool
+	stopping atomic.Bool
 }
 
 // New returns the embedded etcd component for cfg.
@@ -92,12 +99,9 @@ func MemberName(l controlplane.Layout) string {
 	return strings.TrimSpace(string(b))
 }
 
-// ensureName returns the stored member name, or makes <node>-<8 hex> and
-// stores it: unique even when a machine is rebuilt under the same name.
-func ensureName(l controlplane.Layout, node string) (string, error) {
-	if n := MemberName(l); n != "" {
-		return n, nil
-	}
+// NewMemberName makes a member name for node: <node>-<8 hex digits>,
+// unique even when a machine is rebuilt under the same name.
+func NewMemberName(node string) (string, error) {
 	b := make([]byte, 4)
 	if _, err := rand.Read(b); err != nil {
 		return "", err
@@ -105,11 +109,18 @@ func ensureName(l controlplane.Layout, node string) (string, error) {
 	if node == "" {
 		node = "skiff"
 	}
-	name := node + "-" + hex.EncodeToString(b)
-	if err := atomicfile.Write(nameFile(l), []byte(name+"\n"), 0o600, 0o700); err != nil {
-		return "", fmt.Errorf("etcd: storing the member name: %w", err)
+	return node + "-" + hex.EncodeToString(b), nil
+}
+
+// storeName keeps the member name for the next starts.
+func storeName(l controlplane.Layout, name string) error {
+	if MemberName(l) == name {
+		return nil
 	}
-	return name, nil
+	if err := atomicfile.Write(nameFile(l), []byte(name+"\n"), 0o600, 0o700); err != nil {
+		return fmt.Errorf("etcd: storing the member name: %w", err)
+	}
+	return nil
 }
 
 func (e *Etcd) Init(context.Context) error {
@@ -118,6 +129,9 @@ func (e *Etcd) Init(context.Context) error {
 	}
 	if e.cfg.AdvertiseIP == nil {
 		return errors.New("etcd: no advertise address")
+	}
+	if e.cfg.MemberName == "" {
+		return errors.New("etcd: no member name")
 	}
 	if err := os.MkdirAll(e.cfg.Layout.EtcdDataDir(), 0o700); err != nil {
 		return fmt.Errorf("etcd: creating %s: %w", e.cfg.Layout.EtcdDataDir(), err)
@@ -176,7 +190,7 @@ func (e *Etcd) embedConfig(name string) (*embed.Config, error) {
 	// The apiserver compacts every 5 minutes; etcd's own compactor stays off,
 	// as in K3s, unless --etcd-arg turns it on.
 	c.Logger = "zap"
-	c.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newZapLogger(e.log))
+	c.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newZapLogger(e.log, &e.stopping))
 	if err := ApplyArgs(c, e.cfg.Args); err != nil {
 		return nil, err
 	}
@@ -193,8 +207,8 @@ func (e *Etcd) Start(ctx context.Context) error {
 		e.log.Debug("certificate issued", "file", f)
 	}
 	existing := HasData(l)
-	name, err := ensureName(l, e.cfg.NodeName)
-	if err != nil {
+	name := e.cfg.MemberName
+	if err := storeName(l, name); err != nil {
 		return err
 	}
 	e.name = name
@@ -227,6 +241,12 @@ func (e *Etcd) Start(ctx context.Context) error {
 	}
 	if etcd.Server.IsLearner() {
 		if err := e.promote(ctx); err != nil {
+			etcd.Close()
+			return err
+		}
+	}
+	if e.cfg.Seed != nil {
+		if err := e.seed(ctx); err != nil {
 			etcd.Close()
 			return err
 		}
@@ -288,9 +308,24 @@ func (e *Etcd) addLearner(ctx context.Context, name string) (string, error) {
 			return "", fmt.Errorf("etcd: removing the unstarted member left by an earlier join: %w", err)
 		}
 	}
-	resp, err := cli.MemberAddAsLearner(ctx, []string{peer})
-	if err != nil {
-		return "", fmt.Errorf("etcd: adding this server as a learner: %w", err)
+	// etcd takes one learner at a time, and no new member until the leader
+	// has been connected to every voter for 5 s: a server joining at the
+	// same moment as another waits for it.
+	var resp *clientv3.MemberAddResponse
+	for {
+		resp, err = cli.MemberAddAsLearner(ctx, []string{peer})
+		if err == nil {
+			break
+		}
+		if !retryableAdd(err) {
+			return "", fmt.Errorf("etcd: adding this server as a learner: %w", err)
+		}
+		e.log.Info("waiting for the cluster to take another member", "reason", err)
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("etcd: adding this server as a learner: %w", err)
+		case <-time.After(2 * time.Second):
+		}
 	}
 	var initial []string
 	for _, m := range resp.Members {
@@ -307,6 +342,31 @@ func (e *Etcd) addLearner(ctx context.Context, name string) (string, error) {
 	}
 	e.log.Info("added this server to etcd as a learner", "member", name, "peer", peer)
 	return strings.Join(initial, ","), nil
+}
+
+func (e *Etcd) seed(ctx context.Context) error {
+	cc, err := ClientConfig(e.cfg.Layout)
+	if err != nil {
+		return err
+	}
+	cc.Context = ctx
+	cli, err := clientv3.New(cc)
+	if err != nil {
+		return fmt.Errorf("etcd: %w", err)
+	}
+	defer cli.Close()
+	return e.cfg.Seed(ctx, cli)
+}
+
+// retryableAdd reports a member-add error that passes once another joining
+// member is promoted and connected.
+func retryableAdd(err error) bool {
+	for _, e := range []error{rpctypes.ErrTooManyLearners, rpctypes.ErrUnhealthy, rpctypes.ErrMemberNotEnoughStarted} {
+		if errors.Is(err, e) || strings.Contains(err.Error(), e.Error()) {
+			return true
+		}
+	}
+	return false
 }
 
 // promote makes this learner a voting member, retrying while it catches up
@@ -372,6 +432,7 @@ func (e *Etcd) Endpoints() []string { return []string{LocalClientURL} }
 // Stop closes the member (it leaves the cluster's quorum until it starts
 // again) and ends the watcher.
 func (e *Etcd) Stop() error {
+	e.stopping.Store(true)
 	_ = e.Runner.Stop(time.Second)
 	if e.etcd == nil {
 		return nil

@@ -3,6 +3,7 @@ package etcd
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -14,10 +15,13 @@ import (
 type slogCore struct {
 	log    *slog.Logger
 	fields []zapcore.Field
+	// stopping downgrades errors to debug: closing the member makes its
+	// servers report "http: Server closed" and the like.
+	stopping *atomic.Bool
 }
 
-func newZapLogger(log *slog.Logger) *zap.Logger {
-	return zap.New(&slogCore{log: log})
+func newZapLogger(log *slog.Logger, stopping *atomic.Bool) *zap.Logger {
+	return zap.New(&slogCore{log: log, stopping: stopping})
 }
 
 // quietLogger is for clients: their errors reach the caller.
@@ -31,7 +35,7 @@ func (c *slogCore) Enabled(l zapcore.Level) bool {
 }
 
 func (c *slogCore) With(fields []zapcore.Field) zapcore.Core {
-	return &slogCore{log: c.log, fields: append(append([]zapcore.Field{}, c.fields...), fields...)}
+	return &slogCore{log: c.log, fields: append(append([]zapcore.Field{}, c.fields...), fields...), stopping: c.stopping}
 }
 
 func (c *slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
@@ -54,7 +58,7 @@ func (c *slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 		attrs = append(attrs, k, v)
 	}
 	level := slog.LevelDebug
-	if e.Level >= zapcore.ErrorLevel {
+	if e.Level >= zapcore.ErrorLevel && !c.stopping.Load() {
 		level = slog.LevelError
 	}
 	c.log.Log(context.Background(), level, e.Message, attrs...)
