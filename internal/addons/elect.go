@@ -199,6 +199,9 @@ func (e *Elected) unlead() {
 	if e.leading && !e.stopping {
 		e.log.Info("lost the lease: stopping until elected again")
 	}
+	if e.leader == e.cfg.Identity {
+		e.leader = "" // until the next leader is seen
+	}
 	e.stopInner()
 }
 
