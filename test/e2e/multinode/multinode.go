@@ -56,11 +56,18 @@ type Node struct {
 	IP6 net.IP
 	// Dir holds the node's data dir (Dir/data) and the directories bound
 	// over the host's kubelet, pod log and CNI directories.
-	Dir        string
-	netns      string
-	hostVeth   string
-	cgroupRoot string
-	net        *Network
+	Dir string
+	// PersistentRun, when set before Command, binds a directory of the
+	// node's (Dir/host/run) over /run instead of mounting a fresh tmpfs, so
+	// that what a process leaves in /run (containerd's state and shim
+	// sockets, the node lock) is there for the next process, as on a
+	// machine whose skiff restarts without a reboot. Servers that the tests
+	// stop and start again need it.
+	PersistentRun bool
+	netns         string
+	hostVeth      string
+	cgroupRoot    string
+	net           *Network
 }
 
 // privateDirs are bound from the node's directory over the host's.
@@ -211,8 +218,9 @@ func (nd *Node) Command(skiff, subcommand string, args ...string) *exec.Cmd {
 	// carries the cgroup mounts over.
 	var script strings.Builder
 	script.WriteString(`set -e
-mount -t tmpfs -o mode=0755 tmpfs /run
-mkdir /run/.cgroup
+run=$1; shift
+if [ -n "$run" ]; then mount --bind "$run" /run; else mount -t tmpfs -o mode=0755 tmpfs /run; fi
+mkdir -p /run/.cgroup
 mount --rbind /sys/fs/cgroup /run/.cgroup
 mount -t sysfs sysfs /sys
 mount --rbind /run/.cgroup /sys/fs/cgroup
@@ -229,8 +237,15 @@ rmdir /run/.cgroup
 while [ "$n" -gt 0 ]; do mount --bind "$1" "$2"; shift 2; n=$((n-1)); done
 exec "$@"
 `)
+	run := ""
+	if nd.PersistentRun {
+		run = nd.hostDir("/run")
+		// Created by Command, as AddNode created the others; a failure
+		// shows as the mount's.
+		_ = os.MkdirAll(run, 0o755)
+	}
 	full := []string{"--net=/run/netns/" + nd.netns, "--", "unshare", "--mount", "--propagation", "private", "--",
-		"/bin/sh", "-c", script.String(), "sh", strconv.Itoa(len(privateDirs))}
+		"/bin/sh", "-c", script.String(), "sh", run, strconv.Itoa(len(privateDirs))}
 	full = append(full, binds...)
 	full = append(full, skiff, subcommand,
 		"--data-dir", nd.DataDir(), "--node-ip", nd.NodeIP(), "--node-name", nd.Name)
