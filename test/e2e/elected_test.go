@@ -150,6 +150,19 @@ func TestServersShareElectedAddons(t *testing.T) {
 		nodes = append(nodes, nd)
 	}
 	s1 := startNSServer(t, nodes[0], "--datastore-endpoint", endpoint)
+	// The second server gets the first one's CAs, service-account key and
+	// token, as servers sharing a datastore must have (where the servers
+	// share their bootstrap data through the datastore, these are the same
+	// files it would hand over).
+	for _, f := range []string{"server-ca.crt", "server-ca.key", "client-ca.crt", "client-ca.key",
+		"request-header-ca.crt", "request-header-ca.key", "service.key", "service.pub"} {
+		dst := filepath.Join(nodes[1].DataDir(), "server", "tls", f)
+		copyFile(t, filepath.Join(nodes[0].DataDir(), "server", "tls", f), dst)
+		if err := os.Chmod(dst, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyFile(t, filepath.Join(nodes[0].DataDir(), "server", "token"), filepath.Join(nodes[1].DataDir(), "server", "token"))
 	s2 := startNSServer(t, nodes[1], "--datastore-endpoint", endpoint, "--token", readToken(t, nodes[0].DataDir()))
 	servers := map[string]*nsServer{"reg1": s1, "reg2": s2}
 	c := s1.Client()
@@ -267,6 +280,7 @@ spec:
 	dead, alive := servers[leader], servers[other]
 	deadIP := nodes[slices.IndexFunc(nodes, func(n *multinode.Node) bool { return n.Name == leader })].IP.String()
 	dead.Kill()
+	killed := time.Now()
 	ca := alive.Client()
 
 	// Everything the dead server held moves to the other one.
@@ -282,6 +296,7 @@ spec:
 		}
 		return "", nil
 	})
+	t.Logf("leases handed over %s after the kill", time.Since(killed).Round(time.Second))
 	// The dead server leaves the kubernetes and kube-dns endpoints.
 	aliveIP := both[0]
 	if aliveIP == deadIP {
@@ -294,6 +309,7 @@ spec:
 		}
 		return fmt.Sprint(got), err
 	})
+	t.Logf("the kubernetes endpoints dropped the dead server %s after the kill", time.Since(killed).Round(time.Second))
 	eventually(t, 2*time.Minute, func() (string, error) {
 		got, err := serviceAddresses(ca, "kube-system", "kube-dns")
 		if err == nil && !slices.Equal(got, []string{aliveIP}) {
@@ -301,6 +317,7 @@ spec:
 		}
 		return fmt.Sprint(got), err
 	})
+	t.Logf("the kube-dns endpoints dropped the dead server %s after the kill", time.Since(killed).Round(time.Second))
 	// The new leader does the new work, and not the old work again.
 	chart("reg-two")
 	installed(ca, "reg-two")
