@@ -11,7 +11,7 @@ import (
 
 	"github.com/skiffkube/skiff/internal/atomicfile"
 	"github.com/skiffkube/skiff/internal/config"
-	"github.com/skiffkube/skiff/internal/control/args"
+	"github.com/skiffkube/skiff/internal/controlplane/args"
 	"github.com/skiffkube/skiff/internal/host"
 )
 

@@ -11,7 +11,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
-	"github.com/skiffkube/skiff/internal/control/args"
+	"github.com/skiffkube/skiff/internal/controlplane/args"
 )
 
 // KubeletPlan is what the kubelet's configuration depends on.

@@ -23,7 +23,7 @@ import (
 	"github.com/skiffkube/skiff/internal/checkconfig"
 	"github.com/skiffkube/skiff/internal/component"
 	"github.com/skiffkube/skiff/internal/config"
-	"github.com/skiffkube/skiff/internal/control/args"
+	"github.com/skiffkube/skiff/internal/controlplane/args"
 	"github.com/skiffkube/skiff/internal/host"
 	"github.com/skiffkube/skiff/internal/join"
 	"github.com/skiffkube/skiff/internal/killall"

@@ -9,9 +9,9 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/skiffkube/skiff/internal/addons/coredns"
+	"github.com/skiffkube/skiff/internal/addons/metricsserver"
 	"github.com/skiffkube/skiff/internal/config"
-	"github.com/skiffkube/skiff/internal/control/coredns"
-	"github.com/skiffkube/skiff/internal/control/metricsserver"
 	"github.com/skiffkube/skiff/internal/controlplane"
 	"github.com/skiffkube/skiff/internal/host"
 )

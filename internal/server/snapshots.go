@@ -9,9 +9,9 @@ import (
 
 	"github.com/skiffkube/skiff/internal/component"
 	"github.com/skiffkube/skiff/internal/config"
-	"github.com/skiffkube/skiff/internal/control/etcdsnapshot"
 	"github.com/skiffkube/skiff/internal/controlplane"
 	"github.com/skiffkube/skiff/internal/snapshot"
+	"github.com/skiffkube/skiff/internal/snapshot/etcdsnapshot"
 )
 
 // clusterReset is `skiff server --cluster-reset`: with the data dir locked,

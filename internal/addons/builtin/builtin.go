@@ -5,15 +5,15 @@ package builtin
 
 import (
 	"github.com/skiffkube/skiff/internal/addons"
-	"github.com/skiffkube/skiff/internal/control/coredns"
-	"github.com/skiffkube/skiff/internal/control/helmcontroller"
-	"github.com/skiffkube/skiff/internal/control/localstorage"
-	"github.com/skiffkube/skiff/internal/control/manifests"
-	"github.com/skiffkube/skiff/internal/control/metricsserver"
-	"github.com/skiffkube/skiff/internal/control/nodepassword"
-	"github.com/skiffkube/skiff/internal/control/noderoles"
-	"github.com/skiffkube/skiff/internal/control/rbacbootstrap"
-	"github.com/skiffkube/skiff/internal/control/servicelb"
+	"github.com/skiffkube/skiff/internal/addons/coredns"
+	"github.com/skiffkube/skiff/internal/addons/helmcontroller"
+	"github.com/skiffkube/skiff/internal/addons/localstorage"
+	"github.com/skiffkube/skiff/internal/addons/manifests"
+	"github.com/skiffkube/skiff/internal/addons/metricsserver"
+	"github.com/skiffkube/skiff/internal/addons/nodepassword"
+	"github.com/skiffkube/skiff/internal/addons/noderoles"
+	"github.com/skiffkube/skiff/internal/addons/rbacbootstrap"
+	"github.com/skiffkube/skiff/internal/addons/servicelb"
 )
 
 // Addons returns the add-ons compiled in, in start order: the manifests

@@ -9,7 +9,7 @@ import (
 
 	"go.etcd.io/etcd/server/v3/embed"
 
-	"github.com/skiffkube/skiff/internal/control/args"
+	"github.com/skiffkube/skiff/internal/controlplane/args"
 )
 
 // setting applies one --etcd-arg value to etcd's configuration.

@@ -11,8 +11,8 @@ import (
 	"k8s.io/kubernetes/cmd/kube-scheduler/app/options"
 
 	"github.com/skiffkube/skiff/internal/component"
-	"github.com/skiffkube/skiff/internal/control/args"
-	"github.com/skiffkube/skiff/internal/control/probe"
+	"github.com/skiffkube/skiff/internal/controlplane/args"
+	"github.com/skiffkube/skiff/internal/controlplane/probe"
 )
 
 // Config is what the scheduler component needs.

@@ -21,8 +21,8 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/skiffkube/skiff/internal/addons/noderoles"
 	"github.com/skiffkube/skiff/internal/component"
-	"github.com/skiffkube/skiff/internal/control/noderoles"
 )
 
 // MemberAnnotation on a server's Node names its etcd member.
