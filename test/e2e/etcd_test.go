@@ -61,10 +61,11 @@ func etcdMembers(dataDir string, endpoints ...string) ([]string, error) {
 // TestEmbeddedEtcdThreeServers runs three servers on embedded etcd (the
 // first with --cluster-init, two joining with --server) and an agent, each
 // in its own namespaces: all Ready; a wrong token is refused before
-// anything is written; with one server SIGKILLed the API answers and takes
-// writes through the other servers and the agent's load balancer and the
-// agent's pod keeps running; the server restarts into its member; deleting
-// its Node removes its member.
+// anything is written; with the first server (the agent's --server)
+// SIGKILLed the API answers and takes writes through the other servers and
+// the agent's load balancer, the agent's pod keeps running and its Node
+// stays Ready; the first server restarts into its member; deleting a
+// server's Node removes its member.
 func TestEmbeddedEtcdThreeServers(t *testing.T) {
 	bin := skiffBin(t)
 	requireRoot(t)
@@ -140,24 +141,31 @@ func TestEmbeddedEtcdThreeServers(t *testing.T) {
 	if m := members(); len(m) != 3 || slices.ContainsFunc(m, func(n string) bool { return strings.Contains(n, "(") }) {
 		t.Fatalf("etcd members %v, want three started voters", m)
 	}
-	s3Member, err := os.ReadFile(filepath.Join(nodes["s3"].DataDir(), "server", "db", "etcd", "name"))
-	if err != nil {
-		t.Fatal(err)
+	memberName := func(node string) string {
+		b, err := os.ReadFile(filepath.Join(nodes[node].DataDir(), "server", "db", "etcd", "name"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := strings.TrimSpace(string(b))
+		if !strings.HasPrefix(name, node+"-") || !slices.Contains(members(), name) {
+			t.Fatalf("%s's member %q is not among %v", node, name, members())
+		}
+		return name
 	}
-	s3Name := strings.TrimSpace(string(s3Member))
-	if !strings.HasPrefix(s3Name, "s3-") || !slices.Contains(members(), s3Name) {
-		t.Fatalf("s3's member %q is not among %v", s3Name, members())
-	}
+	s1Name, s3Name := memberName("s1"), memberName("s3")
 
 	pods := deployWeb(t, c1, 1, func(spec *corev1.PodSpec) {
 		spec.NodeSelector = map[string]string{corev1.LabelHostname: "agent"}
 	})
 	pod := pods[0]
 
-	// SIGKILL s3: the others and the agent's load balancer keep answering
-	// and take writes.
-	s3.Kill()
-	for i, s := range []*nsServer{s1, s2} {
+	// SIGKILL s1, the seed and the agent's --server: s2 and s3 take writes,
+	// the agent's load balancer follows them (its kubectl writes, its kubelet
+	// renews its lease), its pod keeps running and its Node stays Ready.
+	killed := time.Now()
+	s1.Kill()
+	c2 := s2.Client()
+	for i, s := range []*nsServer{s2, s3} {
 		c := s.Client()
 		eventually(t, 30*time.Second, func() (string, error) {
 			_, err := c.CoreV1().ConfigMaps("default").Create(ctx, &corev1.ConfigMap{
@@ -168,25 +176,48 @@ func TestEmbeddedEtcdThreeServers(t *testing.T) {
 	}
 	agentKubeconfig := filepath.Join(nodes["agent"].DataDir(), "agent", "kubelet.kubeconfig")
 	eventually(t, 30*time.Second, func() (string, error) {
-		out, err := nodes["agent"].Exec(a.cmd.Process.Pid, bin, "kubectl", "--kubeconfig", agentKubeconfig, "get", "node", "agent", "-o", "name").CombinedOutput()
+		out, err := nodes["agent"].Exec(a.cmd.Process.Pid, bin, "kubectl", "--kubeconfig", agentKubeconfig, "annotate", "--overwrite", "node", "agent", "skiff.test/after-kill=1").CombinedOutput()
 		return string(out), err
 	})
-	got, err := c1.CoreV1().Pods("default").Get(ctx, pod.Name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
+	eventually(t, 30*time.Second, func() (string, error) {
+		lease, err := c2.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, "agent", metav1.GetOptions{})
+		if err != nil {
+			return "", err
+		}
+		if lease.Spec.RenewTime == nil || !lease.Spec.RenewTime.After(killed) {
+			return fmt.Sprintf("renewed %v, s1 killed %v", lease.Spec.RenewTime, killed), errNotYet
+		}
+		return "", nil
+	})
+	agentKept := func(when string) {
+		t.Helper()
+		n, err := c2.CoreV1().Nodes().Get(ctx, "agent", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !nodeReady(n) || n.Annotations["skiff.test/after-kill"] != "1" {
+			t.Fatalf("%s: the agent's Node: ready %v, annotations %v", when, nodeReady(n), n.Annotations)
+		}
+		got, err := c2.CoreV1().Pods("default").Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.UID != pod.UID || got.Status.Phase != corev1.PodRunning || got.Status.ContainerStatuses[0].RestartCount != 0 {
+			t.Fatalf("%s: the agent's pod did not keep running: %s %s restarts %d", when, got.UID, got.Status.Phase, got.Status.ContainerStatuses[0].RestartCount)
+		}
 	}
-	if got.UID != pod.UID || got.Status.Phase != corev1.PodRunning || got.Status.ContainerStatuses[0].RestartCount != 0 {
-		t.Fatalf("the agent's pod did not keep running: %s %s restarts %d", got.UID, got.Status.Phase, got.Status.ContainerStatuses[0].RestartCount)
-	}
+	agentKept("s1 killed")
 
-	// Restarted with the same flags, s3 is its member again.
-	s3.Restart()
-	if !strings.Contains(s3.Output(), "etcd member restarted") {
-		t.Fatalf("s3 did not restart its member:\n%s", s3.Output())
+	// Restarted with the same flags (--cluster-init on its data), s1 is its
+	// member again; the agent rode out s1's whole absence.
+	s1.Restart()
+	if !strings.Contains(s1.Output(), "etcd member restarted") {
+		t.Fatalf("s1 did not restart its member:\n%s", s1.Output())
 	}
-	if m := members(); len(m) != 3 || !slices.Contains(m, s3Name) {
-		t.Fatalf("etcd members after the restart %v, want three with %s", m, s3Name)
+	if m := members(); len(m) != 3 || !slices.Contains(m, s1Name) {
+		t.Fatalf("etcd members after the restart %v, want three with %s", m, s1Name)
 	}
+	agentKept("s1 restarted")
 
 	// Deleting s3's Node removes its member.
 	s3.Stop()
