@@ -46,6 +46,7 @@ func Paths(l controlplane.Layout) []string {
 		l.EtcdServerCA().Cert, l.EtcdServerCA().Key,
 		l.EtcdPeerCA().Cert, l.EtcdPeerCA().Key,
 		l.TokenFile(),
+		l.AgentTokenFile(),
 		l.EncryptionConfig(),
 	}
 	rel := make([]string, 0, len(abs))

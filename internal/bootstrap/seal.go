@@ -6,7 +6,6 @@ import (
 	"crypto/pbkdf2"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -95,15 +94,14 @@ func newAEAD(passphrase string, salt []byte) (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
-// StorageKey is the datastore key the sealed data of a cluster with this
-// token secret lives under: /bootstrap/<12 hex digits of SHA-256(secret)>.
-// The hash names the token without giving it away; it lets a server tell
-// "no cluster yet" (nothing under /bootstrap/) from "a cluster with another
-// token" (something under /bootstrap/, not at this key).
-func StorageKey(passphrase string) string {
-	sum := sha256.Sum256([]byte(passphrase))
-	return StoragePrefix + hex.EncodeToString(sum[:])[:12]
-}
+// StorageKey is the one datastore key a cluster's sealed data lives under.
+// It says nothing about the token: a key derived from the token (an
+// unsalted hash, say) would let anyone who reads the database or its
+// backups test token guesses without paying for the key derivation. A
+// server tells "another token" apart by Open failing with ErrWrongToken,
+// and "no cluster yet" by nothing under StoragePrefix (so a key of another
+// format there is a cluster, too).
+const StorageKey = StoragePrefix + "data"
 
-// StoragePrefix is where every cluster's sealed bootstrap data lives.
+// StoragePrefix is where a cluster's sealed bootstrap data lives.
 const StoragePrefix = "/bootstrap/"

@@ -88,16 +88,18 @@ func (e etcdKV) Delete(ctx context.Context, key string, rev int64) error {
 //
 //   - nothing under StoragePrefix: this is the first server. Prepare makes
 //     its bootstrap data (from its data dir, creating what is missing, in a
-//     staging dir in the server dir), which is sealed with the token and created at
-//     StorageKey in one transaction. A server that loses that race to
-//     another with the same token adopts the winner's data instead; one
-//     that loses it to another token is refused. Then the data is written
-//     into the data dir.
-//   - data at StorageKey(Secret): it is opened with the token, checked
-//     (Accept, the settings, files of the data dir it would replace) and
-//     written into the data dir.
-//   - data under another key, or data this token cannot open: refused with
-//     ErrOtherCluster, writing nothing. No Secret: refused with ErrNoToken.
+//     staging dir in the server dir), which is sealed with the token and
+//     created at StorageKey in one transaction (if absent). A server that
+//     loses that race opens the winner's data with its own token: with the
+//     same token it adopts it; with another, Open fails and it is refused
+//     with ErrOtherCluster, writing nothing. Then the data is written into
+//     the data dir.
+//   - data at StorageKey: it is opened with the token, checked (Accept, the
+//     settings, files of the data dir it would replace) and written into
+//     the data dir.
+//   - data this token cannot open, or only keys other than StorageKey
+//     under StoragePrefix: refused with ErrOtherCluster, writing nothing.
+//     No Secret: refused with ErrNoToken.
 type Sync struct {
 	Layout controlplane.Layout
 	// Settings are this server's cluster-wide settings.
@@ -138,9 +140,11 @@ func (s Sync) Run(ctx context.Context, kv KV) (Result, error) {
 		if s.Secret == "" {
 			return Result{}, ErrNoToken
 		}
-		e, ok := find(entries, StorageKey(s.Secret))
+		e, ok := find(entries, StorageKey)
 		if !ok {
-			return Result{}, ErrOtherCluster
+			// Bootstrap data of another format (or another tool): a
+			// cluster, not "no cluster yet".
+			return Result{}, fmt.Errorf("%w (it holds %s, not %s)", ErrOtherCluster, entries[0].Key, StorageKey)
 		}
 		return Result{Secret: s.Secret}, s.adopt(e.Value)
 	}
@@ -171,33 +175,26 @@ func (s Sync) Run(ctx context.Context, kv KV) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	key := StorageKey(secret)
+	key := StorageKey
 	// From here on a datastore error comes with the secret: the create may
 	// have happened, and a retry must look for it with this token.
 	created, err := kv.Create(ctx, key, blob)
 	if err != nil {
 		return Result{Secret: secret}, &DatastoreError{Op: "storing " + key, Err: err}
 	}
-	// Whoever created first wins; everyone then reads what is there.
-	entries, err = kv.List(ctx, StoragePrefix)
-	if err != nil {
-		return Result{Secret: secret}, &DatastoreError{Op: "listing " + StoragePrefix, Err: err}
-	}
-	mine, ok := find(entries, key)
-	if !ok {
-		return Result{Secret: secret}, &DatastoreError{Op: "reading " + key, Err: errors.New("the key just stored is missing")}
-	}
-	for _, e := range entries {
-		if e.Key != key && e.CreateRevision < mine.CreateRevision {
-			// Another token's first server was first.
-			if created {
-				_ = kv.Delete(ctx, key, mine.ModRevision)
-			}
-			return Result{}, ErrOtherCluster
-		}
-	}
 	if !created {
-		return Result{Secret: secret}, s.adopt(mine.Value)
+		// Another first server was first: take its data if this token
+		// opens it (the same token), else be refused (another token).
+		entries, err = kv.List(ctx, StoragePrefix)
+		if err != nil {
+			return Result{Secret: secret}, &DatastoreError{Op: "listing " + StoragePrefix, Err: err}
+		}
+		winner, ok := find(entries, key)
+		if !ok {
+			return Result{Secret: secret}, &DatastoreError{Op: "reading " + key, Err: errors.New("the key was there at create time and is missing now")}
+		}
+		s.Secret = secret
+		return Result{Secret: secret}, s.adopt(winner.Value)
 	}
 	if err := s.check(d); err != nil {
 		return Result{}, err

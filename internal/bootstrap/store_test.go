@@ -157,8 +157,8 @@ func TestSyncOnKine(t *testing.T) {
 		t.Fatalf("first server: %+v, want Created with a generated secret", res)
 	}
 	entries, err := kv.List(ctx, bootstrap.StoragePrefix)
-	if err != nil || len(entries) != 1 || entries[0].Key != bootstrap.StorageKey(res.Secret) {
-		t.Fatalf("datastore holds %v (%v), want one entry at %s", entries, err, bootstrap.StorageKey(res.Secret))
+	if err != nil || len(entries) != 1 || entries[0].Key != bootstrap.StorageKey {
+		t.Fatalf("datastore holds %v (%v), want one entry at %s", entries, err, bootstrap.StorageKey)
 	}
 	if bytes.Contains(entries[0].Value, read(t, first.Layout.ServerCA().Key)) {
 		t.Fatal("the datastore holds the server CA key in the clear")
@@ -293,8 +293,9 @@ func TestSyncRaceSameToken(t *testing.T) {
 	}
 }
 
-// Two first servers with different tokens race: the later creation is
-// undone and its server refused, so the datastore keeps one cluster.
+// Two first servers with different tokens race: the loser cannot open the
+// winner's data and is refused, writing nothing, so the datastore keeps one
+// cluster.
 func TestSyncRaceOtherToken(t *testing.T) {
 	inner := kineKV(t)
 	kv := &barrierKV{KV: inner, n: 2, release: make(chan struct{})}
@@ -313,9 +314,37 @@ func TestSyncRaceOtherToken(t *testing.T) {
 			t.Fatalf("refusal %v, want ErrOtherCluster", err)
 		}
 	}
+	for i, err := range errs {
+		if err != nil {
+			if f := files(t, servers[i].Layout.DataDir); len(f) != 0 {
+				t.Fatalf("the refused server wrote %v", f)
+			}
+		}
+	}
 	entries, err := inner.List(context.Background(), bootstrap.StoragePrefix)
 	if err != nil || len(entries) != 1 {
 		t.Fatalf("datastore holds %d entries (%v), want 1", len(entries), err)
+	}
+}
+
+// A datastore holding bootstrap data under another key of the prefix (the
+// old per-token key, say) holds a cluster: a server is refused, not made a
+// first server, and writes nothing.
+func TestSyncOtherKeyIsACluster(t *testing.T) {
+	kv := kineKV(t)
+	ctx := context.Background()
+	if _, err := kv.Create(ctx, bootstrap.StoragePrefix+"0123456789ab", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	s := newSync(t, "some-token")
+	if _, err := s.Run(ctx, kv); !errors.Is(err, bootstrap.ErrOtherCluster) {
+		t.Fatalf("old-format key: %v, want ErrOtherCluster", err)
+	}
+	if f := files(t, s.Layout.DataDir); len(f) != 0 {
+		t.Fatalf("a refused server wrote %v", f)
+	}
+	if entries, _ := kv.List(ctx, bootstrap.StoragePrefix); len(entries) != 1 {
+		t.Fatalf("datastore holds %d entries, want the one it had", len(entries))
 	}
 }
 

@@ -16,6 +16,10 @@ func (l Layout) EtcDir() string    { return filepath.Join(l.ServerDir(), "etc") 
 func (l Layout) TokenFile() string { return filepath.Join(l.ServerDir(), "token") }
 func (l Layout) LockFile() string  { return filepath.Join(l.ServerDir(), "skiff.lock") }
 
+// AgentTokenFile holds the cluster's agent token (--agent-token of the
+// server that started it), shared with every server as bootstrap data.
+func (l Layout) AgentTokenFile() string { return filepath.Join(l.ServerDir(), "agent-token") }
+
 func (l Layout) tls(name string) string { return filepath.Join(l.TLSDir(), name) }
 
 // Pair is a certificate and its key.

@@ -171,6 +171,13 @@ func (b *externalBootstrap) prepare(staging controlplane.Layout, secret string) 
 	if err != nil {
 		return nil, "", err
 	}
+	agentToken, err := bootstrap.ReadAgentToken(b.cfg.AgentToken, b.cfg.AgentTokenFile)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := bootstrap.WriteAgentToken(staging, agentToken); err != nil {
+		return nil, "", err
+	}
 	d, err := bootstrap.Collect(staging, settingsOf(b.cfg))
 	if err != nil {
 		return nil, "", err
@@ -178,8 +185,16 @@ func (b *externalBootstrap) prepare(staging controlplane.Layout, secret string) 
 	return d, tok.Secret, nil
 }
 
-// accept refuses a cluster whose server CA a full --token does not pin.
+// accept refuses a cluster whose server CA a full --token does not pin, or
+// whose agent token is not --agent-token.
 func (b *externalBootstrap) accept(d *bootstrap.Data) error {
+	agentToken, err := bootstrap.ReadAgentToken(b.cfg.AgentToken, b.cfg.AgentTokenFile)
+	if err != nil {
+		return err
+	}
+	if err := d.CheckAgentToken(b.layout, agentToken); err != nil {
+		return err
+	}
 	if b.given == nil || b.given.IsShort() {
 		return nil
 	}

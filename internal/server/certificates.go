@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/skiffkube/skiff/internal/bootstrap"
 	"github.com/skiffkube/skiff/internal/config"
 	"github.com/skiffkube/skiff/internal/controlplane"
 	"github.com/skiffkube/skiff/internal/noderun"
@@ -46,6 +47,15 @@ func (c *certificates) Start(context.Context) error {
 	hostDNS, hostIPs, err := pki.HostSANs()
 	if err != nil {
 		return fmt.Errorf("listing host addresses: %w", err)
+	}
+	// The agent token first: one other than the cluster's is refused
+	// before anything is written.
+	agentToken, err := bootstrap.ReadAgentToken(c.cfg.AgentToken, c.cfg.AgentTokenFile)
+	if err != nil {
+		return err
+	}
+	if err := bootstrap.WriteAgentToken(c.layout, agentToken); err != nil {
+		return err
 	}
 	res, err := controlplane.EnsureCertificates(c.layout, controlplane.CertInputs{
 		ClusterDomain: c.cfg.ClusterDomain,

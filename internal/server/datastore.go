@@ -114,6 +114,13 @@ func planDatastore(ctx context.Context, cfg *config.Server, l controlplane.Layou
 	if err := resp.Check(clusterSettings(cfg), l, cfg.Server); err != nil {
 		return nil, err
 	}
+	agentToken, err := bootstrap.ReadAgentToken(cfg.AgentToken, cfg.AgentTokenFile)
+	if err != nil {
+		return nil, err
+	}
+	if err := resp.Bootstrap.CheckAgentToken(l, agentToken); err != nil {
+		return nil, fmt.Errorf("joining %s: %w", cfg.Server, err)
+	}
 	p.join = resp
 	p.etcd.Join = resp.EtcdMembers
 	return p, nil

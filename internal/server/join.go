@@ -68,6 +68,13 @@ func newJoinServer(cfg *config.Server, l controlplane.Layout, log *slog.Logger) 
 			if t, err := token.Parse(agent); err == nil {
 				secrets = append(secrets, t.Secret)
 			}
+			// The cluster's agent token, shared by the server that started
+			// it with every server (a server joined without the flag).
+			if data, err := os.ReadFile(l.AgentTokenFile()); err == nil {
+				if t, err := token.Parse(string(data)); err == nil {
+					secrets = append(secrets, t.Secret)
+				}
+			}
 			return secrets
 		},
 		CAs: func() (*pki.CA, *pki.CA, error) {

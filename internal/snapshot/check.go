@@ -41,7 +41,7 @@ func prepare(kind, path string, workDir string) (plain string, cleanup func(), e
 	case KindSQLite:
 		why = checkSQLite(plain)
 		if why != nil && checkEtcd(plain) == nil {
-			why = fmt.Errorf("it is an etcd snapshot, and this server's datastore is SQLite")
+			why = fmt.Errorf("it is an etcd snapshot, and this server's datastore is SQLite (to restore it into embedded etcd, e.g. on a fresh data dir, add --cluster-init)")
 		}
 	case KindEtcd:
 		why = checkEtcd(plain)

@@ -95,7 +95,7 @@ func resetEtcd(ctx context.Context, r Reset, st Store, path, restart string, now
 	} else if path == "" {
 		return "", fmt.Errorf("cluster-reset: %s holds no etcd data to reset; give a snapshot with --cluster-reset-restore-path", st.EtcdDataDir)
 	}
-	others := "On every other server: stop skiff, remove " + l.DBDir() + ", and start it again with --server pointing at this one, to join the new cluster."
+	others := "On every other server: stop skiff, remove " + st.EtcdDataDir + " (only that: " + l.DBDir() + " may hold snapshots), and start it again with --server pointing at this one, to join the new cluster."
 	if path == "" {
 		name := etcd.MemberName(l)
 		if name == "" {

@@ -110,6 +110,11 @@ func TestClusterResetEtcd(t *testing.T) {
 	if err != nil || !strings.Contains(msg, "is now the only member of its cluster") {
 		t.Fatalf("ClusterReset without a snapshot = %q, %v", msg, err)
 	}
+	// The other servers remove their etcd data only: server/db is also
+	// the default snapshot dir.
+	if !strings.Contains(msg, "remove "+etcdDir+" ") || strings.Contains(msg, "remove "+filepath.Join(dataDir, "server", "db")+",") {
+		t.Errorf("next steps for the other servers: %q, want them to remove %s only", msg, etcdDir)
+	}
 	e2, endpoint2 := startEtcd(t, etcdDir, "s1-0a0b0c0d", true)
 	defer e2.Close()
 	resp, err := client(t, endpoint2).Get(ctx, "/registry/x")

@@ -38,7 +38,17 @@ func saveSQLite(ctx context.Context, src, dst string) error {
 		return fmt.Errorf("opening SQLite datastore %s: %w", src, err)
 	}
 	defer srcDB.Close()
-	dstDB, err := sql.Open("sqlite3", "file:"+dst+"?mode=rwc")
+	// The snapshot holds every Secret: create it 0600 before SQLite opens
+	// it (SQLite would make it 0644 minus the umask, in a directory that
+	// may be readable by all), new, so nothing else is overwritten.
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("creating snapshot %s: %w", dst, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("creating snapshot %s: %w", dst, err)
+	}
+	dstDB, err := sql.Open("sqlite3", "file:"+dst+"?mode=rw")
 	if err != nil {
 		return fmt.Errorf("creating snapshot %s: %w", dst, err)
 	}

@@ -135,6 +135,10 @@ func TestNotASnapshotIsRefusedUntouched(t *testing.T) {
 	if err := saveSQLite(context.Background(), dbPath, good); err != nil {
 		t.Fatal(err)
 	}
+	// It holds every Secret: only its owner may read it, whatever the umask.
+	if fi, err := os.Stat(good); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("snapshot mode %v (%v), want 0600", fi.Mode().Perm(), err)
+	}
 	goodBytes, _ := os.ReadFile(good)
 	random := make([]byte, 8192)
 	rand.Read(random)
