@@ -47,30 +47,33 @@ func (d *Data) CheckAgentToken(l controlplane.Layout, given string) error {
 }
 
 // WriteAgentToken stores the agent token given in l's data dir (mode 0600)
-// so that it travels with the bootstrap data to every server. Nothing to do
-// for "" or for the token stored already; another stored token is
-// ErrAgentTokenMismatch, writing nothing.
-func WriteAgentToken(l controlplane.Layout, given string) error {
+// so that it travels with the bootstrap data to every server that joins
+// later. Nothing to do for "" or for the token stored already. Another
+// token replaces the stored one and changed is true: on this server the
+// flag is the truth (a rotated --agent-token-file), while a server joining
+// with another token than the cluster's is refused by CheckAgentToken
+// before anything is written.
+func WriteAgentToken(l controlplane.Layout, given string) (changed bool, err error) {
 	if given == "" {
-		return nil
+		return false, nil
 	}
 	stored, err := os.ReadFile(l.AgentTokenFile())
 	switch {
 	case err == nil:
-		if !sameAgentSecret(string(stored), given) {
-			return ErrAgentTokenMismatch
+		if sameAgentSecret(string(stored), given) {
+			return false, nil
 		}
-		return nil
+		changed = true
 	case !errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("bootstrap: reading %s: %w", l.AgentTokenFile(), err)
+		return false, fmt.Errorf("bootstrap: reading %s: %w", l.AgentTokenFile(), err)
 	}
 	if err := os.MkdirAll(l.ServerDir(), 0o700); err != nil {
-		return fmt.Errorf("bootstrap: %w", err)
+		return false, fmt.Errorf("bootstrap: %w", err)
 	}
 	if err := atomicfile.Write(l.AgentTokenFile(), []byte(given+"\n"), 0o600, 0o700); err != nil {
-		return fmt.Errorf("bootstrap: writing %s: %w", l.AgentTokenFile(), err)
+		return false, fmt.Errorf("bootstrap: writing %s: %w", l.AgentTokenFile(), err)
 	}
-	return nil
+	return changed, nil
 }
 
 // sameAgentSecret compares two agent tokens by their secrets (a full token

@@ -17,15 +17,15 @@ func TestAgentTokenShared(t *testing.T) {
 	first := controlplane.Layout{DataDir: t.TempDir()}
 	writeFile(t, first.ServerCA().Cert, "server-ca-cert")
 	writeFile(t, first.ServerCA().Key, "server-ca-key")
-	if err := WriteAgentToken(first, "agent-secret-one"); err != nil {
-		t.Fatal(err)
+	if changed, err := WriteAgentToken(first, "agent-secret-one"); err != nil || changed {
+		t.Fatal(changed, err)
 	}
 	if fi, err := os.Stat(first.AgentTokenFile()); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("agent token file: %v, %v; want mode 0600", fi, err)
 	}
 	// A restart with the same flag changes nothing.
-	if err := WriteAgentToken(first, "agent-secret-one"); err != nil {
-		t.Fatal(err)
+	if changed, err := WriteAgentToken(first, "agent-secret-one"); err != nil || changed {
+		t.Fatal(changed, err)
 	}
 	d, err := Collect(first, Settings{})
 	if err != nil {
@@ -56,11 +56,12 @@ func TestAgentTokenShared(t *testing.T) {
 		strings.Contains(err.Error(), "agent-secret") {
 		t.Fatalf("another agent token: %v", err)
 	}
-	if err := WriteAgentToken(joiner, "agent-secret-two"); !errors.Is(err, ErrAgentTokenMismatch) {
-		t.Fatalf("restart with another agent token: %v", err)
+	// A restart of a server with another token (rotated) replaces it.
+	if changed, err := WriteAgentToken(joiner, "agent-secret-two"); err != nil || !changed {
+		t.Fatalf("restart with another agent token: changed %v, %v", changed, err)
 	}
-	if b, _ := os.ReadFile(joiner.AgentTokenFile()); strings.TrimSpace(string(b)) != "agent-secret-one" {
-		t.Fatalf("a refused agent token replaced the stored one: %q", b)
+	if b, _ := os.ReadFile(joiner.AgentTokenFile()); strings.TrimSpace(string(b)) != "agent-secret-two" {
+		t.Fatalf("the rotated agent token was not stored: %q", b)
 	}
 }
 

@@ -175,7 +175,7 @@ func (b *externalBootstrap) prepare(staging controlplane.Layout, secret string) 
 	if err != nil {
 		return nil, "", err
 	}
-	if err := bootstrap.WriteAgentToken(staging, agentToken); err != nil {
+	if _, err := bootstrap.WriteAgentToken(staging, agentToken); err != nil {
 		return nil, "", err
 	}
 	d, err := bootstrap.Collect(staging, settingsOf(b.cfg))

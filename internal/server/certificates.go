@@ -48,14 +48,18 @@ func (c *certificates) Start(context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listing host addresses: %w", err)
 	}
-	// The agent token first: one other than the cluster's is refused
-	// before anything is written.
+	// The agent token, kept for the servers that join later. A joining
+	// server with another one than the cluster's was refused before.
 	agentToken, err := bootstrap.ReadAgentToken(c.cfg.AgentToken, c.cfg.AgentTokenFile)
 	if err != nil {
 		return err
 	}
-	if err := bootstrap.WriteAgentToken(c.layout, agentToken); err != nil {
+	changed, err := bootstrap.WriteAgentToken(c.layout, agentToken)
+	if err != nil {
 		return err
+	}
+	if changed {
+		c.log.Info("agent token changed: agents join with the new one; servers that joined before keep the one they were given", "component", "certificates")
 	}
 	res, err := controlplane.EnsureCertificates(c.layout, controlplane.CertInputs{
 		ClusterDomain: c.cfg.ClusterDomain,

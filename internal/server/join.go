@@ -55,25 +55,26 @@ func newJoinServer(cfg *config.Server, l controlplane.Layout, log *slog.Logger) 
 					secrets = append(secrets, t.Secret)
 				}
 			}
-			// The agent token lets agents join and nothing else; a token file
-			// is read per request, so it can be rotated without a restart.
+			// The agent token lets agents join and nothing else. The flag is
+			// this server's truth, and a token file is read per request, so it
+			// can be rotated without a restart; without either, the cluster's
+			// agent token, which the server that started it shares with every
+			// server (one joined without the flag).
 			agent := cfg.AgentToken
-			if cfg.AgentTokenFile != "" {
+			switch {
+			case cfg.AgentTokenFile != "":
 				data, err := os.ReadFile(cfg.AgentTokenFile)
 				if err != nil {
 					log.Warn("cannot read agent-token-file", "component", "join", "file", cfg.AgentTokenFile, "err", err)
 				}
 				agent = string(data)
+			case agent == "":
+				if data, err := os.ReadFile(l.AgentTokenFile()); err == nil {
+					agent = string(data)
+				}
 			}
 			if t, err := token.Parse(agent); err == nil {
 				secrets = append(secrets, t.Secret)
-			}
-			// The cluster's agent token, shared by the server that started
-			// it with every server (a server joined without the flag).
-			if data, err := os.ReadFile(l.AgentTokenFile()); err == nil {
-				if t, err := token.Parse(string(data)); err == nil {
-					secrets = append(secrets, t.Secret)
-				}
 			}
 			return secrets
 		},
