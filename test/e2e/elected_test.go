@@ -279,6 +279,7 @@ spec:
 		if want := []string{servicelb.FieldManager(writer)}; !slices.Equal(got, want) {
 			t.Errorf("service %s: status.loadBalancer written by %q, want only %q (managedFields %+v)", name, got, want, s.ManagedFields)
 		}
+		t.Logf("service %s: status.loadBalancer written by %q", name, got)
 		wrote := "servicelb: load balancer addresses service=default/" + name + " "
 		for n, srv := range servers {
 			if !srv.Running() {
