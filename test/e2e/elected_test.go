@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -22,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
+	"github.com/skiffkube/skiff/internal/addons/servicelb"
 	"github.com/skiffkube/skiff/test/e2e/multinode"
 )
 
@@ -74,14 +76,36 @@ func serviceAddresses(c kubernetes.Interface, ns, svc string) ([]string, error) 
 	return out, nil
 }
 
-// TestServersShareElectedAddons runs two servers (each with its node, each
-// in its own namespaces) on one datastore: the kubernetes Service and the
-// kube-dns Service list both; each elected add-on runs on one of them; a
-// HelmChart is installed once and a LoadBalancer Service gets its status.
-// Then the servicelb leader is killed (SIGKILL): the other server takes its
-// leases over, the dead server leaves the kubernetes and kube-dns
-// endpoints, new work (another chart, another LoadBalancer Service) is done
-// by the new leader, and the first chart is not installed again.
+// loadBalancerWriters are the field managers that own a Service's
+// status.loadBalancer through the status subresource.
+func loadBalancerWriters(s *corev1.Service) ([]string, error) {
+	var out []string
+	for _, e := range s.ManagedFields {
+		if e.Subresource != "status" || e.FieldsV1 == nil {
+			continue
+		}
+		var fields map[string]map[string]any
+		if err := json.Unmarshal(e.FieldsV1.Raw, &fields); err != nil {
+			return nil, fmt.Errorf("managedFields of %s: %w", e.Manager, err)
+		}
+		if _, ok := fields["f:status"]["f:loadBalancer"]; ok {
+			out = append(out, e.Manager)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// TestServersShareElectedAddons runs three servers (each with its node,
+// each in its own namespaces) on one datastore: the kubernetes Service and
+// the kube-dns Service list all three; each elected add-on runs on one of
+// them; a HelmChart is installed once and a LoadBalancer Service's status
+// has one writer, the servicelb leader (its field manager names the server,
+// and no other server logged a write). Then the servicelb leader is killed
+// (SIGKILL): the survivors take its leases over, the dead server leaves the
+// kubernetes and kube-dns endpoints, new work (another chart, another
+// LoadBalancer Service, again with one writer) is done by the new leaders,
+// and the first chart is not installed again.
 func TestServersShareElectedAddons(t *testing.T) {
 	skiffBin(t)
 	requireRoot(t)
@@ -103,7 +127,7 @@ func TestServersShareElectedAddons(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	var nodes []*multinode.Node
-	for _, name := range []string{"reg1", "reg2"} {
+	for _, name := range []string{"reg1", "reg2", "reg3"} {
 		nd, err := nw.AddNode(name, filepath.Join(dir, name))
 		if err != nil {
 			t.Fatal(err)
@@ -111,26 +135,46 @@ func TestServersShareElectedAddons(t *testing.T) {
 		nodes = append(nodes, nd)
 	}
 	s1 := startNSServer(t, nodes[0], etcdFlags...)
-	// The second server gets the CAs, keys and token from the datastore's
+	// The other servers get the CAs, keys and token from the datastore's
 	// bootstrap data.
-	s2 := startNSServer(t, nodes[1], append(etcdFlags, "--token", readToken(t, nodes[0].DataDir()))...)
-	servers := map[string]*nsServer{"reg1": s1, "reg2": s2}
+	token := readToken(t, nodes[0].DataDir())
+	servers := map[string]*nsServer{"reg1": s1}
+	for _, nd := range nodes[1:] {
+		servers[nd.Name] = startNSServer(t, nd, append(etcdFlags, "--token", token)...)
+	}
 	c := s1.Client()
 	ctx := context.Background()
 
-	both := []string{nodes[0].IP.String(), nodes[1].IP.String()}
-	sort.Strings(both)
-	supervisors := []string{net.JoinHostPort(both[0], "6443"), net.JoinHostPort(both[1], "6443")}
+	// ips are the addresses of the named servers' nodes, sorted, and
+	// supervisors their supervisor addresses.
+	ips := func(names ...string) []string {
+		var out []string
+		for _, nd := range nodes {
+			if slices.Contains(names, nd.Name) {
+				out = append(out, nd.IP.String())
+			}
+		}
+		sort.Strings(out)
+		return out
+	}
+	supervisors := func(ips []string) []string {
+		var out []string
+		for _, ip := range ips {
+			out = append(out, net.JoinHostPort(ip, "6443"))
+		}
+		return out
+	}
+	all := ips("reg1", "reg2", "reg3")
 	eventually(t, 2*time.Minute, func() (string, error) {
 		got, err := kubernetesEndpoints(c)
-		if err == nil && !slices.Equal(got, supervisors) {
+		if err == nil && !slices.Equal(got, supervisors(all)) {
 			return fmt.Sprint(got), errNotYet
 		}
 		return fmt.Sprint(got), err
 	})
 	eventually(t, time.Minute, func() (string, error) {
 		got, err := serviceAddresses(c, "kube-system", "kube-dns")
-		if err == nil && !slices.Equal(got, both) {
+		if err == nil && !slices.Equal(got, all) {
 			return fmt.Sprint(got), errNotYet
 		}
 		return fmt.Sprint(got), err
@@ -219,42 +263,73 @@ spec:
 			return "", err
 		})
 	}
+	// One writer: the Service's status.loadBalancer is owned by the field
+	// manager of writer's servicelb alone, and of the running servers
+	// only writer logged a write of it.
+	oneWriter := func(c kubernetes.Interface, name, writer string) {
+		t.Helper()
+		s, err := c.CoreV1().Services("default").Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := loadBalancerWriters(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := []string{servicelb.FieldManager(writer)}; !slices.Equal(got, want) {
+			t.Errorf("service %s: status.loadBalancer written by %q, want only %q (managedFields %+v)", name, got, want, s.ManagedFields)
+		}
+		t.Logf("service %s: status.loadBalancer written by %q", name, got)
+		wrote := "servicelb: load balancer addresses service=default/" + name + " "
+		for n, srv := range servers {
+			if !srv.Running() {
+				continue
+			}
+			if logged := strings.Contains(srv.Output(), wrote); logged != (n == writer) {
+				t.Errorf("service %s: server %s logged its load balancer addresses: %v, want %v (the servicelb leader is %s)", name, n, logged, n == writer, writer)
+			}
+		}
+	}
 
 	chart("reg-one")
 	installed(c, "reg-one")
 	onlyRevisionOne(c, "reg-one")
 	loadBalancer(c, "reg-lb-one", 18081)
+	oneWriter(c, "reg-lb-one", holders["skiff-servicelb"])
 
 	leader := holders["skiff-servicelb"]
-	other := map[string]string{"reg1": "reg2", "reg2": "reg1"}[leader]
-	dead, alive := servers[leader], servers[other]
-	deadIP := nodes[slices.IndexFunc(nodes, func(n *multinode.Node) bool { return n.Name == leader })].IP.String()
-	dead.Kill()
+	var alive []string
+	for n := range servers {
+		if n != leader {
+			alive = append(alive, n)
+		}
+	}
+	sort.Strings(alive)
+	servers[leader].Kill()
 	killed := time.Now()
-	ca := alive.Client()
+	ca := servers[alive[0]].Client()
 
-	// Everything the dead server held moves to the other one.
+	// Every lease moves to or stays with a surviving server; those the
+	// dead server held change hands.
 	eventually(t, 2*time.Minute, func() (string, error) {
 		for _, l := range electedLeases {
 			h, err := leaseHolder(ca, l)
 			if err != nil {
 				return l, err
 			}
-			if h != other {
+			if !slices.Contains(alive, h) {
 				return l + " held by " + h, errNotYet
 			}
+			holders[l] = h
 		}
 		return "", nil
 	})
-	t.Logf("leases handed over %s after the kill", time.Since(killed).Round(time.Second))
+	t.Logf("leases handed over %s after the kill: %v", time.Since(killed).Round(time.Second), holders)
 	// The dead server leaves the kubernetes and kube-dns endpoints.
-	aliveIP := both[0]
-	if aliveIP == deadIP {
-		aliveIP = both[1]
-	}
+	survivors := ips(alive...)
 	eventually(t, 2*time.Minute, func() (string, error) {
 		got, err := kubernetesEndpoints(ca)
-		if err == nil && !slices.Equal(got, []string{net.JoinHostPort(aliveIP, "6443")}) {
+		if err == nil && !slices.Equal(got, supervisors(survivors)) {
 			return fmt.Sprint(got), errNotYet
 		}
 		return fmt.Sprint(got), err
@@ -262,19 +337,22 @@ spec:
 	t.Logf("the kubernetes endpoints dropped the dead server %s after the kill", time.Since(killed).Round(time.Second))
 	eventually(t, 2*time.Minute, func() (string, error) {
 		got, err := serviceAddresses(ca, "kube-system", "kube-dns")
-		if err == nil && !slices.Equal(got, []string{aliveIP}) {
+		if err == nil && !slices.Equal(got, survivors) {
 			return fmt.Sprint(got), errNotYet
 		}
 		return fmt.Sprint(got), err
 	})
 	t.Logf("the kube-dns endpoints dropped the dead server %s after the kill", time.Since(killed).Round(time.Second))
-	// The new leader does the new work, and not the old work again.
+	// The new leaders do the new work, and not the old work again.
 	chart("reg-two")
 	installed(ca, "reg-two")
 	loadBalancer(ca, "reg-lb-two", 18082)
+	oneWriter(ca, "reg-lb-two", holders["skiff-servicelb"])
 	onlyRevisionOne(ca, "reg-one")
 	onlyRevisionOne(ca, "reg-two")
-	if strings.Contains(alive.Output(), "panic") {
-		t.Errorf("the surviving server panicked:\n%s", alive.Output())
+	for _, n := range alive {
+		if out := servers[n].Output(); strings.Contains(out, "panic") {
+			t.Errorf("the surviving server %s panicked:\n%s", n, out)
+		}
 	}
 }

@@ -19,7 +19,7 @@ var Addon = addons.Addon{
 }
 
 func envConfig(e *addons.Env) Config {
-	cfg := Config{Kubeconfig: e.Kubeconfig()}
+	cfg := Config{Kubeconfig: e.Kubeconfig(), Server: e.Server}
 	for _, p := range e.Ports {
 		cfg.Reserved = append(cfg.Reserved, Reserved{Port: p.Port, Protocol: p.Protocol, What: p.What})
 	}

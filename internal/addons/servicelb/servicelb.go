@@ -51,8 +51,22 @@ type Config struct {
 	// Reserved ports are never given to a Service: kube-proxy would take
 	// the nodes' traffic for them.
 	Reserved []Reserved
+	// Server names this server in the status writes' field manager (see
+	// FieldManager); "" leaves the name out.
+	Server string
 	// Client, when set, replaces the kubeconfig (tests).
 	Client kubernetes.Interface
+}
+
+// FieldManager is the field manager of servicelb's status writes on
+// server: "skiff-servicelb@<server>", or "skiff-servicelb" when server is
+// "". A Service's metadata.managedFields thus name the server that wrote
+// its status.loadBalancer.
+func FieldManager(server string) string {
+	if server == "" {
+		return "skiff-servicelb"
+	}
+	return "skiff-servicelb@" + server
 }
 
 // Controller is the service load balancer component.
@@ -153,7 +167,7 @@ func (c *Controller) reconcile(ctx context.Context) {
 		}
 		upd := svc.DeepCopy()
 		upd.Status.LoadBalancer.Ingress = ingress
-		if _, err := c.client.CoreV1().Services(svc.Namespace).UpdateStatus(ctx, upd, metav1.UpdateOptions{}); err != nil {
+		if _, err := c.client.CoreV1().Services(svc.Namespace).UpdateStatus(ctx, upd, metav1.UpdateOptions{FieldManager: FieldManager(c.cfg.Server)}); err != nil {
 			c.log.Warn("updating load balancer status", "service", svc.Namespace+"/"+svc.Name, "err", err)
 			continue
 		}
