@@ -63,8 +63,9 @@ func etcdMembers(dataDir string, endpoints ...string) ([]string, error) {
 // in its own namespaces: all Ready; a wrong token is refused before
 // anything is written; with one server SIGKILLed the API answers and takes
 // writes through the other servers and the agent's load balancer and the
-// agent's pod keeps running; the server restarts into its member; deleting
-// its Node removes its member.
+// agent's pod keeps running; the server restarts into its member; the
+// leading server stops cleanly, releasing its controller-manager's and
+// scheduler's Leases to another; deleting a Node removes its member.
 func TestEmbeddedEtcdThreeServers(t *testing.T) {
 	bin := skiffBin(t)
 	requireRoot(t)
@@ -100,6 +101,7 @@ func TestEmbeddedEtcdThreeServers(t *testing.T) {
 	}
 
 	// Both join at once: etcd takes one learner at a time, the other waits.
+	aloneUntil := time.Now()
 	join := append([]string{"--server", s1.URL(), "--token", tok}, serverLightArgs...)
 	s2 := newNSServer(t, nodes["s2"], join...)
 	s3 := newNSServer(t, nodes["s3"], join...)
@@ -188,8 +190,16 @@ func TestEmbeddedEtcdThreeServers(t *testing.T) {
 		t.Fatalf("etcd members after the restart %v, want three with %s", m, s3Name)
 	}
 
+	// s1, the leader since it started alone, stops promptly and cleanly
+	// and releases its Leases: another server takes over at once.
+	stopLeaderReleasesLeases(t, s1, s2.Client(), aloneUntil)
+	s1.Restart()
+
 	// Deleting s3's Node removes its member.
 	s3.Stop()
+	if strings.Contains(s3.Output(), "stop was not clean") {
+		t.Fatalf("s3: stop was not clean:\n%s", s3.Output())
+	}
 	if err := c1.CoreV1().Nodes().Delete(ctx, "s3", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
