@@ -33,7 +33,7 @@ func NewRoot() *cobra.Command {
 		return cmd.Help()
 	}
 	root.AddCommand(newToolCommands()...)
-	root.AddCommand(newCheckConfigCommand(), newKillallCommand(), newTokenCommand())
+	root.AddCommand(newCheckConfigCommand(), newKillallCommand(), newTokenCommand(), newEtcdSnapshotCommand())
 	root.AddCommand(newServerCommand(), newAgentCommand(), newKubectlCommand(), &cobra.Command{
 		Use:   "version",
 		Short: "Print the skiff and Kubernetes versions",

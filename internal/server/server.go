@@ -94,6 +94,9 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	if err := dataDirInUse(l); err != nil {
 		return err
 	}
+	if cfg.ClusterReset {
+		return clusterReset(ctx, cfg, l, advertiseIP, log)
+	}
 	ln, err := listen(cfg.BindAddress, cfg.HTTPSListenPort)
 	if err != nil {
 		return err
@@ -242,6 +245,9 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 			Server:     serverName(localNode),
 			IDFile:     l.IDFile(),
 		}, log))
+	}
+	if snap := snapshotComponent(cfg, l, serverName(localNode), log); snap != nil {
+		controllers = append(controllers, snap)
 	}
 	if !cfg.DisableControllerManager {
 		controllers = append(controllers, controllermanager.New(controllermanager.Config{Args: plan.ControllerManagerArgs()}, log))

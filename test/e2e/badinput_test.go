@@ -79,6 +79,11 @@ func TestBadInputFailsCleanly(t *testing.T) {
 			want: []string{"resolv-conf", "/nonexistent/skiff-e2e-resolv.conf", "no such file"},
 		},
 		{
+			name: "restore path not a snapshot",
+			args: []string{"--cluster-reset", "--cluster-reset-restore-path", notADir},
+			want: []string{"cluster-reset-restore-path", notADir + " is not an SQLite snapshot: no SQLite header"},
+		},
+		{
 			name: "invalid CIDR",
 			args: []string{"--cluster-cidr", "10.42.0.0/33"},
 			want: []string{"cluster-cidr", "10.42.0.0/33"},
