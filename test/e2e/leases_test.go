@@ -2,12 +2,14 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -72,5 +74,45 @@ func stopLeaderReleasesLeases(t *testing.T, leader *nsServer, other kubernetes.I
 			}
 			return "", nil
 		})
+	}
+}
+
+// TestLostLeaseStopsServer runs a server on embedded etcd (leader election
+// on) and hands each elected Lease in turn to another holder: the component
+// that lost it stops, and so does the server, cleanly, naming it, with a
+// non-zero exit (not an os.Exit from upstream).
+func TestLostLeaseStopsServer(t *testing.T) {
+	skiffBin(t)
+	requireRoot(t)
+	s := newServer(t, "--cluster-init")
+	for _, tc := range []struct{ lease, component string }{
+		{"kube-scheduler", "scheduler"},
+		{"kube-controller-manager", "controller-manager"},
+	} {
+		s.Start()
+		c := s.Client()
+		ctx := context.Background()
+		eventually(t, time.Minute, func() (string, error) {
+			if h := holder(leaseHolders(t, c)[tc.lease]); h == "" {
+				return "no holder", errNotYet
+			}
+			return "", nil
+		})
+		// Held by someone else for 2 minutes from now: the holder cannot renew.
+		patch := fmt.Sprintf(`{"spec":{"holderIdentity":"someone-else","leaseDurationSeconds":120,"renewTime":%q}}`,
+			metav1.NowMicro().Format(metav1.RFC3339Micro))
+		if _, err := c.CoordinationV1().Leases("kube-system").Patch(ctx, tc.lease, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-s.exited:
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("%s: the server still runs 2 minutes after its Lease was taken:\n%s", tc.lease, s.Output())
+		}
+		want := tc.component + ": lost its leader-election lease kube-system/" + tc.lease
+		out := s.Output()
+		if s.exitErr == nil || !strings.Contains(out, want) || !strings.Contains(out, "stopped in") || strings.Contains(out, "stop was not clean") {
+			t.Fatalf("%s taken: want a clean stop saying %q and a non-zero exit, got exit %v:\n%s", tc.lease, want, s.exitErr, out)
+		}
 	}
 }
