@@ -94,7 +94,7 @@ func (c *ControllerManager) Ready() error {
 }
 
 // Stop cancels the controller-manager and waits up to 5 s for it to return;
-// with leader election it releases its Lease first.
+// with leader election upstream releases its Lease as it stops.
 func (c *ControllerManager) Stop() error {
 	return c.Runner.Stop(5 * time.Second)
 }
