@@ -146,9 +146,10 @@ func (p Plan) APIServerArgs() []string {
 		"cert-dir":                 l.TLSDir() + "/temporary-certs",
 		"client-ca-file":           l.ClientCA().Cert,
 		"enable-admission-plugins": "NodeRestriction",
-		// The apiserver would publish its loopback port as the kubernetes
-		// Service's endpoint; kubeendpoints publishes the supervisor's.
-		"endpoint-reconciler-type": "none",
+		// Every live server is listed in the kubernetes Service's endpoints
+		// (a lease per apiserver, 15 s TTL); the apiserver component makes
+		// it publish the supervisor's port, not the loopback one.
+		"endpoint-reconciler-type": "lease",
 		// Aggregated APIs (metrics-server) are dialled at their endpoints, not
 		// their Service IP: a server without a node has no kube-proxy.
 		"enable-aggregator-routing":     "true",

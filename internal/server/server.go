@@ -10,31 +10,20 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/skiffkube/skiff/internal/addons"
+	"github.com/skiffkube/skiff/internal/addons/builtin"
 	"github.com/skiffkube/skiff/internal/component"
 	"github.com/skiffkube/skiff/internal/config"
 	"github.com/skiffkube/skiff/internal/control/apiserver"
 	"github.com/skiffkube/skiff/internal/control/controllermanager"
-	"github.com/skiffkube/skiff/internal/control/coredns"
-	"github.com/skiffkube/skiff/internal/control/helmcontroller"
-	"github.com/skiffkube/skiff/internal/control/kubeendpoints"
-	"github.com/skiffkube/skiff/internal/control/localstorage"
-	"github.com/skiffkube/skiff/internal/control/manifests"
-	"github.com/skiffkube/skiff/internal/control/metricsserver"
-	"github.com/skiffkube/skiff/internal/control/nodepassword"
-	"github.com/skiffkube/skiff/internal/control/noderoles"
-	"github.com/skiffkube/skiff/internal/control/rbacbootstrap"
 	"github.com/skiffkube/skiff/internal/control/scheduler"
-	"github.com/skiffkube/skiff/internal/control/servicelb"
 	"github.com/skiffkube/skiff/internal/control/supervisor"
 	"github.com/skiffkube/skiff/internal/controlplane"
 	"github.com/skiffkube/skiff/internal/datastore"
@@ -143,6 +132,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		CAFile:         l.ServerCA().Cert,
 		ClientCertFile: l.ClientAdmin().Cert,
 		ClientKeyFile:  l.ClientAdmin().Key,
+		EndpointPort:   cfg.HTTPSListenPort,
 	}, log)
 	localNode := ""
 	if nd != nil {
@@ -168,84 +158,23 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 			"GET " + tunnel.Path:     tun,
 		},
 	}, log)
-	controllers := []component.Component{sup, rbacbootstrap.New(l.AdminKubeconfig(), nil, log), nodepassword.New(l.AdminKubeconfig(), nil, log), kubeendpoints.New(kubeendpoints.Config{
-		Kubeconfig:  l.AdminKubeconfig(),
-		AdvertiseIP: advertiseIP,
-		Port:        cfg.HTTPSListenPort,
-	}, log)}
+	env := &addons.Env{
+		Config:       cfg,
+		Layout:       l,
+		AdvertiseIP:  advertiseIP,
+		Server:       serverName(localNode),
+		LocalNode:    localNode,
+		Dial:         func(ctx context.Context, _, addr string) (net.Conn, error) { return tun.Dial(ctx, addr) },
+		Log:          log,
+		EmbeddedEtcd: dsPlan.embedded,
+		EtcdMember:   dsPlan.memberName(),
+	}
+	addonParts, err := addons.Assemble(builtin.Addons(), env, fixedPorts(cfg), addons.DefaultElection)
+	if err != nil {
+		return err
+	}
+	controllers := append([]component.Component{sup}, addonParts.Server...)
 	controllers = append(controllers, dsPlan.controllers(l, log)...)
-	addonFiles, removed := map[string][]byte{}, []string{}
-	dnsConfig := coredns.Config{
-		Kubeconfig: l.AdminKubeconfig(),
-		Domain:     cfg.ClusterDomain,
-		ListenIP:   advertiseIP,
-		Port:       coredns.DefaultPort,
-		ServiceIP:  strings.Split(cfg.ClusterDNS, ",")[0],
-		Clients:    dnsClients(cfg),
-		// A given --resolv-conf is the cluster's upstream too, as in K3s, whose
-		// CoreDNS pod gets it; otherwise the host's own file, loopback
-		// servers included: CoreDNS runs in the host's network namespace.
-		ResolvConf: cfg.ResolvConf,
-		NodeHosts:  filepath.Join(l.EtcDir(), "node-hosts"),
-	}
-	if cfg.Disabled("coredns") {
-		removed = append(removed, coredns.ManifestFile)
-	} else {
-		addonFiles[coredns.ManifestFile] = coredns.Manifest(dnsConfig)
-		controllers = append(controllers, coredns.New(dnsConfig, log))
-	}
-	msConfig := metricsserver.Config{
-		Kubeconfig: l.AdminKubeconfig(),
-		ListenIP:   advertiseIP,
-		Port:       metricsserver.DefaultPort,
-		CertDir:    filepath.Join(l.TLSDir(), "metrics-server"),
-		Dial:       func(ctx context.Context, _, addr string) (net.Conn, error) { return tun.Dial(ctx, addr) },
-	}
-	if cfg.Disabled("metrics-server") {
-		removed = append(removed, metricsserver.ManifestFile)
-	} else {
-		addonFiles[metricsserver.ManifestFile] = metricsserver.Manifest(msConfig)
-		controllers = append(controllers, metricsserver.New(msConfig, log))
-	}
-	if cfg.Disabled("local-storage") {
-		removed = append(removed, localstorage.ManifestFile)
-	} else {
-		addonFiles[localstorage.ManifestFile] = localstorage.Manifest()
-		controllers = append(controllers, localstorage.New(localstorage.Config{
-			Kubeconfig:  l.AdminKubeconfig(),
-			StoragePath: cfg.LocalStoragePath(),
-			HelperImage: node.DefaultPauseImage,
-		}, log))
-	}
-	if cfg.DisableHelmController {
-		removed = append(removed, helmcontroller.ManifestFile)
-		controllers = append(controllers, helmcontroller.NewCleanup(l.AdminKubeconfig(), log))
-	} else {
-		addonFiles[helmcontroller.ManifestFile] = helmcontroller.Manifest()
-	}
-	controllers = append(controllers, manifests.New(manifests.Config{
-		Dir:        l.ManifestsDir(),
-		Kubeconfig: l.AdminKubeconfig(),
-		Files:      addonFiles,
-		Removed:    removed,
-		Server:     serverName(localNode),
-	}, log))
-	lbConfig := servicelb.Config{Kubeconfig: l.AdminKubeconfig(), Reserved: reservedPorts(cfg, dnsConfig.Port, msConfig.Port)}
-	if cfg.Disabled("servicelb") {
-		controllers = append(controllers, servicelb.NewCleanup(lbConfig, log))
-	} else {
-		controllers = append(controllers, servicelb.New(lbConfig, log))
-	}
-	if !cfg.DisableHelmController {
-		// After the manifests controller, which applies its CRDs.
-		controllers = append(controllers, helmcontroller.New(helmcontroller.Config{
-			Kubeconfig: l.AdminKubeconfig(),
-			StaticDir:  l.StaticDir(),
-			HelmDir:    l.HelmDir(),
-			Server:     serverName(localNode),
-			IDFile:     l.IDFile(),
-		}, log))
-	}
 	if snap := snapshotComponent(cfg, l, serverName(localNode), log); snap != nil {
 		controllers = append(controllers, snap)
 	}
@@ -278,15 +207,10 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		// The server's node gets its role labels, which its kubelet may not
-		// set, in the phase that waits for the node.
+		// The server's node gets the every-node add-ons (its role labels,
+		// which its kubelet may not set) in the phase that waits for it.
 		last := &nodePhases[len(nodePhases)-1]
-		last.Components = append(last.Components, noderoles.New(noderoles.Config{
-			Kubeconfig:   l.AdminKubeconfig(),
-			NodeName:     localNode,
-			EmbeddedEtcd: dsPlan.embedded,
-			EtcdMember:   dsPlan.memberName(),
-		}, nil, log))
+		last.Components = append(last.Components, addonParts.Node...)
 		phases = append(phases, nodePhases...)
 	}
 	mgr := component.NewManager(log, phases...)
@@ -297,14 +221,6 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		"kubeconfig", cfg.WriteKubeconfig, "url", "https://"+net.JoinHostPort(advertiseIP.String(), strconv.Itoa(cfg.HTTPSListenPort)))
 
 	return mgr.Serve(ctx, StopTimeout)
-}
-
-// dnsClients are the networks besides the nodes that may query the cluster
-// DNS: pods and Services. Both were validated with the configuration.
-func dnsClients(cfg *config.Server) []netip.Prefix {
-	pods, _ := config.ParseCIDRs(cfg.ClusterCIDR)
-	services, _ := config.ParseCIDRs(cfg.ServiceCIDR)
-	return append(pods, services...)
 }
 
 // serverName names this server where servers must be told apart: its node
@@ -320,23 +236,15 @@ func serverName(node string) string {
 	return "server-" + strconv.Itoa(os.Getpid())
 }
 
-// reservedPorts are the ports skiff serves on every node's address, which no
-// LoadBalancer Service may take (kube-proxy would redirect them).
-func reservedPorts(cfg *config.Server, dnsPort, metricsPort int) []servicelb.Reserved {
-	r := []servicelb.Reserved{
+// fixedPorts are the ports skiff serves on every node's address whatever
+// the add-ons (theirs are added by the registry): no LoadBalancer Service
+// may take them (kube-proxy would redirect them).
+func fixedPorts(cfg *config.Server) []addons.Port {
+	return []addons.Port{
 		{Port: int32(cfg.HTTPSListenPort), Protocol: corev1.ProtocolTCP, What: "supervisor (API and join)"},
 		{Port: node.DefaultKubeletPort, Protocol: corev1.ProtocolTCP, What: "kubelet API"},
 		{Port: 8472, Protocol: corev1.ProtocolUDP, What: "flannel VXLAN"},
 	}
-	if !cfg.Disabled("coredns") {
-		r = append(r,
-			servicelb.Reserved{Port: int32(dnsPort), Protocol: corev1.ProtocolUDP, What: "cluster DNS"},
-			servicelb.Reserved{Port: int32(dnsPort), Protocol: corev1.ProtocolTCP, What: "cluster DNS"})
-	}
-	if !cfg.Disabled("metrics-server") {
-		r = append(r, servicelb.Reserved{Port: int32(metricsPort), Protocol: corev1.ProtocolTCP, What: "metrics API"})
-	}
-	return r
 }
 
 // writeAdminKubeconfig writes the kubeconfig users and tools use: it points

@@ -13,8 +13,11 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 )
 
-// refreshInterval is how often the server list follows the kubernetes Service.
-const refreshInterval = 15 * time.Second
+// refreshInterval is how often the server list follows the kubernetes
+// Service (a node may only get that object, not watch it). A dead server
+// leaves the Service's endpoints within 15-25 s (the apiservers' lease TTL
+// and reconcile interval), then this list within refreshInterval.
+const refreshInterval = 5 * time.Second
 
 // Follow keeps lb's servers in step with the endpoints of the default/kubernetes
 // Service (every server's supervisor address), keeping seed last as a fallback.
@@ -45,7 +48,8 @@ func Follow(ctx context.Context, lb *LB, kubeconfig, seed string) error {
 }
 
 // Servers lists the supervisor addresses of the kubernetes Service's endpoints,
-// then seed if it is not among them.
+// then seed if it is not among them. Endpoints that list no address (every
+// server restarting, say) are an error: the current list is kept.
 func Servers(ctx context.Context, c kubernetes.Interface, seed string) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -60,6 +64,9 @@ func Servers(ctx context.Context, c kubernetes.Interface, seed string) ([]string
 				out = append(out, net.JoinHostPort(addr.IP, strconv.Itoa(int(port.Port))))
 			}
 		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("the kubernetes Service lists no server")
 	}
 	slices.Sort(out)
 	out = slices.Compact(out)

@@ -1,7 +1,10 @@
 // Package loadbalancer is the agent's client-side load balancer: a TCP proxy on
 // loopback that the agent's kubelet and kube-proxy use instead of one server
 // address. Each connection goes to the server that answered last, and on to the
-// next when that one does not answer, so a server that fails is skipped. TLS
+// next when that one does not answer, so a server that fails is skipped. A
+// server that leaves the list (it left the `kubernetes` Service's endpoints:
+// dead or stopped) has its connections closed, so that long-lived watches
+// reconnect through a live server rather than hang on a dead host. TLS
 // passes through untouched: every server's certificate names 127.0.0.1.
 package loadbalancer
 
@@ -28,8 +31,9 @@ type LB struct {
 	log  *slog.Logger
 
 	mu      sync.Mutex
-	servers []string // host:port
-	next    int      // index of the server that answered last
+	servers []string                         // host:port
+	next    int                              // index of the server that answered last
+	conns   map[string]map[net.Conn]struct{} // open upstream connections by server
 
 	ln net.Listener
 	component.Runner
@@ -123,10 +127,47 @@ func (l *LB) SetServers(servers []string) {
 	l.servers = slices.Clone(servers)
 	l.next = max(0, slices.Index(l.servers, cur))
 	l.log.Info("servers", "list", servers)
+	for srv, open := range l.conns {
+		if slices.Contains(l.servers, srv) {
+			continue
+		}
+		if len(open) > 0 {
+			l.log.Info("server left: closing its connections", "server", srv, "connections", len(open))
+		}
+		for c := range open {
+			c.Close()
+		}
+		delete(l.conns, srv)
+	}
 }
 
-// dial tries every server, starting with the one that answered last.
-func (l *LB) dial(ctx context.Context) (net.Conn, error) {
+// track records an open connection to server; untrack forgets it.
+func (l *LB) track(server string, c net.Conn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !slices.Contains(l.servers, server) {
+		// Dropped from the list while dialling.
+		c.Close()
+		return
+	}
+	if l.conns == nil {
+		l.conns = map[string]map[net.Conn]struct{}{}
+	}
+	if l.conns[server] == nil {
+		l.conns[server] = map[net.Conn]struct{}{}
+	}
+	l.conns[server][c] = struct{}{}
+}
+
+func (l *LB) untrack(server string, c net.Conn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.conns[server], c)
+}
+
+// dial tries every server, starting with the one that answered last, and
+// returns the connection and the server it reached.
+func (l *LB) dial(ctx context.Context) (net.Conn, string, error) {
 	l.mu.Lock()
 	servers, start := slices.Clone(l.servers), l.next
 	l.mu.Unlock()
@@ -144,19 +185,21 @@ func (l *LB) dial(ctx context.Context) (net.Conn, error) {
 				}
 				l.mu.Unlock()
 			}
-			return conn, nil
+			return conn, servers[idx], nil
 		}
 		errs = append(errs, err)
 	}
-	return nil, fmt.Errorf("no server answered: %w", errors.Join(errs...))
+	return nil, "", fmt.Errorf("no server answered: %w", errors.Join(errs...))
 }
 
 func (l *LB) serve(ctx context.Context, client net.Conn) {
-	upstream, err := l.dial(ctx)
+	upstream, server, err := l.dial(ctx)
 	if err != nil {
 		client.Close()
 		l.log.Debug("dropping connection", "err", err)
 		return
 	}
+	l.track(server, upstream)
+	defer l.untrack(server, upstream)
 	netutil.Splice(ctx, client, upstream)
 }

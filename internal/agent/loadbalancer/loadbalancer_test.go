@@ -112,3 +112,89 @@ func TestServersFromTheKubernetesService(t *testing.T) {
 		t.Errorf("seed listed twice: %v", got)
 	}
 }
+
+// holdServer answers every connection with its name and keeps it open (a
+// watch), until the peer closes it.
+func holdServer(t *testing.T, name string) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.WriteString(c, name)
+				_, _ = io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// A server that leaves the list has its open connections closed, so that a
+// client (the kubelet's watches) reconnects, through the load balancer, to
+// a server that is still there.
+func TestServerThatLeavesHasItsConnectionsClosed(t *testing.T) {
+	a, b := holdServer(t, "a"), holdServer(t, "b")
+	lb := New("127.0.0.1:0", []string{a.Addr().String(), b.Addr().String()}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx := context.Background()
+	if err := lb.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := lb.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer lb.Stop()
+
+	watch, err := net.Dial("tcp", lb.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close()
+	buf := make([]byte, 1)
+	if _, err := io.ReadFull(watch, buf); err != nil || string(buf) != "a" {
+		t.Fatalf("first server: %q, %v", buf, err)
+	}
+	// b's list change leaves a's connection alone.
+	lb.SetServers([]string{a.Addr().String()})
+	lb.SetServers([]string{a.Addr().String(), b.Addr().String()})
+
+	other, err := net.Dial("tcp", lb.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := io.ReadFull(other, buf); err != nil || string(buf) != "a" {
+		t.Fatalf("second connection: %q, %v", buf, err)
+	}
+
+	lb.SetServers([]string{b.Addr().String()})
+	// Both connections to a end: the reads return (EOF), rather than hang.
+	for _, c := range []net.Conn{watch, other} {
+		if n, err := c.Read(buf); err == nil {
+			t.Errorf("connection to the server that left still open (read %d bytes)", n)
+		}
+	}
+	reconnect, err := net.Dial("tcp", lb.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reconnect.Close()
+	if _, err := io.ReadFull(reconnect, buf); err != nil || string(buf) != "b" {
+		t.Fatalf("after a left: %q, %v; want b", buf, err)
+	}
+}
+
+func TestNoServerListedKeepsTheList(t *testing.T) {
+	c := fake.NewClientset(&corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: "kubernetes", Namespace: "default"}})
+	if got, err := Servers(context.Background(), c, "server.example:6443"); err == nil {
+		t.Errorf("servers %v from endpoints that list none, want an error", got)
+	}
+}

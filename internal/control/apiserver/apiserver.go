@@ -32,6 +32,9 @@ type Config struct {
 	CAFile         string
 	ClientCertFile string
 	ClientKeyFile  string
+	// EndpointPort, when not 0, is the port the `kubernetes` Service's
+	// endpoints name (the supervisor's) instead of the apiserver's own.
+	EndpointPort int
 }
 
 // APIServer is the kube-apiserver component.
@@ -92,6 +95,10 @@ func (a *APIServer) run(ctx context.Context) error {
 	cc, err := config.Complete()
 	if err != nil {
 		return fmt.Errorf("completing config: %w", err)
+	}
+	if a.cfg.EndpointPort != 0 {
+		ep := &cc.KubeAPIs.Extra.EndpointReconcilerConfig
+		ep.Reconciler = publishedPort{EndpointReconciler: ep.Reconciler, port: int32(a.cfg.EndpointPort)}
 	}
 	chain, err := app.CreateServerChain(cc)
 	if err != nil {

@@ -5,8 +5,8 @@
 // host's resolvers.
 //
 // Pods reach it through the usual kube-dns Service at --cluster-dns. That
-// Service has no selector: its EndpointSlice (in the add-on's manifest)
-// points at the server's address and Port, where this component listens, so
+// Service has no selector: each server's EndpointSlice (published by package
+// addons) points at its address and Port, where this component listens, so
 // no pod and no image are involved, and a host DNS server on port 53 is left
 // alone.
 package coredns
@@ -33,8 +33,6 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
-
-	"github.com/skiffkube/skiff/internal/control/manifests"
 
 	// The plugins the Corefile below uses, and nothing else.
 	_ "github.com/coredns/coredns/plugin/bind"
@@ -263,10 +261,11 @@ func (s *Server) Stop() error {
 	return errors.Join(errs...)
 }
 
-// Manifest is the kube-dns Service and its EndpointSlice, applied through
-// the manifests controller so that `--disable coredns` prunes them.
+// Manifest is the kube-dns Service, applied through the manifests controller
+// so that `--disable coredns` prunes it. It has no selector: every server
+// that serves DNS publishes an EndpointSlice with its address (package
+// addons).
 func Manifest(cfg Config) []byte {
-	port := cmpPort(cfg.Port)
 	return []byte(`# Written by skiff at every start; create coredns.yaml.skip to manage it yourself.
 apiVersion: v1
 kind: Service
@@ -281,15 +280,5 @@ spec:
   ports:
   - {name: dns, port: 53, protocol: UDP}
   - {name: dns-tcp, port: 53, protocol: TCP}
----
-` + manifests.ServerEndpointSlice("kube-system", "kube-dns", cfg.ListenIP,
-		manifests.SlicePort{Name: "dns", Protocol: "UDP", Port: port},
-		manifests.SlicePort{Name: "dns-tcp", Protocol: "TCP", Port: port}))
-}
-
-func cmpPort(p int) int {
-	if p == 0 {
-		return DefaultPort
-	}
-	return p
+`)
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/miekg/dns"
 	corev1 "k8s.io/api/core/v1"
-	discoveryv1 "k8s.io/api/discovery/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 )
 
@@ -44,23 +43,26 @@ func TestHasNameserver(t *testing.T) {
 	}
 }
 
-func TestManifestPointsTheServiceAtTheServer(t *testing.T) {
+// The manifest's Service has no selector; the endpoints every server
+// publishes (Addon.Serves) name its ports.
+func TestManifestAndServedEndpointsAgree(t *testing.T) {
 	data := Manifest(Config{ServiceIP: "10.43.0.10", ListenIP: net.ParseIP("192.0.2.7"), Port: 10053})
 	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
 	var svc corev1.Service
-	var slice discoveryv1.EndpointSlice
 	if err := dec.Decode(&svc); err != nil {
-		t.Fatal(err)
-	}
-	if err := dec.Decode(&slice); err != nil {
 		t.Fatal(err)
 	}
 	if svc.Name != "kube-dns" || svc.Namespace != "kube-system" || svc.Spec.ClusterIP != "10.43.0.10" || svc.Spec.Selector != nil || len(svc.Spec.Ports) != 2 {
 		t.Errorf("service %+v", svc)
 	}
-	if slice.Labels[discoveryv1.LabelServiceName] != "kube-dns" || slice.AddressType != discoveryv1.AddressTypeIPv4 ||
-		slice.Endpoints[0].Addresses[0] != "192.0.2.7" || *slice.Ports[0].Port != 10053 || *slice.Ports[0].Name != svc.Spec.Ports[0].Name {
-		t.Errorf("endpoint slice %+v", slice)
+	served := Addon.Serves(nil)
+	if len(served) != 1 || served[0].Name != svc.Name || served[0].Namespace != svc.Namespace || len(served[0].Ports) != len(svc.Spec.Ports) {
+		t.Fatalf("served %+v, Service %s/%s", served, svc.Namespace, svc.Name)
+	}
+	for i, p := range served[0].Ports {
+		if p.Name != svc.Spec.Ports[i].Name || p.Protocol != svc.Spec.Ports[i].Protocol || p.Port != DefaultPort {
+			t.Errorf("served port %+v, Service port %+v", p, svc.Spec.Ports[i])
+		}
 	}
 }
 

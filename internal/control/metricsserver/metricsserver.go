@@ -5,7 +5,7 @@
 // It scrapes every kubelet's /metrics/resource through the tunnel dialler,
 // so agents' loopback-only kubelets are reached like the apiserver reaches
 // them. The aggregated API is registered by an APIService whose Service has
-// no selector: its EndpointSlice names this server's address and Port, and
+// no selector: every server's EndpointSlice names its address and Port, and
 // the apiserver routes to endpoints directly (--enable-aggregator-routing).
 package metricsserver
 
@@ -21,7 +21,6 @@ import (
 	"sigs.k8s.io/metrics-server/cmd/metrics-server/app/options"
 
 	"github.com/skiffkube/skiff/internal/component"
-	"github.com/skiffkube/skiff/internal/control/manifests"
 )
 
 // DefaultPort is where the metrics API listens on the server's address.
@@ -110,12 +109,9 @@ func (s *Server) Ready() error { return nil }
 
 func (s *Server) Stop() error { return s.Runner.Stop(5 * time.Second) }
 
-// Manifest is the APIService, its Service and EndpointSlice.
-func Manifest(cfg Config) []byte {
-	port := cfg.Port
-	if port == 0 {
-		port = DefaultPort
-	}
+// Manifest is the APIService and its Service, which has no selector: every
+// server publishes an EndpointSlice with its address (package addons).
+func Manifest(Config) []byte {
 	return []byte(`# Written by skiff at every start; create metrics-server.yaml.skip to manage it yourself.
 apiVersion: apiregistration.k8s.io/v1
 kind: APIService
@@ -139,7 +135,5 @@ metadata:
 spec:
   ports:
   - {name: https, port: 443, protocol: TCP}
----
-` + manifests.ServerEndpointSlice("kube-system", "metrics-server", cfg.ListenIP,
-		manifests.SlicePort{Name: "https", Protocol: "TCP", Port: port}))
+`)
 }
