@@ -13,16 +13,16 @@ import (
 	"k8s.io/client-go/kubernetes"
 )
 
-// electedLeases are the Leases of the control-plane components that elect a
-// leader when several servers share a datastore.
-var electedLeases = []string{"kube-controller-manager", "kube-scheduler"}
+// controlPlaneLeases are the Leases of the control-plane components that
+// elect a leader when several servers share a datastore.
+var controlPlaneLeases = []string{"kube-controller-manager", "kube-scheduler"}
 
 // leaseHolders returns each elected Lease as it is now, by name; a Lease
 // not yet created is absent.
 func leaseHolders(t *testing.T, c kubernetes.Interface) map[string]*coordinationv1.Lease {
 	t.Helper()
 	out := map[string]*coordinationv1.Lease{}
-	for _, name := range electedLeases {
+	for _, name := range controlPlaneLeases {
 		l, err := c.CoordinationV1().Leases("kube-system").Get(context.Background(), name, metav1.GetOptions{})
 		if err != nil {
 			t.Fatalf("lease kube-system/%s: %v", name, err)
