@@ -61,11 +61,13 @@ func etcdMembers(dataDir string, endpoints ...string) ([]string, error) {
 // TestEmbeddedEtcdThreeServers runs three servers on embedded etcd (the
 // first with --cluster-init, two joining with --server) and an agent, each
 // in its own namespaces: all Ready; a wrong token is refused before
-// anything is written; with the first server (the agent's --server)
-// SIGKILLed the API answers and takes writes through the other servers and
-// the agent's load balancer, the agent's pod keeps running and its Node
-// stays Ready; the first server restarts into its member; deleting a
-// server's Node removes its member.
+// anything is written; the first server, which leads since it started
+// alone, stops cleanly and promptly, releasing its controller-manager's and
+// scheduler's Leases to another, and restarts into its member; with it
+// (the agent's --server) SIGKILLed the API answers and takes writes through
+// the other servers and the agent's load balancer, the agent's pod keeps
+// running and its Node stays Ready; it restarts into its member again;
+// deleting a server's Node removes its member.
 func TestEmbeddedEtcdThreeServers(t *testing.T) {
 	bin := skiffBin(t)
 	requireRoot(t)
@@ -101,6 +103,7 @@ func TestEmbeddedEtcdThreeServers(t *testing.T) {
 	}
 
 	// Both join at once: etcd takes one learner at a time, the other waits.
+	aloneUntil := time.Now()
 	join := append([]string{"--server", s1.URL(), "--token", tok}, serverLightArgs...)
 	s2 := newNSServer(t, nodes["s2"], join...)
 	s3 := newNSServer(t, nodes["s3"], join...)
@@ -153,6 +156,11 @@ func TestEmbeddedEtcdThreeServers(t *testing.T) {
 		return name
 	}
 	s1Name, s3Name := memberName("s1"), memberName("s3")
+
+	// s1, the leader since it started alone, stops promptly and cleanly
+	// and releases its Leases: another server takes over at once.
+	stopLeaderReleasesLeases(t, s1, s2.Client(), aloneUntil)
+	s1.Restart()
 
 	pods := deployWeb(t, c1, 1, func(spec *corev1.PodSpec) {
 		spec.NodeSelector = map[string]string{corev1.LabelHostname: "agent"}
@@ -221,6 +229,9 @@ func TestEmbeddedEtcdThreeServers(t *testing.T) {
 
 	// Deleting s3's Node removes its member.
 	s3.Stop()
+	if strings.Contains(s3.Output(), "stop was not clean") {
+		t.Fatalf("s3: stop was not clean:\n%s", s3.Output())
+	}
 	if err := c1.CoreV1().Nodes().Delete(ctx, "s3", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -183,6 +183,7 @@ func testServersOnOneDatastore(t *testing.T, nw *multinode.Network, endpoint str
 		t.Fatalf("first server did not store the bootstrap data:\n%s", s1.Output())
 	}
 	tok := readToken(t, n1.DataDir())
+	aloneUntil := time.Now()
 	s2 := startNSServer(t, n2, with("--token", tok)...)
 	if !strings.Contains(s2.Output(), "took the cluster's bootstrap data from the datastore") {
 		t.Fatalf("second server did not take the bootstrap data:\n%s", s2.Output())
@@ -267,9 +268,10 @@ func testServersOnOneDatastore(t *testing.T, nw *multinode.Network, endpoint str
 	t.Logf("another service CIDR:\n%s", out)
 	assertNoBootstrapFiles(t, n4.DataDir())
 
-	// One server stopped: the other goes on, then the first comes back on
-	// its data dir and sees what was written meanwhile.
-	s1.Stop()
+	// One server stopped (the leader, releasing its Leases to the other):
+	// the other goes on, then the first comes back on its data dir and sees
+	// what was written meanwhile.
+	stopLeaderReleasesLeases(t, s1, c2, aloneUntil)
 	writeThenRead(c2, c2, "while-srv1-is-down")
 	s1.Restart()
 	writeThenRead(c2, s1.Client(), "after-srv1-is-back")

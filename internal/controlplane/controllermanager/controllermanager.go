@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"time"
 
+	utilfeature "k8s.io/apiserver/pkg/util/feature"
 	"k8s.io/client-go/rest"
+	cmfeatures "k8s.io/controller-manager/pkg/features"
 	"k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	"k8s.io/kubernetes/cmd/kube-controller-manager/app/options"
 
@@ -28,7 +30,6 @@ type ControllerManager struct {
 	log    *slog.Logger
 	opts   *options.KubeControllerManagerOptions
 	health probe.Health
-	detach bool
 	component.Runner
 }
 
@@ -54,10 +55,16 @@ func (c *ControllerManager) Init(context.Context) error {
 	}
 	rest.SetDefaultWarningHandler(rest.NoWarnings{})
 	c.opts = s
-	// With leader election upstream exits the process when its context ends
-	// (lease lost is indistinguishable from shutdown), so such a
-	// controller-manager is left running at Stop and ends with the process.
-	c.detach = s.Generic.LeaderElection.LeaderElect
+	if s.Generic.LeaderElection.LeaderElect {
+		// Without this gate upstream exits the process when its election
+		// ends, at a stop as at a lost lease. With it, it releases the Lease
+		// at a stop (another server takes over at once) and returns.
+		if err := utilfeature.DefaultMutableFeatureGate.SetFromMap(map[string]bool{
+			string(cmfeatures.ControllerManagerReleaseLeaderElectionLockOnExit): true,
+		}); err != nil {
+			return fmt.Errorf("enabling %s: %w", cmfeatures.ControllerManagerReleaseLeaderElectionLockOnExit, err)
+		}
+	}
 	c.health = probe.NewHealth(s.SecureServing.BindAddress, s.SecureServing.BindPort)
 	return nil
 }
@@ -68,7 +75,14 @@ func (c *ControllerManager) Start(context.Context) error {
 		if err != nil {
 			return fmt.Errorf("invalid kube-controller-manager arguments: %w", err)
 		}
-		return app.Run(ctx, cfg.Complete())
+		le := cfg.ComponentConfig.Generic.LeaderElection
+		err = app.Run(ctx, cfg.Complete())
+		if err == nil && ctx.Err() == nil && le.LeaderElect {
+			// Not our stop and nothing failed: the lease was lost (upstream
+			// only logs that). Runner reports it; the server stops.
+			return fmt.Errorf("lost its leader-election lease %s/%s", le.ResourceNamespace, le.ResourceName)
+		}
+		return err
 	})
 	return nil
 }
@@ -79,9 +93,8 @@ func (c *ControllerManager) Ready() error {
 	return c.health.Check(c.Running())
 }
 
+// Stop cancels the controller-manager and waits up to 5 s for it to return;
+// with leader election upstream releases its Lease as it stops.
 func (c *ControllerManager) Stop() error {
-	if c.detach {
-		return nil
-	}
 	return c.Runner.Stop(5 * time.Second)
 }
