@@ -48,6 +48,10 @@ func planDatastore(ctx context.Context, cfg *config.Server, l controlplane.Layou
 	if cfg.DatastoreEndpoint != "" && etcd.HasData(l) {
 		return nil, fmt.Errorf("datastore-endpoint: data-dir %s holds embedded etcd data (%s): this server is a member of an etcd cluster; drop --datastore-endpoint, or take a new data-dir", cfg.DataDir, l.EtcdDataDir())
 	}
+	if cfg.DatastoreEndpoint == "" && !cfg.EmbeddedEtcd() && etcd.Unfinished(l) {
+		return nil, fmt.Errorf("data-dir %s holds an etcd member that never started (%s has no WAL: a join or a first --cluster-init that died): "+
+			"start with --server and --token to join again, or with --cluster-init for a new cluster", cfg.DataDir, l.EtcdDataDir())
+	}
 	if cfg.DatastoreEndpoint != "" || (!cfg.EmbeddedEtcd() && !etcd.HasData(l)) {
 		kind, err := config.DatastoreKind(cfg.DatastoreEndpoint)
 		if err != nil {

@@ -32,6 +32,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/membership"
+	"go.etcd.io/etcd/server/v3/storage/wal"
 
 	"github.com/skiffkube/skiff/internal/atomicfile"
 	"github.com/skiffkube/skiff/internal/component"
@@ -80,11 +81,40 @@ func New(cfg Config, log *slog.Logger) *Etcd {
 
 func (e *Etcd) Name() string { return "etcd" }
 
-// HasData reports whether l's data dir holds embedded etcd data: a server
-// started on it runs etcd again, with or without --cluster-init.
+// memberDir is etcd's member directory under l's etcd data dir.
+func memberDir(l controlplane.Layout) string { return filepath.Join(l.EtcdDataDir(), "member") }
+
+// HasData reports whether l's data dir holds embedded etcd data, a WAL
+// (member/wal/*.wal, as K3s checks): a server started on it runs etcd
+// again, with or without --cluster-init.
 func HasData(l controlplane.Layout) bool {
-	fi, err := os.Stat(filepath.Join(l.EtcdDataDir(), "member"))
-	return err == nil && fi.IsDir()
+	return wal.Exist(filepath.Join(memberDir(l), "wal"))
+}
+
+// Unfinished reports an etcd member directory without a WAL: etcd creates
+// member/ (and its db) before it looks for a WAL, fetches the cluster from
+// its peers or writes the WAL, so this is a start that died first. It holds
+// no data: a first --cluster-init starts new on it, and a join (whose
+// learner may have been added already) starts over (PrepareJoin). It is
+// never started as a new cluster by a server that joins.
+func Unfinished(l controlplane.Layout) bool {
+	fi, err := os.Stat(memberDir(l))
+	return err == nil && fi.IsDir() && !HasData(l)
+}
+
+// PrepareJoin, on a data dir that is about to join a cluster, moves an
+// Unfinished member directory aside, to <etcd data dir>/member.unfinished-
+// <unix seconds>, and returns where ("" when there was none): etcd must
+// not find it, or it would reuse that attempt's db. Errors name the paths.
+func PrepareJoin(l controlplane.Layout, now time.Time) (string, error) {
+	if !Unfinished(l) {
+		return "", nil
+	}
+	aside := fmt.Sprintf("%s.unfinished-%d", memberDir(l), now.Unix())
+	if err := os.Rename(memberDir(l), aside); err != nil {
+		return "", fmt.Errorf("etcd: moving the unfinished member directory %s aside: %w", memberDir(l), err)
+	}
+	return aside, nil
 }
 
 // nameFile keeps the member name across restarts.
@@ -207,6 +237,18 @@ func (e *Etcd) Start(ctx context.Context) error {
 		e.log.Debug("certificate issued", "file", f)
 	}
 	existing := HasData(l)
+	if !existing && len(e.cfg.Join) > 0 {
+		// A join that died after etcd made its member directory: that
+		// directory would not join again, and as a new cluster it would be
+		// a second cluster with the same CAs.
+		aside, err := PrepareJoin(l, time.Now())
+		if err != nil {
+			return err
+		}
+		if aside != "" {
+			e.log.Warn("an earlier join of this server never started its etcd member: joining again", "kept", aside)
+		}
+	}
 	name := e.cfg.MemberName
 	if err := storeName(l, name); err != nil {
 		return err
@@ -278,8 +320,7 @@ func (e *Etcd) Start(ctx context.Context) error {
 
 // addLearner adds this member to the cluster as a learner through the
 // members at cfg.Join and returns the initial-cluster setting it starts
-// with. A learner of the same peer URL left by an earlier attempt that never
-// started is removed first.
+// with (see join).
 func (e *Etcd) addLearner(ctx context.Context, name string) (string, error) {
 	cc, err := ClientConfig(e.cfg.Layout)
 	if err != nil {
@@ -292,8 +333,44 @@ func (e *Etcd) addLearner(ctx context.Context, name string) (string, error) {
 		return "", fmt.Errorf("etcd: reaching the cluster's members %s: %w", strings.Join(e.cfg.Join, ","), err)
 	}
 	defer cli.Close()
+	return e.join(ctx, cli, name, time.Now, func(ctx context.Context) error {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+			return nil
+		}
+	})
+}
+
+// clusterAPI is the part of etcd's cluster API a join uses.
+type clusterAPI interface {
+	MemberList(ctx context.Context, opts ...clientv3.OpOption) (*clientv3.MemberListResponse, error)
+	MemberRemove(ctx context.Context, id uint64) (*clientv3.MemberRemoveResponse, error)
+	MemberAddAsLearner(ctx context.Context, peerAddrs []string) (*clientv3.MemberAddResponse, error)
+}
+
+// StaleLearnerAfter is how long a join waits on an unstarted learner (no
+// name: its etcd never ran) before taking it for one left by a failed join
+// and removing it. A server that added a learner starts it within seconds.
+const StaleLearnerAfter = 2 * time.Minute
+
+// join adds this member (name, this server's peer URL) as a learner and
+// returns the initial-cluster setting it starts with: every member's peer
+// URLs, an unstarted member's under the empty name, as `etcdctl member add`
+// prints them (etcd matches them to the cluster's members by peer URL and
+// wants them all). now is the clock and pause waits between attempts.
+//
+// A learner on this server's own peer URL that never started (an earlier
+// attempt of this server) is removed first. etcd takes no more learners
+// than max-learners (1 by default) and no new member until its leader has
+// seen every voter for 5 s: the join waits and retries. An unstarted
+// learner of another server that keeps it waiting for StaleLearnerAfter
+// (by now) is removed, with a warning; when that fails, or ctx ends, the
+// error names it and how to remove it by hand.
+func (e *Etcd) join(ctx context.Context, api clusterAPI, name string, now func() time.Time, pause func(context.Context) error) (string, error) {
 	peer := PeerURL(e.cfg.AdvertiseIP)
-	list, err := cli.MemberList(ctx)
+	list, err := api.MemberList(ctx)
 	if err != nil {
 		return "", fmt.Errorf("etcd: listing the cluster's members at %s: %w", strings.Join(e.cfg.Join, ","), err)
 	}
@@ -304,27 +381,41 @@ func (e *Etcd) addLearner(ctx context.Context, name string) (string, error) {
 		if m.Name != "" {
 			return "", fmt.Errorf("etcd: the cluster already has a started member %s on this server's peer URL %s, but this data dir holds no etcd data: remove that member (kubectl delete node) or restore this data dir", m.Name, peer)
 		}
-		if _, err := cli.MemberRemove(ctx, m.ID); err != nil {
-			return "", fmt.Errorf("etcd: removing the unstarted member left by an earlier join: %w", err)
+		if _, err := api.MemberRemove(ctx, m.ID); err != nil && !errors.Is(err, rpctypes.ErrMemberNotFound) {
+			return "", fmt.Errorf("etcd: removing the unstarted member %x left by an earlier join of this server: %w", m.ID, err)
 		}
 	}
-	// etcd takes one learner at a time, and no new member until the leader
-	// has been connected to every voter for 5 s: a server joining at the
-	// same moment as another waits for it.
-	var resp *clientv3.MemberAddResponse
-	for {
-		resp, err = cli.MemberAddAsLearner(ctx, []string{peer})
+	var (
+		resp    *clientv3.MemberAddResponse
+		seen    = map[uint64]time.Time{} // unstarted learners, when first seen
+		waiting []string                 // what keeps this join waiting
+	)
+	for attempt := 0; ; attempt++ {
+		resp, err = api.MemberAddAsLearner(ctx, []string{peer})
 		if err == nil {
 			break
 		}
 		if !retryableAdd(err) {
 			return "", fmt.Errorf("etcd: adding this server as a learner: %w", err)
 		}
-		e.log.Info("waiting for the cluster to take another member", "reason", err)
-		select {
-		case <-ctx.Done():
-			return "", fmt.Errorf("etcd: adding this server as a learner: %w", err)
-		case <-time.After(2 * time.Second):
+		waiting = nil
+		if isErr(err, rpctypes.ErrTooManyLearners) {
+			var cerr error
+			if waiting, cerr = e.clearStaleLearners(ctx, api, seen, now()); cerr != nil {
+				return "", cerr
+			}
+		}
+		lvl := slog.LevelDebug
+		if attempt == 0 {
+			lvl = slog.LevelInfo
+		}
+		e.log.Log(ctx, lvl, "waiting for the cluster to take another member", "reason", err)
+		if perr := pause(ctx); perr != nil {
+			on := ""
+			if len(waiting) > 0 {
+				on = "; waiting on " + strings.Join(waiting, ", ")
+			}
+			return "", fmt.Errorf("etcd: adding this server as a learner: %w (last: %v)%s", perr, err, on)
 		}
 	}
 	var initial []string
@@ -333,15 +424,56 @@ func (e *Etcd) addLearner(ctx context.Context, name string) (string, error) {
 		if m.ID == resp.Member.ID {
 			n = name
 		}
-		if n == "" {
-			continue
-		}
 		for _, u := range m.PeerURLs {
 			initial = append(initial, n+"="+u)
 		}
 	}
 	e.log.Info("added this server to etcd as a learner", "member", name, "peer", peer)
 	return strings.Join(initial, ","), nil
+}
+
+// clearStaleLearners removes the unstarted learners first seen (seen,
+// updated) StaleLearnerAfter before now, and describes those it still
+// waits on, with how to remove them by hand.
+func (e *Etcd) clearStaleLearners(ctx context.Context, api clusterAPI, seen map[uint64]time.Time, now time.Time) ([]string, error) {
+	list, err := api.MemberList(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("etcd: listing the cluster's members at %s: %w", strings.Join(e.cfg.Join, ","), err)
+	}
+	var waiting []string
+	for _, m := range list.Members {
+		if !m.IsLearner {
+			continue
+		}
+		if m.Name != "" {
+			waiting = append(waiting, fmt.Sprintf("learner %s (%x) catching up", m.Name, m.ID))
+			continue
+		}
+		first, ok := seen[m.ID]
+		if !ok {
+			seen[m.ID] = now
+			e.log.Warn("an unstarted etcd learner keeps this server from joining; it is removed if it has not started in "+StaleLearnerAfter.String(), "id", fmt.Sprintf("%x", m.ID), "peer", m.PeerURLs)
+			first = now
+		}
+		if now.Sub(first) < StaleLearnerAfter {
+			waiting = append(waiting, fmt.Sprintf("unstarted learner %x (peer %s): %s", m.ID, strings.Join(m.PeerURLs, ","), e.removeHint(m.ID)))
+			continue
+		}
+		if _, err := api.MemberRemove(ctx, m.ID); err != nil && !errors.Is(err, rpctypes.ErrMemberNotFound) {
+			return nil, fmt.Errorf("etcd: removing learner %x (peer %s), unstarted for %s (a failed join?): %w; %s",
+				m.ID, strings.Join(m.PeerURLs, ","), now.Sub(first).Round(time.Second), err, e.removeHint(m.ID))
+		}
+		delete(seen, m.ID)
+		e.log.Warn("removed an etcd learner that never started (left by a failed join)", "id", fmt.Sprintf("%x", m.ID), "peer", m.PeerURLs, "unstartedFor", now.Sub(first).Round(time.Second))
+	}
+	return waiting, nil
+}
+
+// removeHint says how to remove member id by hand, from this server.
+func (e *Etcd) removeHint(id uint64) string {
+	f := ClientTLSFiles(e.cfg.Layout)
+	return fmt.Sprintf("remove it with: etcdctl --endpoints %s --cacert %s --cert %s --key %s member remove %x",
+		strings.Join(e.cfg.Join, ","), f.CAFile, f.CertFile, f.KeyFile, id)
 }
 
 func (e *Etcd) seed(ctx context.Context) error {
@@ -362,11 +494,16 @@ func (e *Etcd) seed(ctx context.Context) error {
 // member is promoted and connected.
 func retryableAdd(err error) bool {
 	for _, e := range []error{rpctypes.ErrTooManyLearners, rpctypes.ErrUnhealthy, rpctypes.ErrMemberNotEnoughStarted} {
-		if errors.Is(err, e) || strings.Contains(err.Error(), e.Error()) {
+		if isErr(err, e) {
 			return true
 		}
 	}
 	return false
+}
+
+// isErr matches an etcd error, whether typed or as text from the wire.
+func isErr(err, target error) bool {
+	return errors.Is(err, target) || strings.Contains(err.Error(), target.Error())
 }
 
 // promote makes this learner a voting member, retrying while it catches up

@@ -4,6 +4,13 @@
 // annotation MemberAnnotation, which the server sets on its own Node
 // (noderoles). Several servers may race to remove the same member: a member
 // already gone is success.
+//
+// A kubelet may write any annotation on its own Node (NodeRestriction), so
+// the annotation alone is not trusted: a member is removed only for a Node
+// with the role label node-role.kubernetes.io/etcd (which NodeRestriction
+// keeps kubelets from setting; the server sets it, noderoles) and only when
+// one of the member's peer URLs is on one of the Node's InternalIP
+// addresses.
 package etcdmember
 
 import (
@@ -11,6 +18,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -99,7 +108,7 @@ func (c *Controller) Start(context.Context) error {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			if err := c.Remove(ctx, n.Name, n.Annotations[MemberAnnotation]); err != nil {
+			if err := c.Remove(ctx, n); err != nil {
 				c.log.Warn("removing the etcd member of a deleted node", "node", n.Name, "err", err)
 			}
 		},
@@ -132,12 +141,35 @@ func (c *Controller) Stop() error {
 	return err
 }
 
-// Remove removes the etcd member named member (node's), retrying briefly
-// while the cluster has no leader. A member that is not there is success:
-// another server removed it first.
-func (c *Controller) Remove(ctx context.Context, node, member string) error {
+// EtcdLabel marks a server node with an embedded etcd member; kubelets
+// cannot set it (NodeRestriction), the server does (noderoles).
+const EtcdLabel = noderoles.EtcdLabel
+
+// Remove removes the etcd member that the deleted Node n's annotation
+// MemberAnnotation names, retrying briefly while the cluster has no leader.
+// A member that is not there is success: another server removed it first.
+// Nothing is removed, with a warning, when n lacks the label EtcdLabel or
+// when none of the member's peer URLs is on one of n's InternalIP addresses:
+// the annotation is writable by the node's own kubelet.
+func (c *Controller) Remove(ctx context.Context, n *corev1.Node) error {
+	member := n.Annotations[MemberAnnotation]
+	if member == "" {
+		return nil
+	}
+	if n.Labels[EtcdLabel] != "true" {
+		c.log.Warn("a deleted node names an etcd member but has no etcd role label: leaving the member", "node", n.Name, "member", member, "label", EtcdLabel)
+		return nil
+	}
+	var ips []net.IP
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			if ip := net.ParseIP(a.Address); ip != nil {
+				ips = append(ips, ip)
+			}
+		}
+	}
 	for {
-		err := c.removeOnce(ctx, node, member)
+		err := c.removeOnce(ctx, n.Name, member, ips)
 		if err == nil {
 			return nil
 		}
@@ -149,7 +181,24 @@ func (c *Controller) Remove(ctx context.Context, node, member string) error {
 	}
 }
 
-func (c *Controller) removeOnce(ctx context.Context, node, member string) error {
+// onNode reports whether one of peerURLs has its host among ips.
+func onNode(peerURLs []string, ips []net.IP) bool {
+	for _, p := range peerURLs {
+		u, err := url.Parse(p)
+		if err != nil {
+			continue
+		}
+		host := net.ParseIP(u.Hostname())
+		for _, ip := range ips {
+			if host != nil && host.Equal(ip) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (c *Controller) removeOnce(ctx context.Context, node, member string, ips []net.IP) error {
 	list, err := c.members.MemberList(ctx)
 	if err != nil {
 		return fmt.Errorf("listing etcd members: %w", err)
@@ -157,6 +206,10 @@ func (c *Controller) removeOnce(ctx context.Context, node, member string) error 
 	for _, m := range list.Members {
 		if m.Name != member {
 			continue
+		}
+		if !onNode(m.PeerURLs, ips) {
+			c.log.Warn("a deleted node names an etcd member whose peer URLs are not on the node's internal IPs: leaving the member", "node", node, "member", member, "peerURLs", m.PeerURLs, "internalIPs", ips)
+			return nil
 		}
 		_, err := c.members.MemberRemove(ctx, m.ID)
 		if err != nil && !errors.Is(err, rpctypes.ErrMemberNotFound) {
