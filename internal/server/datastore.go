@@ -2,13 +2,11 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"strings"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -225,37 +223,7 @@ func (p *datastorePlan) serverJoinHandler(cfg *config.Server, l controlplane.Lay
 			if !p.embedded {
 				return nil, serverjoin.ErrNoEmbeddedEtcd
 			}
-			return voterClientURLs(ctx, l)
+			return etcd.VoterClientURLs(ctx, l)
 		},
 	}
-}
-
-// voterClientURLs lists the client URLs of the started, voting members.
-func voterClientURLs(ctx context.Context, l controlplane.Layout) ([]string, error) {
-	cc, err := etcd.ClientConfig(l)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	cc.Context = ctx
-	cli, err := clientv3.New(cc)
-	if err != nil {
-		return nil, err
-	}
-	defer cli.Close()
-	list, err := cli.MemberList(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, m := range list.Members {
-		if !m.IsLearner && m.Name != "" {
-			out = append(out, m.ClientURLs...)
-		}
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no started voting member")
-	}
-	return out, nil
 }

@@ -173,13 +173,20 @@ func cleanEnv() []string {
 }
 
 func (s *server) waitFor(text string, timeout time.Duration) error {
+	return waitForOutput(s.out, s.exited, &s.exitErr, text, timeout)
+}
+
+// waitForOutput waits until out holds text, failing when the process exits
+// first (exitErr is read once exited is closed) or timeout passes; both
+// errors carry the output so far.
+func waitForOutput(out *syncBuffer, exited <-chan struct{}, exitErr *error, text string, timeout time.Duration) error {
 	deadline := time.After(timeout)
-	for !strings.Contains(s.out.String(), text) {
+	for !strings.Contains(out.String(), text) {
 		select {
-		case <-s.exited:
-			return fmt.Errorf("skiff exited (%v) before %q; output:\n%s", s.exitErr, text, s.out.String())
+		case <-exited:
+			return fmt.Errorf("skiff exited (%v) before %q; output:\n%s", *exitErr, text, out.String())
 		case <-deadline:
-			return fmt.Errorf("no %q after %s; output:\n%s", text, timeout, s.out.String())
+			return fmt.Errorf("no %q after %s; output:\n%s", text, timeout, out.String())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -130,17 +130,7 @@ func (s *nsServer) WaitReady(timeout time.Duration) {
 }
 
 func (s *nsServer) waitFor(text string, timeout time.Duration) error {
-	deadline := time.After(timeout)
-	for !strings.Contains(s.out.String(), text) {
-		select {
-		case <-s.exited:
-			return fmt.Errorf("skiff exited (%v) before %q; output:\n%s", s.exitErr, text, s.out.String())
-		case <-deadline:
-			return fmt.Errorf("no %q after %s; output:\n%s", text, timeout, s.out.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return nil
+	return waitForOutput(s.out, s.exited, &s.exitErr, text, timeout)
 }
 
 // Wait waits for the process to exit by itself (a refused start) and

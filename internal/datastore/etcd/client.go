@@ -1,7 +1,9 @@
 package etcd
 
 import (
+	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -64,4 +66,36 @@ func ClientConfig(l controlplane.Layout) (clientv3.Config, error) {
 		// The client's own zap logger is silenced: errors reach callers.
 		Logger: quietLogger(),
 	}, nil
+}
+
+// VoterClientURLs lists the client URLs of the started, voting members of
+// the cluster the member in l's data dir belongs to (asked of that member,
+// within 10 s). It fails when none is started and voting.
+func VoterClientURLs(ctx context.Context, l controlplane.Layout) ([]string, error) {
+	cc, err := ClientConfig(l)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cc.Context = ctx
+	cli, err := clientv3.New(cc)
+	if err != nil {
+		return nil, err
+	}
+	defer cli.Close()
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, m := range list.Members {
+		if !m.IsLearner && m.Name != "" {
+			out = append(out, m.ClientURLs...)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no started voting member")
+	}
+	return out, nil
 }
