@@ -27,6 +27,15 @@ type Node struct {
 	// ResolvConf is omitted when empty so that config goldens that do not
 	// set it stay as they are.
 	ResolvConf string `json:"resolv-conf,omitempty"`
+	// NodeExternalIP is the Node's ExternalIP (v4, or a v4,v6 pair); servicelb
+	// publishes it as a LoadBalancer's address.
+	NodeExternalIP string `json:"node-external-ip,omitempty"`
+	// FlannelIface is the interface flannel sends pod traffic through
+	// (default: --node-ip's).
+	FlannelIface          string `json:"flannel-iface,omitempty"`
+	ProtectKernelDefaults bool   `json:"protect-kernel-defaults,omitempty"`
+	// PrivateRegistry is registries.yaml (K3s's format), read at start.
+	PrivateRegistry string `json:"private-registry,omitempty"`
 }
 
 // FlannelBackends are the values --flannel-backend takes.
@@ -43,6 +52,10 @@ func (n *Node) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&n.FlannelBackend, "flannel-backend", "vxlan", "pod network backend: vxlan, host-gw or none (bring your own CNI)")
 	fs.StringVar(&n.ContainerRuntimeEndpoint, "container-runtime-endpoint", "", "CRI socket of an external container runtime (default: skiff's own containerd)")
 	fs.StringVar(&n.PauseImage, "pause-image", "", "sandbox (pause) image for pods (default: skiff's built-in image)")
+	fs.StringVar(&n.NodeExternalIP, "node-external-ip", "", "external IP address of this node, or an IPv4,IPv6 pair; servicelb publishes it for LoadBalancer Services")
+	fs.StringVar(&n.FlannelIface, "flannel-iface", "", "interface flannel uses for pod traffic between nodes (default: --node-ip's interface)")
+	fs.BoolVar(&n.ProtectKernelDefaults, "protect-kernel-defaults", false, "refuse to start the kubelet when kernel settings differ from its defaults, instead of changing them")
+	fs.StringVar(&n.PrivateRegistry, "private-registry", DefaultPrivateRegistry, "registries.yaml with mirrors and credentials of private registries (K3s's format)")
 	fs.StringVar(&n.ResolvConf, "resolv-conf", "", "resolv.conf the kubelet gives pods, used as is (default: the host's, or systemd-resolved's, or one without loopback nameservers)")
 }
 
@@ -52,6 +65,7 @@ func (n *Node) Complete() {
 	n.KubeProxyArgs = NormalizeArgs(n.KubeProxyArgs)
 	n.NodeName = strings.ToLower(n.NodeName)
 	n.NodeIP = trimList(n.NodeIP)
+	n.NodeExternalIP = trimList(n.NodeExternalIP)
 	// The kubelet and CoreDNS read it later, from another working directory.
 	if n.ResolvConf != "" {
 		if abs, err := filepath.Abs(n.ResolvConf); err == nil {
@@ -103,7 +117,7 @@ func (n *Node) Validate() []error {
 	if strings.ContainsAny(n.PauseImage, " \t\n") {
 		add(fieldError("pause-image", "invalid image reference %q", n.PauseImage))
 	}
-	return errs
+	return append(errs, n.validateOperations()...)
 }
 
 // ResolveNodeName is the node's name: --node-name, else the host name that

@@ -61,6 +61,7 @@ type Server struct {
 	Debug                     bool     `json:"debug"`
 	LogLevel                  int      `json:"v"`
 
+	Operations
 	Node
 }
 
@@ -160,6 +161,7 @@ func (s *Server) AddFlags(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&s.KubeSchedulerArgs, "kube-scheduler-arg", []string{}, "extra kube-scheduler flag, key=value (repeatable)")
 	fs.BoolVar(&s.Debug, "debug", false, "turn on debug logs")
 	fs.IntVarP(&s.LogLevel, "v", "v", 0, "log verbosity (klog level)")
+	s.Operations.AddFlags(fs)
 	s.Node.AddFlags(fs)
 }
 
@@ -309,6 +311,7 @@ func (s *Server) Validate() []error {
 	if s.LogLevel < 0 {
 		add(fieldError("v", "must be 0 or more, got %d", s.LogLevel))
 	}
+	errs = append(errs, s.Operations.Validate()...)
 	errs = append(errs, s.Node.Validate()...)
 	return errs
 }
