@@ -22,8 +22,8 @@ import (
 // interface, with K3s's node flags of issue 14 at once:
 //   - --node-external-ip: the Node gets the ExternalIP (set by the cloud
 //     node controller from the node's annotations, taint removed) beside
-//     its InternalIP, and a LoadBalancer Service's ingress is the external
-//     IP;
+//     its InternalIP, a LoadBalancer Service's ingress is the external IP,
+//     and metrics-server still has the node's metrics;
 //   - --flannel-iface: flannel's public IP is the second interface's
 //     address, not the node IP;
 //   - --service-node-port-range: a NodePort inside is accepted, one outside
@@ -103,6 +103,15 @@ func TestNodeFlags(t *testing.T) {
 		}
 		if got != externalIP {
 			return got, errNotYet
+		}
+		return "", nil
+	})
+
+	// metrics-server still scrapes the node's kubelet (by its InternalIP).
+	eventually(t, 3*time.Minute, func() (string, error) {
+		out, err := c.RESTClient().Get().AbsPath("/apis/metrics.k8s.io/v1beta1/nodes/" + nd.Name).DoRaw(ctx)
+		if err != nil {
+			return string(out), errNotYet
 		}
 		return "", nil
 	})
