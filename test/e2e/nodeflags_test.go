@@ -107,6 +107,37 @@ func TestNodeFlags(t *testing.T) {
 		return "", nil
 	})
 
+	// An agent with its own external IP (and protected kernel defaults):
+	// its Node is initialised the same way, and servicelb publishes both
+	// nodes' external IPs.
+	ndA, err := nw.AddNode("nfl2", filepath.Join(dir, "nfl2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const agentExternalIP = "203.0.113.8"
+	a := startNSAgent(t, ndA, "--server", s.URL(), "--token", readToken(t, nd.DataDir()),
+		"--node-external-ip", agentExternalIP, "--protect-kernel-defaults")
+	a.waitFor(t, "skiff agent ready in", 4*time.Minute)
+	eventually(t, 2*time.Minute, func() (string, error) {
+		n, err := c.CoreV1().Nodes().Get(ctx, ndA.Name, metav1.GetOptions{})
+		if err != nil {
+			return "", err
+		}
+		for _, a := range n.Status.Addresses {
+			if a.Type == corev1.NodeExternalIP && a.Address == agentExternalIP && internalIP(n) == ndA.IP.String() && nodeReady(n) {
+				return "", nil
+			}
+		}
+		return fmtNode(n), errNotYet
+	})
+	eventually(t, 2*time.Minute, func() (string, error) {
+		got, err := lbIngress(c, "ext-lb")
+		if err != nil || got != externalIP+","+agentExternalIP {
+			return got, errNotYet
+		}
+		return "", nil
+	})
+
 	// metrics-server still scrapes the node's kubelet (by its InternalIP).
 	eventually(t, 3*time.Minute, func() (string, error) {
 		out, err := c.RESTClient().Get().AbsPath("/apis/metrics.k8s.io/v1beta1/nodes/" + nd.Name).DoRaw(ctx)
