@@ -368,7 +368,7 @@ func podResolvConf(l node.Layout, given string, clusterDNS []string, log *slog.L
 }
 
 // Phases are the node's start-up phases.
-func (n *Plan) Phases(log *slog.Logger) ([]component.Phase, error) {
+func (n *Plan) Phases(log *slog.Logger) (_ []component.Phase, retErr error) {
 	cfg, cluster := n.spec.Node, n.spec.Cluster
 	var phases []component.Phase
 	containerdSocket := ""
@@ -392,9 +392,15 @@ func (n *Plan) Phases(log *slog.Logger) ([]component.Phase, error) {
 		if err != nil {
 			return nil, err
 		}
+		// The proxy's listeners are the manager's to close once the
+		// phases are returned.
+		defer func() {
+			if retErr != nil {
+				proxy.Close()
+			}
+		}()
 		rc := n.registries.Containerd(proxy.Addrs())
 		if err := registries.WriteHosts(node.RegistryConfigDir(n.layout), rc.Hosts); err != nil {
-			proxy.Close()
 			return nil, err
 		}
 		containerdComponents := []component.Component{runtime.NewContainerd(runtime.ContainerdConfig{
@@ -424,6 +430,9 @@ func (n *Plan) Phases(log *slog.Logger) ([]component.Phase, error) {
 		)
 	}
 
+	if !n.ownRuntime && n.registries != nil {
+		log.Warn("registries.yaml is for skiff's own containerd; the runtime at --container-runtime-endpoint keeps its own registry configuration", "component", "containerd", "file", n.registries.File)
+	}
 	if err := ensureServiceRoutes(cluster.ServiceCIDR, n.nodeIPs, log.With("component", "host")); err != nil {
 		return nil, err
 	}

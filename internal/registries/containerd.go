@@ -74,6 +74,11 @@ func (r *Registries) Containerd(proxies []string) Containerd {
 	for h, c := range r.Configs {
 		if c.Auth != nil {
 			out.Auths[h] = *c.Auth
+			// containerd asks for Docker Hub's credentials by the host it
+			// talks to.
+			if h == "docker.io" {
+				out.Auths["registry-1.docker.io"] = *c.Auth
+			}
 		}
 	}
 	for _, h := range sortedKeys(r.Mirrors) {
