@@ -156,9 +156,10 @@ func writeTestCA(t *testing.T, caFile, certFile, keyFile string, ip net.IP) {
 // mirror: a made-up registry host mirrored to a real registry on loopback
 // that needs basic auth and trusts a private CA, with a rewrite rule that
 // maps the repository name. The registry is filled with `skiff ctr push` of
-// the built-in pause image. The server also runs with
-// --system-default-registry: its pods' sandboxes use the built-in pause
-// image under that registry's name, imported from the binary, not pulled.
+// the built-in pause image. The node is an agent; the server runs with
+// --system-default-registry, which the agent gets at join: its pods'
+// sandboxes use the built-in pause image under that registry's name,
+// imported from the binary, not pulled.
 func TestPrivateRegistryMirror(t *testing.T) {
 	bin := skiffBin(t)
 	requireRoot(t)
@@ -182,14 +183,23 @@ configs:
 `, mirrored, reg.Addr, reg.Addr, reg.User, reg.Password, reg.CAFile)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := newServerWith(t, "--private-registry", regFile, "--system-default-registry", mirrored)
+	// The server has no node; the agent gets --system-default-registry when
+	// it joins, and uses its own registries.yaml.
+	s := newServer(t, "--system-default-registry", mirrored)
+	s.Start()
+	raw, err := os.ReadFile(filepath.Join(s.DataDir, "server", "token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentDir := filepath.Join(t.TempDir(), "agent")
 	t.Cleanup(func() {
-		s.kill()
-		if out, err := exec.Command(bin, "killall", "--data-dir", s.DataDir).CombinedOutput(); err != nil {
+		if out, err := exec.Command(bin, "killall", "--data-dir", agentDir).CombinedOutput(); err != nil {
 			t.Logf("killall: %v\n%s", err, out)
 		}
 	})
-	s.Start()
+	a := startAgent(t, "--server", s.URL(), "--token", strings.TrimSpace(string(raw)), "--data-dir", agentDir,
+		"--lb-server-port", strconv.Itoa(freePort(t)), "--private-registry", regFile)
+	a.waitFor(t, "skiff agent ready in", 2*time.Minute)
 
 	// The built-in pause image, also named under the system default registry.
 	out, err := runToExitEnv(t, nil, bin, "ctr", "images", "ls", "-q")
@@ -248,13 +258,13 @@ configs:
 		t.Errorf("registry log lacks an authorized pull of the rewritten name (pulled %t, authorized %t):\n%s", pulled, authorized, reg.log.String())
 	}
 	// The sandbox image is the built-in one under its prefixed name.
-	data, err := os.ReadFile(filepath.Join(s.DataDir, "agent", "etc", "containerd", "config.toml"))
+	data, err := os.ReadFile(filepath.Join(agentDir, "agent", "etc", "containerd", "config.toml"))
 	if err != nil || !strings.Contains(string(data), `sandbox = "`+mirrored+`/skiff/pause:1.0"`) {
 		t.Errorf("containerd's sandbox image is not the prefixed built-in one: %v", err)
 	}
 	if strings.Contains(string(data), reg.Password) {
 		// The CRI plugin's credentials are there by design; the file is 0600.
-		if st, err := os.Stat(filepath.Join(s.DataDir, "agent", "etc", "containerd", "config.toml")); err != nil || st.Mode().Perm() != 0o600 {
+		if st, err := os.Stat(filepath.Join(agentDir, "agent", "etc", "containerd", "config.toml")); err != nil || st.Mode().Perm() != 0o600 {
 			t.Errorf("containerd config with credentials is not 0600: %v %v", st.Mode(), err)
 		}
 	}
@@ -285,5 +295,15 @@ func TestPrivateRegistryBadFile(t *testing.T) {
 	}
 	if _, err := os.Stat(s.DataDir); !os.IsNotExist(err) {
 		t.Errorf("the data dir was written before the refusal: %v", err)
+	}
+	// An agent refuses it before it even asks the server.
+	agentDir := filepath.Join(t.TempDir(), "agent")
+	out, err := runToExit(t, time.Minute, "agent", "--server", "https://127.0.0.1:1", "--token", "SK10"+strings.Repeat("ab", 32)+"::node:secret",
+		"--data-dir", agentDir, "--private-registry", regFile)
+	if err == nil || !strings.Contains(out, want) {
+		t.Errorf("agent: %v, want a line %q; output:\n%s", err, want, out)
+	}
+	if _, err := os.Stat(agentDir); !os.IsNotExist(err) {
+		t.Errorf("the agent's data dir was written before the refusal: %v", err)
 	}
 }
