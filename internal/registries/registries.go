@@ -186,6 +186,9 @@ func kindName(n *yaml.Node) string {
 }
 
 func (d *decoder) mapping(n *yaml.Node, path string, each func(key string, v *yaml.Node, path string) error) error {
+	if isNull(n) {
+		return nil // a key with nothing under it, as after commenting its entries out
+	}
 	if n.Kind != yaml.MappingNode {
 		if path == "" {
 			return fmt.Errorf("%s: want a mapping with mirrors and configs, got %s", d.file, kindName(n))
@@ -210,6 +213,8 @@ func (d *decoder) mapping(n *yaml.Node, path string, each func(key string, v *ya
 	return nil
 }
 
+func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.Tag == "!!null" }
+
 func (d *decoder) str(n *yaml.Node, path string) (string, error) {
 	if n.Kind != yaml.ScalarNode || n.Tag != "!!str" {
 		return "", d.errorf(path, "want a string, got %s", kindName(n))
@@ -222,6 +227,9 @@ func (d *decoder) mirror(n *yaml.Node, path string) (Mirror, error) {
 	err := d.mapping(n, path, func(key string, v *yaml.Node, path string) error {
 		switch key {
 		case "endpoint":
+			if isNull(v) {
+				return nil
+			}
 			if v.Kind != yaml.SequenceNode {
 				return d.errorf(path, "want a list of URLs, got %s", kindName(v))
 			}

@@ -172,6 +172,22 @@ configs:
 	}
 }
 
+func TestParseEmptyEntries(t *testing.T) {
+	r, err := Parse(file, []byte("mirrors:\n  docker.io:\n    endpoint:\nconfigs:\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.Mirrors["docker.io"]; !ok || len(r.Configs) != 0 {
+		t.Fatalf("%+v", r)
+	}
+	if h := string(r.Containerd(nil).Hosts["docker.io"]); !strings.Contains(h, `server = "https://registry-1.docker.io"`) || strings.Contains(h, "[host.") {
+		t.Fatalf("hosts.toml of a mirror without endpoints:\n%s", h)
+	}
+	if r, err := Parse(file, nil); err != nil || len(r.Mirrors) != 0 {
+		t.Fatalf("empty file: %v %v", r, err)
+	}
+}
+
 func TestLoadMissing(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "registries.yaml")
 	if r, err := Load(missing, true); r != nil || err != nil {
