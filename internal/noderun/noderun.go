@@ -399,7 +399,7 @@ func (n *Plan) Phases(log *slog.Logger) (_ []component.Phase, retErr error) {
 				proxy.Close()
 			}
 		}()
-		rc := n.registries.Containerd(proxy.Addrs())
+		rc := n.registries.Containerd(proxy.Endpoints())
 		if err := registries.WriteHosts(node.RegistryConfigDir(n.layout), rc.Hosts); err != nil {
 			return nil, err
 		}
@@ -415,7 +415,7 @@ func (n *Plan) Phases(log *slog.Logger) (_ []component.Phase, retErr error) {
 			BinDir:  n.payload.BinDir,
 			LogFile: n.layout.ContainerdLog(),
 		}, log)}
-		if len(proxy.Addrs()) > 0 {
+		if len(proxy.Endpoints()) > 0 {
 			containerdComponents = append(containerdComponents, proxy)
 		}
 		phases = append(phases,

@@ -55,19 +55,19 @@ type Containerd struct {
 	Auths map[string]Auth
 }
 
-// Containerd renders the registry configuration. proxies[i] is the
-// host:port of the proxy serving Routes()[i].
-func (r *Registries) Containerd(proxies []string) Containerd {
+// Containerd renders the registry configuration. proxies[i] is the proxy
+// serving Routes()[i] (Proxy.Endpoints).
+func (r *Registries) Containerd(proxies []Endpoint) Containerd {
 	out := Containerd{Hosts: map[string][]byte{}, Auths: map[string]Auth{}}
 	if r == nil {
 		return out
 	}
-	proxyOf := map[*url.URL]string{}
+	proxyOf := map[*url.URL]Endpoint{}
 	for i, rt := range r.Routes() {
 		if i < len(proxies) {
 			proxyOf[rt.Endpoint] = proxies[i]
 			if rt.Auth != nil {
-				out.Auths[proxies[i]] = *rt.Auth
+				out.Auths[proxies[i].Addr] = *rt.Auth
 			}
 		}
 	}
@@ -94,8 +94,9 @@ func (r *Registries) Containerd(proxies []string) Containerd {
 		}
 		for _, e := range m.Endpoints {
 			if p, ok := proxyOf[e]; ok {
-				fmt.Fprintf(&b, "\n# %s, through skiff's rewrite proxy\n[host.%s]\n", e, quote("http://"+p))
+				fmt.Fprintf(&b, "\n# %s, through skiff's rewrite proxy\n[host.%s]\n", e, quote("http://"+p.Addr))
 				b.WriteString("  capabilities = [\"pull\", \"resolve\"]\n")
+				fmt.Fprintf(&b, "  [host.%s.header]\n    %s = %s\n", quote("http://"+p.Addr), ProxyHeader, quote(p.Token))
 				continue
 			}
 			fmt.Fprintf(&b, "\n[host.%s]\n", quote(e.String()))

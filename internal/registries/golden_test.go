@@ -27,9 +27,9 @@ func TestGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var proxies []string
+	var proxies []Endpoint
 	for range r.Routes() {
-		proxies = append(proxies, "127.0.0.1:40000")
+		proxies = append(proxies, Endpoint{Addr: "127.0.0.1:40000", Token: "proxy-token"})
 	}
 	c := r.Containerd(proxies)
 	var b strings.Builder

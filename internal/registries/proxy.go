@@ -2,6 +2,9 @@ package registries
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,13 +23,17 @@ import (
 // after mapping the repository name in the path by the mirror's rewrite
 // rules. Everything else (the Authorization header containerd adds with the
 // credentials skiff gives it for the proxy's host, challenges, redirects)
-// passes through unchanged.
+// passes through unchanged. The proxy adds no credentials, and it answers
+// only requests that carry the token containerd is given for it in
+// hosts.toml (ProxyHeader), so that no other local process can use the
+// TLS client certificate it presents to the endpoint.
 //
 // containerd (2.x) has no rewrite rules of its own and its hosts.toml maps
 // hosts, not names, so the rewrite happens here, in skiff, between
 // containerd and the endpoint.
 type Proxy struct {
 	log       *slog.Logger
+	tokens    []string
 	listeners []net.Listener
 	servers   []*http.Server
 	wg        sync.WaitGroup
@@ -43,6 +50,12 @@ func Listen(routes []Route, log *slog.Logger) (*Proxy, error) {
 			p.Close()
 			return nil, fmt.Errorf("registries: TLS for %s: %w", rt.Endpoint, err)
 		}
+		tok := make([]byte, 32)
+		if _, err := rand.Read(tok); err != nil {
+			p.Close()
+			return nil, fmt.Errorf("registries: %w", err)
+		}
+		token := hex.EncodeToString(tok)
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			p.Close()
@@ -51,8 +64,9 @@ func Listen(routes []Route, log *slog.Logger) (*Proxy, error) {
 		transport := http.DefaultTransport.(*http.Transport).Clone()
 		transport.TLSClientConfig = tlsCfg
 		p.listeners = append(p.listeners, l)
+		p.tokens = append(p.tokens, token)
 		p.servers = append(p.servers, &http.Server{
-			Handler:           p.handler(rt, transport),
+			Handler:           p.handler(rt, transport, token),
 			ReadHeaderTimeout: 30 * time.Second,
 			ErrorLog:          slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
 		})
@@ -60,11 +74,21 @@ func Listen(routes []Route, log *slog.Logger) (*Proxy, error) {
 	return p, nil
 }
 
-// Addrs are the listeners' host:port.
-func (p *Proxy) Addrs() []string {
-	var out []string
-	for _, l := range p.listeners {
-		out = append(out, l.Addr().String())
+// ProxyHeader carries a proxy's token from containerd to the proxy.
+const ProxyHeader = "X-Skiff-Registry-Proxy"
+
+// Endpoint is where one route's proxy listens and the token it wants.
+type Endpoint struct {
+	// Addr is host:port on loopback.
+	Addr  string
+	Token string
+}
+
+// Endpoints are the listeners, in the routes' order.
+func (p *Proxy) Endpoints() []Endpoint {
+	var out []Endpoint
+	for i, l := range p.listeners {
+		out = append(out, Endpoint{Addr: l.Addr().String(), Token: p.tokens[i]})
 	}
 	return out
 }
@@ -90,10 +114,10 @@ func RewritePath(path string, rules []Rewrite) string {
 	return "/v2/" + name + "/" + m[2] + m[3]
 }
 
-func (p *Proxy) handler(rt Route, transport http.RoundTripper) http.Handler {
+func (p *Proxy) handler(rt Route, transport http.RoundTripper, token string) http.Handler {
 	base := strings.TrimSuffix(rt.Endpoint.Path, "/")
 	base = strings.TrimSuffix(base, "/v2")
-	return &httputil.ReverseProxy{
+	rp := &httputil.ReverseProxy{
 		Transport: transport,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			path := RewritePath(pr.In.URL.Path, rt.Rewrites)
@@ -111,6 +135,14 @@ func (p *Proxy) handler(rt Route, transport http.RoundTripper) http.Handler {
 			w.WriteHeader(http.StatusBadGateway)
 		},
 	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if subtle.ConstantTimeCompare([]byte(r.Header.Get(ProxyHeader)), []byte(token)) != 1 {
+			http.Error(w, "skiff registry proxy: for skiff's containerd only", http.StatusForbidden)
+			return
+		}
+		r.Header.Del(ProxyHeader)
+		rp.ServeHTTP(w, r)
+	})
 }
 
 // Name, Init, Start, Ready, Stop and Failed make the proxy a node component.

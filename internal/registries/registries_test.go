@@ -106,14 +106,15 @@ configs:
 	if len(routes) != 1 || routes[0].Registry != "registry.example.test" || routes[0].Endpoint.Host != "127.0.0.1:5443" || routes[0].Auth.Auth != "dTpw" {
 		t.Fatalf("routes %+v", routes)
 	}
-	c := r.Containerd([]string{"127.0.0.1:40000"})
+	c := r.Containerd([]Endpoint{{Addr: "127.0.0.1:40000", Token: "t0k"}})
 	if got := strings.Join(sortedKeys(c.Hosts), ","); got != "127.0.0.1:5443,_default,direct.example.com,docker.io,mirror.example.com:5000,registry.example.test" {
 		t.Fatalf("hosts dirs %s", got)
 	}
 	type host struct {
-		Capabilities []string `toml:"capabilities"`
-		CA           string   `toml:"ca"`
-		SkipVerify   bool     `toml:"skip_verify"`
+		Capabilities []string          `toml:"capabilities"`
+		CA           string            `toml:"ca"`
+		SkipVerify   bool              `toml:"skip_verify"`
+		Header       map[string]string `toml:"header"`
 	}
 	type hostsFile struct {
 		Server string          `toml:"server"`
@@ -130,7 +131,7 @@ configs:
 	if h := parse("docker.io"); h.Server != "https://registry-1.docker.io" || h.Host["https://mirror.example.com:5000"].CA != ca || len(h.Host["https://mirror.example.com:5000"].Capabilities) != 2 {
 		t.Fatalf("docker.io: %+v", h)
 	}
-	if h := parse("registry.example.test"); h.Server != "https://registry.example.test" || len(h.Host) != 1 || h.Host["http://127.0.0.1:40000"].Capabilities == nil {
+	if h := parse("registry.example.test"); h.Server != "https://registry.example.test" || len(h.Host) != 1 || h.Host["http://127.0.0.1:40000"].Capabilities == nil || h.Host["http://127.0.0.1:40000"].Header[ProxyHeader] != "t0k" {
 		t.Fatalf("registry.example.test: %+v\n%s", h, c.Hosts["registry.example.test"])
 	}
 	if h := parse("_default"); h.Server != "" || h.Host["http://cache.example.com"].Capabilities == nil {
@@ -215,14 +216,25 @@ func TestProxyRewritesNames(t *testing.T) {
 	}
 	p.Start(t.Context())
 	defer p.Stop()
+	ep := p.Endpoints()[0]
 	for _, path := range []string{"/v2/library/busybox/manifests/1.0", "/v2/other/app/blobs/sha256:ab", "/v2/"} {
-		req, _ := http.NewRequest("GET", "http://"+p.Addrs()[0]+path, nil)
+		req, _ := http.NewRequest("GET", "http://"+ep.Addr+path, nil)
 		req.Header.Set("Authorization", "Basic dTpw")
+		req.Header.Set(ProxyHeader, ep.Token)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
+	}
+	// Without the token the proxy refuses, and nothing reaches the endpoint.
+	resp, err := http.Get("http://" + ep.Addr + "/v2/library/busybox/manifests/1.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("request without the token: %s", resp.Status)
 	}
 	want := []string{"/v2/mirror/library/busybox/manifests/1.0 Basic dTpw", "/v2/other/app/blobs/sha256:ab Basic dTpw", "/v2/ Basic dTpw"}
 	if strings.Join(paths, "|") != strings.Join(want, "|") {
