@@ -57,6 +57,11 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	if err := node.CheckResolvConf(cfg.ResolvConf); err != nil {
 		return err
 	}
+	if !cfg.DisableAgent {
+		if _, err := noderun.LoadRegistries(cfg.Node); err != nil {
+			return err
+		}
+	}
 	kind, err := config.DatastoreKind(cfg.DatastoreEndpoint)
 	if err != nil {
 		return err
