@@ -33,6 +33,7 @@ import (
 	"github.com/skiffkube/skiff/internal/noderun"
 	"github.com/skiffkube/skiff/internal/pki"
 	"github.com/skiffkube/skiff/internal/serverjoin"
+	"github.com/skiffkube/skiff/internal/tokenrotate"
 	"github.com/skiffkube/skiff/internal/tunnel"
 )
 
@@ -66,7 +67,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("finding this server's address: %w; set --node-ip or --advertise-address", err)
 	}
-	if err := controlplane.CheckToken(l, given); err != nil {
+	if given, err = settleGivenToken(cfg, l, kind, given, log); err != nil {
 		return err
 	}
 	// Embedded etcd or kine; a joining server's bootstrap is fetched and
@@ -145,6 +146,8 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		LocalNode:    localNode,
 	}, log)
 	agentJoin := newJoinServer(cfg, l, log)
+	ds := datastore.New(datastore.Config{DataDir: cfg.DataDir, Endpoint: cfg.DatastoreEndpoint,
+		CAFile: cfg.DatastoreCAFile, CertFile: cfg.DatastoreCertFile, KeyFile: cfg.DatastoreKeyFile}, log)
 	sup := supervisor.New(supervisor.Config{
 		Listener:     ln,
 		CertFile:     l.ServingAPIServer().Cert,
@@ -153,9 +156,10 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		ClientCAFile: l.ClientCA().Cert,
 		APIServer:    api.Handler,
 		Routes: map[string]http.Handler{
-			"POST " + join.Path:      agentJoin,
-			"GET " + serverjoin.Path: dsPlan.serverJoinHandler(cfg, l, agentJoin, log),
-			"GET " + tunnel.Path:     tun,
+			"POST " + join.Path:       agentJoin,
+			"GET " + serverjoin.Path:  dsPlan.serverJoinHandler(cfg, l, agentJoin, log),
+			"GET " + tunnel.Path:      tun,
+			"PUT " + tokenrotate.Path: tokenRotateHandler(cfg, l, kind, dsPlan.embedded, ds, log),
 		},
 	}, log)
 	env := &addons.Env{
@@ -185,8 +189,6 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		controllers = append(controllers, scheduler.New(scheduler.Config{Args: plan.SchedulerArgs()}, log))
 	}
 
-	ds := datastore.New(datastore.Config{DataDir: cfg.DataDir, Endpoint: cfg.DatastoreEndpoint,
-		CAFile: cfg.DatastoreCAFile, CertFile: cfg.DatastoreCertFile, KeyFile: cfg.DatastoreKeyFile}, log)
 	phases := []component.Phase{
 		{Name: "datastore", Components: []component.Component{dsPlan.component(ds, log)}},
 		{Name: "certificates", Components: []component.Component{certs}},
