@@ -1,0 +1,151 @@
+package tokenrotate_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/skiffkube/skiff/internal/controlplane"
+	"github.com/skiffkube/skiff/internal/token"
+	"github.com/skiffkube/skiff/internal/tokenrotate"
+)
+
+// server is a data dir with CAs and a token, and the rotation route served
+// over TLS with its serving certificate, as the supervisor serves it.
+func server(t *testing.T) (controlplane.Layout, token.Token, *httptest.Server, []byte) {
+	t.Helper()
+	l := controlplane.Layout{DataDir: filepath.Join(t.TempDir(), "data")}
+	res, err := controlplane.EnsureCertificates(l, controlplane.CertInputs{
+		ClusterDomain: "cluster.local", ServiceCIDR: "10.43.0.0/16", AdvertiseIP: net.ParseIP("127.0.0.1"),
+	}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := controlplane.EnsureToken(l, nil, res.ServerCAPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(&tokenrotate.Handler{Layout: l})
+	cert, err := tlsPair(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.TLS = cert
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return l, tok, srv, res.ServerCAPEM
+}
+
+func tlsPair(l controlplane.Layout) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(l.ServingAPIServer().Cert, l.ServingAPIServer().Key)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}}, nil
+}
+
+func readToken(t *testing.T, l controlplane.Layout) string {
+	t.Helper()
+	b, err := os.ReadFile(l.TokenFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// A rotation with the current token stores the new one in full form and
+// remembers the old one as retired; the old token no longer authenticates
+// a rotation; the same new token again changes nothing.
+func TestRotate(t *testing.T) {
+	l, old, srv, caPEM := server(t)
+	ctx := context.Background()
+
+	resp, err := tokenrotate.Rotate(ctx, srv.URL, caPEM, old, "brand-new-secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := token.Token{CAHash: token.HashCA(caPEM), Username: "server", Secret: "brand-new-secret"}
+	if !resp.Changed || resp.Token != want.String() {
+		t.Fatalf("answer %+v, want the new full token, changed", resp)
+	}
+	if got := readToken(t, l); got != want.String()+"\n" {
+		t.Fatalf("server/token = %q, want %q", got, want.String())
+	}
+	for secret, wantRetired := range map[string]bool{old.Secret: true, want.Secret: false, "other": false} {
+		if got, err := controlplane.IsRetiredToken(l, secret); err != nil || got != wantRetired {
+			t.Errorf("IsRetiredToken(%q) = %v, %v; want %v", secret, got, err, wantRetired)
+		}
+	}
+	info, err := os.Stat(l.RetiredTokensFile())
+	if err != nil || info.Mode().Perm() != 0o600 {
+		t.Fatalf("retired tokens file: %v, %v; want mode 0600", info, err)
+	}
+
+	// The old token is refused.
+	_, err = tokenrotate.Rotate(ctx, srv.URL, caPEM, old, "third-secret")
+	var refused *tokenrotate.RefusedError
+	if !errors.As(err, &refused) || refused.Status != http.StatusUnauthorized {
+		t.Fatalf("rotation with the old token: %v, want 401", err)
+	}
+	// Again with the new token (a retry): nothing changes.
+	resp, err = tokenrotate.Rotate(ctx, srv.URL, caPEM, want, want.String())
+	if err != nil || resp.Changed {
+		t.Fatalf("same token again: %+v, %v; want unchanged", resp, err)
+	}
+}
+
+// A new token that does not parse, or that pins another CA, is refused
+// naming --new-token, and the stored token stays as it was.
+func TestRotateRefusesABadNewToken(t *testing.T) {
+	l, old, srv, caPEM := server(t)
+	before := readToken(t, l)
+	otherCA := "SK10" + strings.Repeat("ab", 32) + "::server:secret"
+	for _, bad := range []string{"", "has space", "SK10nothex::server:x", "a:b", otherCA} {
+		_, err := tokenrotate.Rotate(context.Background(), srv.URL, caPEM, old, bad)
+		var refused *tokenrotate.RefusedError
+		if !errors.As(err, &refused) || refused.Status != http.StatusBadRequest || !strings.HasPrefix(refused.Message, "--new-token") {
+			t.Errorf("new token %q: %v, want 400 naming --new-token", bad, err)
+		}
+		if _, err := tokenrotate.ParseNewToken(bad); bad != otherCA && (err == nil || !strings.HasPrefix(err.Error(), "--new-token: ")) {
+			t.Errorf("ParseNewToken(%q) = %v, want an error naming --new-token", bad, err)
+		}
+	}
+	if got := readToken(t, l); got != before {
+		t.Fatal("a refused rotation changed server/token")
+	}
+	if _, err := os.Stat(l.RetiredTokensFile()); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a refused rotation wrote %s: %v", l.RetiredTokensFile(), err)
+	}
+}
+
+// The retired list keeps the last few tokens.
+func TestRetiredTokensAreBounded(t *testing.T) {
+	l := controlplane.Layout{DataDir: t.TempDir()}
+	for _, s := range []string{"s1", "s2", "s3", "s4", "s5", "s6"} {
+		if err := controlplane.RetireToken(l, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, _ := os.ReadFile(l.RetiredTokensFile())
+	if n := bytes.Count(b, []byte("\n")); n != 5 {
+		t.Fatalf("%d retired hashes kept, want 5", n)
+	}
+	if ok, _ := controlplane.IsRetiredToken(l, "s1"); ok {
+		t.Error("the oldest retired token is still remembered")
+	}
+	if ok, _ := controlplane.IsRetiredToken(l, "s6"); !ok {
+		t.Error("the newest retired token is forgotten")
+	}
+	if bytes.Contains(b, []byte("s6")) {
+		t.Error("the retired tokens file holds a secret in the clear")
+	}
+}

@@ -1,0 +1,143 @@
+package e2e
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/skiffkube/skiff/test/e2e/multinode"
+)
+
+// TestTokenRotate rotates the server token of a server with an agent that
+// joined with the old token: a malformed --new-token is refused naming the
+// flag and changes nothing; after the rotation a new agent with the old
+// token is refused with a clear error and one with the new token joins; the
+// old agent restarts on the same data dir, still given the old token, and
+// its node is Ready again; the server, restarted with its --token still the
+// old one, starts on the new one and says to update the flag.
+func TestTokenRotate(t *testing.T) {
+	skiffBin(t)
+	requireRoot(t)
+	if testing.Short() {
+		t.Skip("token rotation: root end-to-end test")
+	}
+	if err := multinode.Check(); err != nil {
+		t.Skip(err)
+	}
+	nw, err := multinode.NewNetwork("sktok", "10.93.0.1/24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nw.Cleanup)
+	gw := nw.Gateway.String()
+
+	const oldSecret = "the-old-cluster-secret"
+	s := newServer(t, "--advertise-address", gw, "--token", oldSecret)
+	s.Start()
+	oldTok := readToken(t, s.DataDir)
+	serverURL := "https://" + net.JoinHostPort(gw, strconv.Itoa(s.Port))
+	ctx := context.Background()
+	c := s.Client()
+	nodeReadyEventually := func(name string) {
+		t.Helper()
+		eventually(t, 2*time.Minute, func() (string, error) {
+			n, err := c.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return "", err
+			}
+			if !nodeReady(n) {
+				return name + " not Ready", errNotYet
+			}
+			return "", nil
+		})
+	}
+	addNode := func(name string) *multinode.Node {
+		t.Helper()
+		nd, err := nw.AddNode(name, filepath.Join(t.TempDir(), name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return nd
+	}
+
+	old := addNode("old-agent")
+	a := startNSAgent(t, old, "--server", serverURL, "--token", oldTok)
+	a.waitFor(t, "skiff agent ready in", 3*time.Minute)
+	nodeReadyEventually("old-agent")
+
+	rotate := func(newToken string) (string, error) {
+		return runToExit(t, time.Minute, "token", "rotate", "--server", s.URL(), "--data-dir", s.DataDir, "--new-token", newToken)
+	}
+
+	// A new token that does not parse: one line naming the flag, nothing
+	// changed.
+	out, err := rotate("not a token")
+	if err == nil || !strings.Contains(out, "--new-token") || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+		t.Fatalf("malformed --new-token: %v, want one line naming the flag:\n%s", err, out)
+	}
+	if got := readToken(t, s.DataDir); got != oldTok {
+		t.Fatal("a refused rotation changed server/token")
+	}
+	if _, err := os.Stat(filepath.Join(s.DataDir, "server", "token-retired")); !os.IsNotExist(err) {
+		t.Fatalf("a refused rotation wrote server/token-retired: %v", err)
+	}
+
+	out, err = rotate("the-new-cluster-secret")
+	if err != nil {
+		t.Fatalf("token rotate: %v\n%s", err, out)
+	}
+	newTok := readToken(t, s.DataDir)
+	if !strings.HasSuffix(newTok, "::server:the-new-cluster-secret") || !strings.Contains(out, newTok) {
+		t.Fatalf("after the rotation server/token is %q; the command printed:\n%s", newTok, out)
+	}
+	if !strings.Contains(out, "update --token") {
+		t.Errorf("the command does not say to update --token:\n%s", out)
+	}
+
+	// New joins: the old token is refused, the new one joins.
+	fresh := addNode("new-agent")
+	out = runNSAgentToExit(t, fresh, "--server", serverURL, "--token", oldTok)
+	if !strings.Contains(out, "token not accepted") {
+		t.Fatalf("a new agent with the old token: no clear refusal:\n%s", out)
+	}
+	b := startNSAgent(t, fresh, "--server", serverURL, "--token", newTok)
+	b.waitFor(t, "skiff agent ready in", 3*time.Minute)
+	nodeReadyEventually("new-agent")
+
+	// The old agent restarts with the old token in its config: it comes
+	// back on its node certificate.
+	_ = a.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-a.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the old agent did not stop 30s after SIGINT")
+	}
+	a2 := startNSAgent(t, old, "--server", serverURL, "--token", oldTok)
+	a2.waitFor(t, "skiff agent ready in", 3*time.Minute)
+	nodeReadyEventually("old-agent")
+	if !strings.Contains(s.Output(), "node certificate") {
+		t.Errorf("the server did not log the old agent's rejoin with its node certificate:\n%s", s.Output())
+	}
+
+	// The server restarts with --token still the old one: it runs on the
+	// new token and says to update the flag.
+	s.Stop()
+	s.Start()
+	if !strings.Contains(s.Output(), "skiff token rotate") {
+		t.Errorf("the restarted server does not say its --token was rotated away:\n%s", s.Output())
+	}
+	if got := readToken(t, s.DataDir); got != newTok {
+		t.Fatalf("after the restart server/token is %q, want the new token", got)
+	}
+	out = runNSAgentToExit(t, addNode("late-agent"), "--server", serverURL, "--token", oldTok)
+	if !strings.Contains(out, "token not accepted") {
+		t.Fatalf("after the server restart, an agent with the old token: no clear refusal:\n%s", out)
+	}
+}
