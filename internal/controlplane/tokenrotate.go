@@ -112,3 +112,6 @@ func CheckTokenPin(l Layout, given *token.Token) error {
 	}
 	return checkGiven(l, given, caPEM, nil)
 }
+
+// StoredToken is the data dir's server token, nil when there is none.
+func StoredToken(l Layout) (*token.Token, error) { return readStoredToken(l) }

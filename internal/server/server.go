@@ -148,6 +148,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	agentJoin := newJoinServer(cfg, l, log)
 	ds := datastore.New(datastore.Config{DataDir: cfg.DataDir, Endpoint: cfg.DatastoreEndpoint,
 		CAFile: cfg.DatastoreCAFile, CertFile: cfg.DatastoreCertFile, KeyFile: cfg.DatastoreKeyFile}, log)
+	rotation, rotationFollower := tokenRotation(cfg, l, kind, dsPlan.embedded, ds, log)
 	sup := supervisor.New(supervisor.Config{
 		Listener:     ln,
 		CertFile:     l.ServingAPIServer().Cert,
@@ -159,7 +160,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 			"POST " + join.Path:       agentJoin,
 			"GET " + serverjoin.Path:  dsPlan.serverJoinHandler(cfg, l, agentJoin, log),
 			"GET " + tunnel.Path:      tun,
-			"PUT " + tokenrotate.Path: tokenRotateHandler(cfg, l, kind, dsPlan.embedded, ds, log),
+			"PUT " + tokenrotate.Path: rotation,
 		},
 	}, log)
 	env := &addons.Env{
@@ -179,6 +180,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	}
 	controllers := append([]component.Component{sup}, addonParts.Server...)
 	controllers = append(controllers, dsPlan.controllers(l, log)...)
+	controllers = append(controllers, rotationFollower...)
 	if snap := snapshotComponent(cfg, l, serverName(localNode), log); snap != nil {
 		controllers = append(controllers, snap)
 	}

@@ -3,10 +3,13 @@ package server
 import (
 	"log/slog"
 
-	"github.com/skiffkube/skiff/internal/bootstrap"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/skiffkube/skiff/internal/component"
 	"github.com/skiffkube/skiff/internal/config"
 	"github.com/skiffkube/skiff/internal/controlplane"
 	"github.com/skiffkube/skiff/internal/datastore"
+	"github.com/skiffkube/skiff/internal/datastore/etcd"
 	"github.com/skiffkube/skiff/internal/token"
 	"github.com/skiffkube/skiff/internal/tokenrotate"
 )
@@ -46,18 +49,26 @@ func settleGivenToken(cfg *config.Server, l controlplane.Layout, kind string, gi
 	return given, controlplane.CheckToken(l, given)
 }
 
-// tokenRotateHandler serves `skiff token rotate`; on an external datastore
-// it reseals the bootstrap data there.
-func tokenRotateHandler(cfg *config.Server, l controlplane.Layout, kind string, embedded bool, ds *datastore.Kine, log *slog.Logger) *tokenrotate.Handler {
+// tokenRotation serves `skiff token rotate` and, where several servers
+// share the datastore (embedded etcd, or an external one), follows a
+// rotation done on another server: the route's handler and the follower
+// component (none on SQLite).
+func tokenRotation(cfg *config.Server, l controlplane.Layout, kind string, embedded bool, ds *datastore.Kine, log *slog.Logger) (*tokenrotate.Handler, []component.Component) {
 	h := &tokenrotate.Handler{Layout: l, Log: log}
-	if !embedded && externalDatastore(cfg, kind) {
-		h.Datastore = func() (bootstrap.KV, func(), error) {
-			c, err := ds.Client()
+	switch {
+	case embedded:
+		h.Datastore = func() (*clientv3.Client, error) {
+			cc, err := etcd.ClientConfig(l)
 			if err != nil {
-				return nil, nil, err
+				return nil, err
 			}
-			return bootstrap.EtcdKV(c), func() { _ = c.Close() }, nil
+			return clientv3.New(cc)
 		}
+	case externalDatastore(cfg, kind):
+		h.Datastore = ds.Client
+		h.Sealed = true
+	default:
+		return h, nil
 	}
-	return h
+	return h, []component.Component{&tokenrotate.Follower{Handler: h}}
 }

@@ -28,7 +28,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/skiffkube/skiff/internal/bootstrap"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/skiffkube/skiff/internal/controlplane"
 	"github.com/skiffkube/skiff/internal/token"
 )
@@ -53,11 +54,14 @@ type Response struct {
 // Handler serves Path.
 type Handler struct {
 	Layout controlplane.Layout
-	// Datastore, when set, opens the external datastore that holds the
-	// sealed bootstrap data (nil for SQLite and embedded etcd); the
-	// returned func closes it.
-	Datastore func() (bootstrap.KV, func(), error)
-	Log       *slog.Logger
+	// Datastore, when set, connects to the datastore the cluster's
+	// servers share (embedded etcd, or an external one); nil for SQLite.
+	// The caller closes the client.
+	Datastore func() (*clientv3.Client, error)
+	// Sealed is true when the datastore holds the cluster's bootstrap data
+	// sealed with the token (an external datastore).
+	Sealed bool
+	Log    *slog.Logger
 
 	mu sync.Mutex
 }
@@ -123,19 +127,8 @@ func (h *Handler) rotate(r *http.Request) (*Response, error) {
 		return &Response{Token: current.String()}, nil
 	}
 	if h.Datastore != nil {
-		kv, closeKV, err := h.Datastore()
-		if err != nil {
-			return nil, fmt.Errorf("token: datastore: %w", err)
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
-		res, err := bootstrap.Reseal(ctx, kv, l, current.Secret, next)
-		cancel()
-		closeKV()
-		if err != nil {
-			return nil, fmt.Errorf("token: resealing the bootstrap data: %w", err)
-		}
-		if h.Log != nil && !res.AlreadyRotated {
-			h.Log.Info("resealed the bootstrap data in the datastore with the new token", "component", "token")
+		if err := h.shareRotation(r.Context(), current, next); err != nil {
+			return nil, err
 		}
 	}
 	// The old token's hash first: should the token write fail, the

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -14,7 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
+	"github.com/skiffkube/skiff/internal/bootstrap"
 	"github.com/skiffkube/skiff/internal/controlplane"
+	"github.com/skiffkube/skiff/internal/datastore"
 	"github.com/skiffkube/skiff/internal/token"
 	"github.com/skiffkube/skiff/internal/tokenrotate"
 )
@@ -147,5 +153,110 @@ func TestRetiredTokensAreBounded(t *testing.T) {
 	}
 	if bytes.Contains(b, []byte("s6")) {
 		t.Error("the retired tokens file holds a secret in the clear")
+	}
+}
+
+// Two servers share a datastore (kine, as on an external one): a rotation
+// on the first reseals the bootstrap data and leaves the record; the
+// second server's follower takes the new token without a restart; a
+// server two rotations behind is told so and keeps its token.
+func TestRotationReachesTheOtherServers(t *testing.T) {
+	logrus.SetOutput(io.Discard)
+	dir, err := os.MkdirTemp("", "sktr-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	k := datastore.New(datastore.Config{DataDir: dir}, slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	if err := k.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k.Stop() })
+
+	l1, old, srv, caPEM := server(t)
+	// The first server's bootstrap data, sealed with the token, as the
+	// bootstrap phase stores it.
+	d, err := bootstrap.Collect(l1, bootstrap.Settings{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob, err := bootstrap.Seal(d, old.Secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := k.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Put(ctx, bootstrap.StorageKey, string(blob)); err != nil {
+		t.Fatal(err)
+	}
+	h1 := srv.Config.Handler.(*tokenrotate.Handler)
+	h1.Datastore, h1.Sealed = k.Client, true
+
+	// The second server: the same bootstrap files (CA, token).
+	l2 := controlplane.Layout{DataDir: filepath.Join(t.TempDir(), "data2")}
+	if err := d.Write(l2); err != nil {
+		t.Fatal(err)
+	}
+	h2 := &tokenrotate.Handler{Layout: l2, Datastore: k.Client}
+	f := &tokenrotate.Follower{Handler: h2}
+	if err := f.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Stop() })
+
+	resp, err := tokenrotate.Rotate(ctx, srv.URL, caPEM, old, "rotated-once")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Get(ctx, bootstrap.StorageKey)
+	if err != nil || len(got.Kvs) != 1 {
+		t.Fatal(got, err)
+	}
+	if _, err := bootstrap.Open(got.Kvs[0].Value, "rotated-once"); err != nil {
+		t.Fatalf("the bootstrap data does not open with the new token: %v", err)
+	}
+	// The follower takes it: wait for the file to change.
+	deadline := time.Now().Add(time.Minute)
+	for readToken(t, l2) != resp.Token+"\n" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the second server still holds %q a minute after the rotation", readToken(t, l2))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if ok, _ := controlplane.IsRetiredToken(l2, old.Secret); !ok {
+		t.Error("the second server did not retire the old token")
+	}
+
+	// A third server still on the first token, after two rotations: told
+	// it is behind, token unchanged.
+	l3 := controlplane.Layout{DataDir: filepath.Join(t.TempDir(), "data3")}
+	if err := d.Write(l3); err != nil {
+		t.Fatal(err)
+	}
+	next := token.Token{CAHash: token.HashCA(caPEM), Username: "server", Secret: "rotated-once"}
+	if _, err := tokenrotate.Rotate(ctx, srv.URL, caPEM, next, "rotated-twice"); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := c.Get(ctx, tokenrotate.RecordKey)
+	if err != nil || len(rec.Kvs) != 1 {
+		t.Fatal(rec, err)
+	}
+	h3 := &tokenrotate.Handler{Layout: l3}
+	if _, err := h3.Follow(rec.Kvs[0].Value); !errors.Is(err, tokenrotate.ErrBehind) {
+		t.Fatalf("a server two rotations behind: %v, want ErrBehind", err)
+	}
+	if readToken(t, l3) != old.String()+"\n" {
+		t.Fatal("a server that is behind changed its token")
+	}
+	// The first server, on the current token: nothing to do.
+	if changed, err := h1.Follow(rec.Kvs[0].Value); err != nil || changed {
+		t.Fatalf("the rotating server following its own record: %v, %v", changed, err)
 	}
 }
