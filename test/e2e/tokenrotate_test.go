@@ -141,3 +141,60 @@ func TestTokenRotate(t *testing.T) {
 		t.Fatalf("after the server restart, an agent with the old token: no clear refusal:\n%s", out)
 	}
 }
+
+// TestTokenRotateEmbeddedEtcd rotates the token on one of two servers on
+// embedded etcd: the other takes the new token from the datastore without
+// a restart and refuses a server joining with the old one; restarted with
+// its --token still the old one, it starts on the new one.
+func TestTokenRotateEmbeddedEtcd(t *testing.T) {
+	skiffBin(t)
+	requireRoot(t)
+	if testing.Short() {
+		t.Skip("token rotation: root end-to-end test")
+	}
+	if err := multinode.Check(); err != nil {
+		t.Skip(err)
+	}
+	nw, err := multinode.NewNetwork("sktoke", "10.94.0.1/24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nw.Cleanup)
+	nodes := map[string]*multinode.Node{}
+	for _, name := range []string{"s1", "s2", "s3"} {
+		nd, err := nw.AddNode(name, filepath.Join(t.TempDir(), name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes[name] = nd
+	}
+	light := append([]string{"--disable-agent"}, serverLightArgs...)
+	s1 := startNSServer(t, nodes["s1"], append([]string{"--cluster-init"}, light...)...)
+	oldTok := readToken(t, s1.DataDir())
+	s2 := startNSServer(t, nodes["s2"], append([]string{"--server", s1.URL(), "--token", oldTok}, light...)...)
+
+	out, err := runToExit(t, time.Minute, "token", "rotate", "--server", s1.URL(), "--data-dir", s1.DataDir(), "--new-token", "rotated-on-s1")
+	if err != nil {
+		t.Fatalf("token rotate: %v\n%s", err, out)
+	}
+	newTok := readToken(t, s1.DataDir())
+	if !strings.HasSuffix(newTok, "::server:rotated-on-s1") {
+		t.Fatalf("s1's token after the rotation: %q", newTok)
+	}
+	// s2 follows: it logs taking the token, and its file is the new one.
+	if err := s2.waitFor("took the server token rotated on another server", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if got := readToken(t, s2.DataDir()); got != newTok {
+		t.Fatalf("s2's token after the rotation on s1: %q, want %q", got, newTok)
+	}
+	if out := runNSServerToExit(t, nodes["s3"], time.Minute, append([]string{"--server", s2.URL(), "--token", oldTok}, light...)...); !strings.Contains(out, "token not accepted") {
+		t.Fatalf("a server joining s2 with the old token: no clear refusal:\n%s", out)
+	}
+
+	s2.Stop()
+	s2.Restart()
+	if !strings.Contains(s2.Output(), "skiff token rotate") {
+		t.Errorf("s2, restarted with the old --token, does not say it was rotated away:\n%s", s2.Output())
+	}
+}
