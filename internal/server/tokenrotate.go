@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -71,4 +73,41 @@ func tokenRotation(cfg *config.Server, l controlplane.Layout, kind string, embed
 		return h, nil
 	}
 	return h, []component.Component{&tokenrotate.Follower{Handler: h}}
+}
+
+// rotatedToken is the token that replaced previous, from the datastore's
+// rotation record: how a server on an external datastore that was down
+// during `skiff token rotate` opens the re-sealed bootstrap data. Only for
+// a server of the cluster (previous is its stored token): a new server
+// given the old token is refused.
+func rotatedToken(ctx context.Context, c *clientv3.Client, l controlplane.Layout, previous string) (token.Token, bool) {
+	stored, err := controlplane.StoredToken(l)
+	if previous == "" || err != nil || stored == nil || stored.Secret != previous {
+		return token.Token{}, false
+	}
+	resp, err := c.Get(ctx, tokenrotate.RecordKey)
+	if err != nil || len(resp.Kvs) != 1 {
+		return token.Token{}, false
+	}
+	next, err := tokenrotate.TokenFromRecord(l, resp.Kvs[0].Value, previous)
+	return next, err == nil
+}
+
+// tookRotatedToken follows up a start on a token rotated while this server
+// was down: the bootstrap data (written by now) holds the new token; the
+// previous one is retired, and a --token that still says it is replaced
+// for the rest of start-up, with a warning.
+func (b *externalBootstrap) tookRotatedToken(previous, next string) error {
+	if err := controlplane.RetireToken(b.layout, previous); err != nil {
+		return err
+	}
+	stored, err := controlplane.StoredToken(b.layout)
+	if err != nil || stored == nil || stored.Secret != next {
+		return fmt.Errorf("bootstrap: the datastore's bootstrap data does not hold the rotated token")
+	}
+	if b.given != nil {
+		*b.given = *stored
+	}
+	b.log.Warn("the server token was rotated while this server was down: took the new one from the datastore; update --token to the one in <data-dir>/server/token", "file", b.layout.TokenFile())
+	return nil
 }

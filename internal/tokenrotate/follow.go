@@ -115,16 +115,9 @@ func (h *Handler) Follow(value []byte) (changed bool, err error) {
 	if _, err := bootstrap.Open(rec.Current, stored.Secret); err == nil {
 		return false, nil
 	}
-	d, err := bootstrap.Open(rec.FromPrevious, stored.Secret)
-	if errors.Is(err, bootstrap.ErrWrongToken) {
-		return false, ErrBehind
-	}
+	next, err := nextToken(h.Layout, rec, stored.Secret)
 	if err != nil {
 		return false, err
-	}
-	next, err := token.Parse(string(d.Files[tokenRel(h.Layout)]))
-	if err != nil {
-		return false, fmt.Errorf("token: the rotation record's token: %w", err)
 	}
 	caPEM, err := os.ReadFile(h.Layout.ServerCA().Cert)
 	if err != nil {
@@ -140,6 +133,31 @@ func (h *Handler) Follow(value []byte) (changed bool, err error) {
 		return false, fmt.Errorf("token: %w", err)
 	}
 	return true, nil
+}
+
+// TokenFromRecord is the token a rotation record (RecordKey's value)
+// replaced previous with; ErrBehind when the record is not for previous.
+func TokenFromRecord(l controlplane.Layout, value []byte, previous string) (token.Token, error) {
+	var rec record
+	if err := json.Unmarshal(value, &rec); err != nil {
+		return token.Token{}, fmt.Errorf("token: malformed %s: %w", RecordKey, err)
+	}
+	return nextToken(l, rec, previous)
+}
+
+func nextToken(l controlplane.Layout, rec record, previous string) (token.Token, error) {
+	d, err := bootstrap.Open(rec.FromPrevious, previous)
+	if errors.Is(err, bootstrap.ErrWrongToken) {
+		return token.Token{}, ErrBehind
+	}
+	if err != nil {
+		return token.Token{}, err
+	}
+	next, err := token.Parse(string(d.Files[tokenRel(l)]))
+	if err != nil {
+		return token.Token{}, fmt.Errorf("token: the rotation record's token: %w", err)
+	}
+	return next, nil
 }
 
 // Follower is the server component that takes a rotation done on another

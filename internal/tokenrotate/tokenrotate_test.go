@@ -13,10 +13,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/sirupsen/logrus"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/skiffkube/skiff/internal/bootstrap"
 	"github.com/skiffkube/skiff/internal/controlplane"
@@ -136,7 +138,7 @@ func TestRotateRefusesABadNewToken(t *testing.T) {
 // The retired list keeps the last few tokens.
 func TestRetiredTokensAreBounded(t *testing.T) {
 	l := controlplane.Layout{DataDir: t.TempDir()}
-	for _, s := range []string{"s1", "s2", "s3", "s4", "s5", "s6"} {
+	for _, s := range []string{"secret-1", "secret-2", "secret-3", "secret-4", "secret-5", "secret-6"} {
 		if err := controlplane.RetireToken(l, s); err != nil {
 			t.Fatal(err)
 		}
@@ -145,15 +147,59 @@ func TestRetiredTokensAreBounded(t *testing.T) {
 	if n := bytes.Count(b, []byte("\n")); n != 5 {
 		t.Fatalf("%d retired hashes kept, want 5", n)
 	}
-	if ok, _ := controlplane.IsRetiredToken(l, "s1"); ok {
+	if ok, _ := controlplane.IsRetiredToken(l, "secret-1"); ok {
 		t.Error("the oldest retired token is still remembered")
 	}
-	if ok, _ := controlplane.IsRetiredToken(l, "s6"); !ok {
+	if ok, _ := controlplane.IsRetiredToken(l, "secret-6"); !ok {
 		t.Error("the newest retired token is forgotten")
 	}
-	if bytes.Contains(b, []byte("s6")) {
+	if bytes.Contains(b, []byte("secret-")) {
 		t.Error("the retired tokens file holds a secret in the clear")
 	}
+}
+
+var kine struct {
+	once sync.Once
+	k    *datastore.Kine
+	dir  string
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if kine.k != nil {
+		_ = kine.k.Stop()
+	}
+	if kine.dir != "" {
+		_ = os.RemoveAll(kine.dir)
+	}
+	os.Exit(code)
+}
+
+// sharedKine is kine on SQLite in a temp dir, one per test process: kine
+// registers its metrics once per process. It stops when the process ends.
+func sharedKine(t *testing.T) *datastore.Kine {
+	t.Helper()
+	kine.once.Do(func() {
+		logrus.SetOutput(io.Discard)
+		// Short: kine's unix socket path must fit in 108 bytes.
+		dir, err := os.MkdirTemp("", "sktr-")
+		if err != nil {
+			kine.err = err
+			return
+		}
+		kine.dir = dir
+		k := datastore.New(datastore.Config{DataDir: dir}, slog.New(slog.DiscardHandler))
+		kine.k = k
+		if kine.err = k.Init(context.Background()); kine.err != nil {
+			return
+		}
+		kine.err = k.Start(context.Background())
+	})
+	if kine.err != nil {
+		t.Fatal(kine.err)
+	}
+	return kine.k
 }
 
 // Two servers share a datastore (kine, as on an external one): a rotation
@@ -161,21 +207,12 @@ func TestRetiredTokensAreBounded(t *testing.T) {
 // second server's follower takes the new token without a restart; a
 // server two rotations behind is told so and keeps its token.
 func TestRotationReachesTheOtherServers(t *testing.T) {
-	logrus.SetOutput(io.Discard)
-	dir, err := os.MkdirTemp("", "sktr-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	k := datastore.New(datastore.Config{DataDir: dir}, slog.New(slog.DiscardHandler))
+	k := sharedKine(t)
 	ctx := context.Background()
-	if err := k.Init(ctx); err != nil {
-		t.Fatal(err)
+	if c, err := k.Client(); err == nil {
+		_, _ = c.Delete(ctx, "/", clientv3.WithPrefix())
+		c.Close()
 	}
-	if err := k.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = k.Stop() })
 
 	l1, old, srv, caPEM := server(t)
 	// The first server's bootstrap data, sealed with the token, as the

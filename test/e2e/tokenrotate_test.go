@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -196,5 +197,77 @@ func TestTokenRotateEmbeddedEtcd(t *testing.T) {
 	s2.Restart()
 	if !strings.Contains(s2.Output(), "skiff token rotate") {
 		t.Errorf("s2, restarted with the old --token, does not say it was rotated away:\n%s", s2.Output())
+	}
+}
+
+// TestTokenRotateExternalDatastore rotates the token of two servers on an
+// external datastore (etcd) while the second is down: the bootstrap data
+// is re-sealed with the new token; the second server, restarted with its
+// --token still the old one, takes the new one from the datastore and
+// starts; a new server given the old token is refused, one given the new
+// token joins.
+func TestTokenRotateExternalDatastore(t *testing.T) {
+	skiffBin(t)
+	requireRoot(t)
+	if testing.Short() {
+		t.Skip("token rotation: root end-to-end test")
+	}
+	if err := multinode.Check(); err != nil {
+		t.Skip(err)
+	}
+	nw, err := multinode.NewNetwork("sktokx", "10.95.0.1/24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nw.Cleanup)
+	endpoint, files := startExternalEtcd(t, nw.Gateway)
+	// Short: kine's socket path must fit in 108 bytes.
+	dir, err := os.MkdirTemp("", "sk-tok-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	addNode := func(name string) *multinode.Node {
+		t.Helper()
+		nd, err := nw.AddNode(name, filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return nd
+	}
+	ds := append([]string{"--datastore-endpoint", endpoint,
+		"--datastore-cafile", files.CA, "--datastore-certfile", files.Cert, "--datastore-keyfile", files.Key,
+		"--disable-agent"}, serverLightArgs...)
+	with := func(args ...string) []string { return append(slices.Clone(ds), args...) }
+
+	s1 := startNSServer(t, addNode("srv1"), ds...)
+	oldTok := readToken(t, s1.DataDir())
+	s2 := startNSServer(t, addNode("srv2"), with("--token", oldTok)...)
+	s2.Stop()
+
+	out, err := runToExit(t, time.Minute, "token", "rotate", "--server", s1.URL(), "--data-dir", s1.DataDir(), "--new-token", "rotated-on-srv1")
+	if err != nil {
+		t.Fatalf("token rotate: %v\n%s", err, out)
+	}
+	newTok := readToken(t, s1.DataDir())
+	if !strings.Contains(s1.Output(), "resealed the bootstrap data in the datastore with the new token") {
+		t.Errorf("srv1 did not log the reseal:\n%s", s1.Output())
+	}
+
+	s2.Restart()
+	if !strings.Contains(s2.Output(), "rotated while this server was down") {
+		t.Errorf("srv2 did not say it took the rotated token:\n%s", s2.Output())
+	}
+	if got := readToken(t, s2.DataDir()); got != newTok {
+		t.Fatalf("srv2's token after its restart: %q, want %q", got, newTok)
+	}
+
+	out = runNSServerToExit(t, addNode("srv3"), 2*time.Minute, with("--token", oldTok)...)
+	if !strings.Contains(out, "the datastore holds a cluster with another token") {
+		t.Fatalf("a new server with the old token: no clear refusal:\n%s", out)
+	}
+	s4 := startNSServer(t, addNode("srv4"), with("--token", newTok)...)
+	if got := readToken(t, s4.DataDir()); got != newTok {
+		t.Fatalf("srv4's token: %q, want %q", got, newTok)
 	}
 }
