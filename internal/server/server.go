@@ -36,6 +36,7 @@ import (
 	"github.com/skiffkube/skiff/internal/noderun"
 	"github.com/skiffkube/skiff/internal/pki"
 	"github.com/skiffkube/skiff/internal/serverjoin"
+	"github.com/skiffkube/skiff/internal/tokenrotate"
 	"github.com/skiffkube/skiff/internal/tunnel"
 )
 
@@ -75,7 +76,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("finding this server's address: %w; set --node-ip or --advertise-address", err)
 	}
-	if err := controlplane.CheckToken(l, given); err != nil {
+	if given, err = settleGivenToken(cfg, l, kind, given, log); err != nil {
 		return err
 	}
 	// Embedded etcd or kine; a joining server's bootstrap is fetched and
@@ -154,6 +155,9 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		LocalNode:    localNode,
 	}, log)
 	agentJoin := newJoinServer(cfg, l, log)
+	ds := datastore.New(datastore.Config{DataDir: cfg.DataDir, Endpoint: cfg.DatastoreEndpoint,
+		CAFile: cfg.DatastoreCAFile, CertFile: cfg.DatastoreCertFile, KeyFile: cfg.DatastoreKeyFile}, log)
+	rotation, rotationFollower := tokenRotation(cfg, l, kind, dsPlan.embedded, ds, log)
 	sup := supervisor.New(supervisor.Config{
 		Listener:     ln,
 		CertFile:     l.ServingAPIServer().Cert,
@@ -162,9 +166,10 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		ClientCAFile: l.ClientCA().Cert,
 		APIServer:    api.Handler,
 		Routes: map[string]http.Handler{
-			"POST " + join.Path:      agentJoin,
-			"GET " + serverjoin.Path: dsPlan.serverJoinHandler(cfg, l, agentJoin, log),
-			"GET " + tunnel.Path:     tun,
+			"POST " + join.Path:       agentJoin,
+			"GET " + serverjoin.Path:  dsPlan.serverJoinHandler(cfg, l, agentJoin, log),
+			"GET " + tunnel.Path:      tun,
+			"PUT " + tokenrotate.Path: rotation,
 		},
 	}, log)
 	env := &addons.Env{
@@ -185,6 +190,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	controllers := append([]component.Component{sup}, addonParts.Server...)
 	controllers = append(controllers, dsPlan.controllers(l, log)...)
 	controllers = append(controllers, datastoreStatus(cfg, plan, log))
+	controllers = append(controllers, rotationFollower...)
 	if snap := snapshotComponent(cfg, l, serverName(localNode), log); snap != nil {
 		controllers = append(controllers, snap)
 	}
@@ -195,8 +201,6 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		controllers = append(controllers, scheduler.New(scheduler.Config{Args: plan.SchedulerArgs()}, log))
 	}
 
-	ds := datastore.New(datastore.Config{DataDir: cfg.DataDir, Endpoint: cfg.DatastoreEndpoint,
-		CAFile: cfg.DatastoreCAFile, CertFile: cfg.DatastoreCertFile, KeyFile: cfg.DatastoreKeyFile}, log)
 	phases := []component.Phase{
 		{Name: "datastore", Components: []component.Component{dsPlan.component(ds, log)}},
 		{Name: "certificates", Components: []component.Component{certs}},
