@@ -13,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -27,12 +28,15 @@ import (
 	"github.com/skiffkube/skiff/internal/controlplane/scheduler"
 	"github.com/skiffkube/skiff/internal/controlplane/supervisor"
 	"github.com/skiffkube/skiff/internal/datastore"
+	"github.com/skiffkube/skiff/internal/datastore/dsstatus"
 	"github.com/skiffkube/skiff/internal/host"
 	"github.com/skiffkube/skiff/internal/join"
+	"github.com/skiffkube/skiff/internal/metrics"
 	"github.com/skiffkube/skiff/internal/node"
 	"github.com/skiffkube/skiff/internal/noderun"
 	"github.com/skiffkube/skiff/internal/pki"
 	"github.com/skiffkube/skiff/internal/serverjoin"
+	"github.com/skiffkube/skiff/internal/tokenrotate"
 	"github.com/skiffkube/skiff/internal/tunnel"
 )
 
@@ -44,6 +48,7 @@ const StopTimeout = 10 * time.Second
 func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	begin := time.Now()
 	l := controlplane.Layout{DataDir: cfg.DataDir}
+	metrics.Register()
 
 	// Everything that can be refused is refused before the first write.
 	given, err := controlplane.GivenToken(cfg)
@@ -55,6 +60,9 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	}
 	if !cfg.DisableAgent {
 		if err := noderun.Preflight(cfg.Node, cfg.ClusterCIDR); err != nil {
+			return err
+		}
+		if _, err := noderun.LoadRegistries(cfg.Node); err != nil {
 			return err
 		}
 	}
@@ -71,7 +79,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("finding this server's address: %w; set --node-ip or --advertise-address", err)
 	}
-	if err := controlplane.CheckToken(l, given); err != nil {
+	if given, err = settleGivenToken(cfg, l, kind, given, log); err != nil {
 		return err
 	}
 	// Embedded etcd or kine; a joining server's bootstrap is fetched and
@@ -150,6 +158,9 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		LocalNode:    localNode,
 	}, log)
 	agentJoin := newJoinServer(cfg, l, log)
+	ds := datastore.New(datastore.Config{DataDir: cfg.DataDir, Endpoint: cfg.DatastoreEndpoint,
+		CAFile: cfg.DatastoreCAFile, CertFile: cfg.DatastoreCertFile, KeyFile: cfg.DatastoreKeyFile}, log)
+	rotation, rotationFollower := tokenRotation(cfg, l, kind, dsPlan.embedded, ds, log)
 	sup := supervisor.New(supervisor.Config{
 		Listener:     ln,
 		CertFile:     l.ServingAPIServer().Cert,
@@ -158,9 +169,10 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		ClientCAFile: l.ClientCA().Cert,
 		APIServer:    api.Handler,
 		Routes: map[string]http.Handler{
-			"POST " + join.Path:      agentJoin,
-			"GET " + serverjoin.Path: dsPlan.serverJoinHandler(cfg, l, agentJoin, log),
-			"GET " + tunnel.Path:     tun,
+			"POST " + join.Path:       agentJoin,
+			"GET " + serverjoin.Path:  dsPlan.serverJoinHandler(cfg, l, agentJoin, log),
+			"GET " + tunnel.Path:      tun,
+			"PUT " + tokenrotate.Path: rotation,
 		},
 	}, log)
 	env := &addons.Env{
@@ -180,6 +192,8 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	}
 	controllers := append([]component.Component{sup}, addonParts.Server...)
 	controllers = append(controllers, dsPlan.controllers(l, log)...)
+	controllers = append(controllers, datastoreStatus(cfg, plan, log))
+	controllers = append(controllers, rotationFollower...)
 	if snap := snapshotComponent(cfg, l, serverName(localNode), log); snap != nil {
 		controllers = append(controllers, snap)
 	}
@@ -190,8 +204,6 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		controllers = append(controllers, scheduler.New(scheduler.Config{Args: plan.SchedulerArgs()}, log))
 	}
 
-	ds := datastore.New(datastore.Config{DataDir: cfg.DataDir, Endpoint: cfg.DatastoreEndpoint,
-		CAFile: cfg.DatastoreCAFile, CertFile: cfg.DatastoreCertFile, KeyFile: cfg.DatastoreKeyFile}, log)
 	phases := []component.Phase{
 		{Name: "datastore", Components: []component.Component{dsPlan.component(ds, log)}},
 		{Name: "certificates", Components: []component.Component{certs}},
@@ -219,13 +231,30 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		phases = append(phases, nodePhases...)
 	}
 	mgr := component.NewManager(log, phases...)
+	mgr.OnPhaseReady(func(phase string) {
+		metrics.StartupPhaseSeconds.WithLabelValues(phase).Set(time.Since(begin).Seconds())
+	})
 	if err := mgr.Start(ctx); err != nil {
 		return err
 	}
+	metrics.StartupPhaseSeconds.WithLabelValues("ready").Set(time.Since(begin).Seconds())
 	log.Info(fmt.Sprintf("skiff server ready in %s", component.FormatDuration(time.Since(begin))),
 		"kubeconfig", cfg.WriteKubeconfig, "url", "https://"+net.JoinHostPort(advertiseIP.String(), strconv.Itoa(cfg.HTTPSListenPort)))
 
 	return mgr.Serve(ctx, StopTimeout)
+}
+
+// datastoreStatus publishes the datastore's size and compaction metrics,
+// reading the datastore the way the apiserver does.
+func datastoreStatus(cfg *config.Server, plan controlplane.Plan, log *slog.Logger) component.Component {
+	c := dsstatus.Config{Endpoints: plan.EtcdServers}
+	switch {
+	case plan.EtcdTLS != nil:
+		c.CAFile, c.CertFile, c.KeyFile = plan.EtcdTLS.CAFile, plan.EtcdTLS.CertFile, plan.EtcdTLS.KeyFile
+	case len(c.Endpoints) > 0 && strings.HasPrefix(c.Endpoints[0], "https://"):
+		c.CAFile, c.CertFile, c.KeyFile = cfg.DatastoreCAFile, cfg.DatastoreCertFile, cfg.DatastoreKeyFile
+	}
+	return dsstatus.New(c, log)
 }
 
 // serverName names this server where servers must be told apart: its node
