@@ -40,6 +40,8 @@ type Config struct {
 	Kubeconfig string
 	// Client, when set, is used instead of Kubeconfig.
 	Client kubernetes.Interface
+	// StatusUpdateFrequency, when set, replaces StatusUpdateFrequency.
+	StatusUpdateFrequency time.Duration
 }
 
 // Controller is the component.
@@ -71,7 +73,11 @@ func (c *Controller) Start(context.Context) error {
 		}
 	}
 	f := informers.NewSharedInformerFactory(client, 0)
-	cnc, err := nodecontroller.NewCloudNodeController(f.Core().V1().Nodes(), client, Provider{}, StatusUpdateFrequency, 1, 1)
+	every := c.cfg.StatusUpdateFrequency
+	if every == 0 {
+		every = StatusUpdateFrequency
+	}
+	cnc, err := nodecontroller.NewCloudNodeController(f.Core().V1().Nodes(), client, Provider{}, every, 1, 1)
 	if err != nil {
 		return fmt.Errorf("cloud-node-controller: %w", err)
 	}

@@ -87,8 +87,17 @@ func TestControllerInitialisesAnnotatedNode(t *testing.T) {
 		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "10.0.0.5"}}},
 	}
 	plain := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "plain"}, Status: corev1.NodeStatus{Addresses: kubeletAddresses()}}
-	client := fake.NewClientset(external, plain)
-	c := New(Config{Client: client}, slog.New(slog.DiscardHandler))
+	// A node registered before it was given --node-external-ip has no
+	// taint: the periodic reconcile gives it its addresses.
+	late := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{Name: "late", Annotations: map[string]string{
+			nodeaddrs.InternalIPAnnotation: "10.0.0.6",
+			nodeaddrs.ExternalIPAnnotation: "203.0.113.10",
+		}},
+		Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "10.0.0.6"}, {Type: corev1.NodeHostName, Address: "late"}}},
+	}
+	client := fake.NewClientset(external, plain, late)
+	c := New(Config{Client: client, StatusUpdateFrequency: 50 * time.Millisecond}, slog.New(slog.DiscardHandler))
 	if err := c.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -119,8 +128,32 @@ func TestControllerInitialisesAnnotatedNode(t *testing.T) {
 	if !slices.Equal(got.Status.Addresses, want) {
 		t.Errorf("addresses %v, want %v", got.Status.Addresses, want)
 	}
+	wantLate := []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "10.0.0.6"}, {Type: corev1.NodeExternalIP, Address: "203.0.113.10"}, {Type: corev1.NodeHostName, Address: "late"}}
+	for {
+		n, err := client.CoreV1().Nodes().Get(ctx, "late", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Equal(n.Status.Addresses, wantLate) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("late node's addresses %v, want %v", n.Status.Addresses, wantLate)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	// After a reconcile round (the late node's addresses came from one),
+	// the kubelet-maintained node is as it was and was never written.
 	p, err := client.CoreV1().Nodes().Get(ctx, "plain", metav1.GetOptions{})
 	if err != nil || !slices.Equal(p.Status.Addresses, kubeletAddresses()) || p.Spec.ProviderID != "" {
 		t.Errorf("kubelet-maintained node changed: %+v, %v", p, err)
+	}
+	for _, a := range client.Actions() {
+		if a.GetVerb() != "get" && a.GetVerb() != "list" && a.GetVerb() != "watch" {
+			if n, ok := a.(interface{ GetName() string }); ok && n.GetName() == "plain" {
+				t.Errorf("the controller wrote the kubelet-maintained node: %v", a)
+			}
+		}
 	}
 }
