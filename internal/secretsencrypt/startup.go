@@ -26,7 +26,11 @@ type Startup struct {
 	First bool
 	// Configured is whether the apiserver is given the config file.
 	Configured bool
-	Log        *slog.Logger
+	// Members, when set, counts the servers of the cluster (embedded
+	// etcd's members): a key made by one server of several would be that
+	// server's alone.
+	Members func(context.Context) (int, error)
+	Log     *slog.Logger
 }
 
 func (s *Startup) Name() string               { return "secrets-encryption" }
@@ -35,8 +39,18 @@ func (s *Startup) Ready() error               { return nil }
 func (s *Startup) Stop() error                { return nil }
 
 // Start writes the first key or refuses a mismatch, naming the flag.
-func (s *Startup) Start(context.Context) error {
+func (s *Startup) Start(ctx context.Context) error {
 	log := s.Log.With("component", "secrets-encrypt")
+	if s.Enable && s.First && !Exists(s.Layout) && s.Members != nil {
+		n, err := s.Members(ctx)
+		if err != nil {
+			return fmt.Errorf("secrets encryption: counting the cluster's servers: %w", err)
+		}
+		if n > 1 {
+			return fmt.Errorf("--secrets-encryption: this cluster of %d servers was started without it, and a key made now would be this server's alone; "+
+				"secrets encryption is chosen when a cluster's first server starts", n)
+		}
+	}
 	if s.Enable && s.First {
 		wrote, err := Ensure(s.Layout, s.Provider, time.Now())
 		if err != nil {

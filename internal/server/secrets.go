@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 
@@ -28,6 +29,12 @@ func secretsEncryption(cfg *config.Server, l controlplane.Layout, p *datastorePl
 		First:      p.kind == "sqlite" || (p.embedded && p.join == nil && cfg.Server == ""),
 		Configured: configured,
 		Log:        log,
+	}
+	if p.embedded {
+		startup.Members = func(ctx context.Context) (int, error) {
+			urls, err := etcd.VoterClientURLs(ctx, l)
+			return len(urls), err
+		}
 	}
 	refuse := ""
 	if !p.embedded && p.kind != "sqlite" {
