@@ -238,4 +238,27 @@ func TestSecretsEncryption(t *testing.T) {
 	if st := status(); !st.Enabled || st.Secrets.WithPrimary == st.Secrets.Total {
 		t.Errorf("after enable: %+v %+v", st, *st.Secrets)
 	}
+	for _, line := range []string{"generated the secrets encryption key", "reencrypted every Secret"} {
+		if !strings.Contains(s.Output(), line) {
+			t.Errorf("the server did not log %q", line)
+		}
+	}
+
+	// A restart without the flag keeps the keys: the stored Secrets stay
+	// readable and new ones are encrypted.
+	s.Stop()
+	s.extra = nil
+	s.Start()
+	if !strings.Contains(s.Output(), "Secrets stay encrypted with the existing keys") {
+		t.Errorf("no note that the keys stay in use:\n%s", s.Output())
+	}
+	if _, err := c.CoreV1().Secrets("default").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "six"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if k := keyOf("default", "six"); k != rotated {
+		t.Errorf("after a restart without the flag, a new Secret has key %q, want %q", k, rotated)
+	}
+	if sec, err := c.CoreV1().Secrets("default").Get(ctx, "five", metav1.GetOptions{}); err != nil || sec.Name != "five" {
+		t.Errorf("reading an encrypted Secret after the restart: %v", err)
+	}
 }
