@@ -13,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -27,8 +28,10 @@ import (
 	"github.com/skiffkube/skiff/internal/controlplane/scheduler"
 	"github.com/skiffkube/skiff/internal/controlplane/supervisor"
 	"github.com/skiffkube/skiff/internal/datastore"
+	"github.com/skiffkube/skiff/internal/datastore/dsstatus"
 	"github.com/skiffkube/skiff/internal/host"
 	"github.com/skiffkube/skiff/internal/join"
+	"github.com/skiffkube/skiff/internal/metrics"
 	"github.com/skiffkube/skiff/internal/node"
 	"github.com/skiffkube/skiff/internal/noderun"
 	"github.com/skiffkube/skiff/internal/pki"
@@ -45,6 +48,7 @@ const StopTimeout = 10 * time.Second
 func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	begin := time.Now()
 	l := controlplane.Layout{DataDir: cfg.DataDir}
+	metrics.Register()
 
 	// Everything that can be refused is refused before the first write.
 	given, err := controlplane.GivenToken(cfg)
@@ -181,6 +185,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	}
 	controllers := append([]component.Component{sup, encrypt}, addonParts.Server...)
 	controllers = append(controllers, dsPlan.controllers(l, log)...)
+	controllers = append(controllers, datastoreStatus(cfg, plan, log))
 	if snap := snapshotComponent(cfg, l, serverName(localNode), log); snap != nil {
 		controllers = append(controllers, snap)
 	}
@@ -218,13 +223,30 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		phases = append(phases, nodePhases...)
 	}
 	mgr := component.NewManager(log, phases...)
+	mgr.OnPhaseReady(func(phase string) {
+		metrics.StartupPhaseSeconds.WithLabelValues(phase).Set(time.Since(begin).Seconds())
+	})
 	if err := mgr.Start(ctx); err != nil {
 		return err
 	}
+	metrics.StartupPhaseSeconds.WithLabelValues("ready").Set(time.Since(begin).Seconds())
 	log.Info(fmt.Sprintf("skiff server ready in %s", component.FormatDuration(time.Since(begin))),
 		"kubeconfig", cfg.WriteKubeconfig, "url", "https://"+net.JoinHostPort(advertiseIP.String(), strconv.Itoa(cfg.HTTPSListenPort)))
 
 	return mgr.Serve(ctx, StopTimeout)
+}
+
+// datastoreStatus publishes the datastore's size and compaction metrics,
+// reading the datastore the way the apiserver does.
+func datastoreStatus(cfg *config.Server, plan controlplane.Plan, log *slog.Logger) component.Component {
+	c := dsstatus.Config{Endpoints: plan.EtcdServers}
+	switch {
+	case plan.EtcdTLS != nil:
+		c.CAFile, c.CertFile, c.KeyFile = plan.EtcdTLS.CAFile, plan.EtcdTLS.CertFile, plan.EtcdTLS.KeyFile
+	case len(c.Endpoints) > 0 && strings.HasPrefix(c.Endpoints[0], "https://"):
+		c.CAFile, c.CertFile, c.KeyFile = cfg.DatastoreCAFile, cfg.DatastoreCertFile, cfg.DatastoreKeyFile
+	}
+	return dsstatus.New(c, log)
 }
 
 // serverName names this server where servers must be told apart: its node
