@@ -71,6 +71,8 @@ type Controller struct {
 	// loaded returns the hash of the config the apiserver runs with;
 	// replaced in tests.
 	loaded func() (string, error)
+	// clientset is the admin's API client; replaced in tests.
+	clientset func() (kubernetes.Interface, error)
 
 	mu      sync.Mutex // serializes operations
 	running bool       // a reencrypt goroutine is running
@@ -87,7 +89,9 @@ func New(cfg Config, log *slog.Logger) *Controller {
 		cfg.StoragePrefix = "/registry"
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Controller{cfg: cfg, log: log.With("component", "secrets-encrypt"), loaded: loadedHash, ctx: ctx, cancel: cancel}
+	c := &Controller{cfg: cfg, log: log.With("component", "secrets-encrypt"), loaded: loadedHash, ctx: ctx, cancel: cancel}
+	c.clientset = c.kubeconfigClient
+	return c
 }
 
 func (c *Controller) Name() string               { return "secrets-encrypt" }
@@ -367,7 +371,9 @@ func rewrite(ctx context.Context, cs kubernetes.Interface, s *corev1.Secret) err
 	return nil
 }
 
-func (c *Controller) client() (kubernetes.Interface, error) {
+func (c *Controller) client() (kubernetes.Interface, error) { return c.clientset() }
+
+func (c *Controller) kubeconfigClient() (kubernetes.Interface, error) {
 	rc, err := clientcmd.BuildConfigFromFlags("", c.cfg.Kubeconfig)
 	if err != nil {
 		return nil, fmt.Errorf("admin kubeconfig %s: %w", c.cfg.Kubeconfig, err)
@@ -375,21 +381,26 @@ func (c *Controller) client() (kubernetes.Interface, error) {
 	return kubernetes.NewForConfig(rc)
 }
 
-// apiservers counts the servers the kubernetes Service lists.
+// apiservers counts the servers the kubernetes Service lists: the
+// addresses of one family (a dual-stack server has one of each).
 func (c *Controller) apiservers(ctx context.Context) (int, error) {
 	cs, err := c.client()
 	if err != nil {
 		return 0, err
 	}
-	slices, err := cs.DiscoveryV1().EndpointSlices(metav1.NamespaceDefault).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=kubernetes"})
+	list, err := cs.DiscoveryV1().EndpointSlices(metav1.NamespaceDefault).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=kubernetes"})
 	if err != nil {
 		return 0, fmt.Errorf("counting the cluster's servers: %w", err)
 	}
-	n := 0
-	for _, s := range slices.Items {
+	perFamily := map[string]int{}
+	for _, s := range list.Items {
 		for _, e := range s.Endpoints {
-			n += len(e.Addresses)
+			perFamily[string(s.AddressType)] += len(e.Addresses)
 		}
+	}
+	n := 0
+	for _, v := range perFamily {
+		n = max(n, v)
 	}
 	return n, nil
 }

@@ -1,9 +1,11 @@
 package secretsencrypt
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +13,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/skiffkube/skiff/internal/controlplane"
 	"github.com/skiffkube/skiff/internal/pki"
@@ -100,5 +108,60 @@ func TestControllerRefusesOnASharedBootstrap(t *testing.T) {
 	c = New(Config{Layout: l, Configured: false}, slog.New(slog.DiscardHandler))
 	if _, err := c.Change(t.Context(), OpPrepare, Request{}); err == nil || !strings.Contains(err.Error(), "start it with --secrets-encryption") {
 		t.Errorf("Change without a config: %v", err)
+	}
+}
+
+func kubernetesSlices(addrs map[discoveryv1.AddressType][]string) *fake.Clientset {
+	var objs []runtime.Object
+	for family, list := range addrs {
+		s := &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Name: "kubernetes-" + strings.ToLower(string(family)), Namespace: "default", Labels: map[string]string{"kubernetes.io/service-name": "kubernetes"}},
+			AddressType: family,
+		}
+		for _, a := range list {
+			s.Endpoints = append(s.Endpoints, discoveryv1.Endpoint{Addresses: []string{a}})
+		}
+		objs = append(objs, s)
+	}
+	return fake.NewClientset(objs...)
+}
+
+// Change applies an operation once the apiserver runs with the new file,
+// on a single server (dual-stack counts once); several servers are refused
+// with nothing changed.
+func TestChangeOnOneServerAndRefusalOnSeveral(t *testing.T) {
+	l := controlplane.Layout{DataDir: t.TempDir()}
+	if _, err := Ensure(l, AESCBC, now); err != nil {
+		t.Fatal(err)
+	}
+	c := New(Config{Layout: l, Provider: AESCBC, Configured: true}, slog.New(slog.DiscardHandler))
+	// The apiserver "loads" whatever the file holds.
+	c.loaded = func() (string, error) {
+		b, err := os.ReadFile(l.EncryptionConfig())
+		return fmt.Sprintf("sha256:%x", sha256.Sum256(b)), err
+	}
+	c.clientset = func() (kubernetes.Interface, error) {
+		return kubernetesSlices(map[discoveryv1.AddressType][]string{
+			discoveryv1.AddressTypeIPv4: {"192.0.2.1"}, discoveryv1.AddressTypeIPv6: {"2001:db8::1"},
+		}), nil
+	}
+	msg, err := c.Change(t.Context(), OpPrepare, Request{})
+	if err != nil || !strings.Contains(msg, "next: skiff secrets-encrypt rotate") {
+		t.Fatalf("prepare on a dual-stack server: %q %v", msg, err)
+	}
+	if s, _ := ReadState(l); s.Stage != StagePrepare {
+		t.Errorf("stage %s after prepare", s.Stage)
+	}
+
+	before, _ := os.ReadFile(l.EncryptionConfig())
+	c.clientset = func() (kubernetes.Interface, error) {
+		return kubernetesSlices(map[discoveryv1.AddressType][]string{discoveryv1.AddressTypeIPv4: {"192.0.2.1", "192.0.2.2"}}), nil
+	}
+	if _, err := c.Change(t.Context(), OpRotate, Request{}); err == nil || !strings.Contains(err.Error(), "the cluster has 2 servers") {
+		t.Errorf("rotate on two servers: %v", err)
+	}
+	after, _ := os.ReadFile(l.EncryptionConfig())
+	if s, _ := ReadState(l); s.Stage != StagePrepare || string(before) != string(after) {
+		t.Errorf("a refused rotate changed something: stage %s", s.Stage)
 	}
 }
