@@ -167,6 +167,8 @@ func (st *Status) Format(w io.Writer) error {
 	switch {
 	case st.Secrets == nil:
 		fmt.Fprintf(w, "Secrets: unknown (%s)\n", st.SecretsError)
+	case st.Secrets.Total == 0:
+		fmt.Fprintln(w, "Secrets: none stored")
 	case st.Secrets.WithPrimary == st.Secrets.Total:
 		fmt.Fprintf(w, "Secrets: all %d stored with the active key\n", st.Secrets.Total)
 	default:
