@@ -160,8 +160,6 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		LocalNode:    localNode,
 	}, log)
 	agentJoin := newJoinServer(cfg, l, log)
-	ds := datastore.New(datastore.Config{DataDir: cfg.DataDir, Endpoint: cfg.DatastoreEndpoint,
-		CAFile: cfg.DatastoreCAFile, CertFile: cfg.DatastoreCertFile, KeyFile: cfg.DatastoreKeyFile}, log)
 	rotation, rotationFollower := tokenRotation(cfg, l, kind, dsPlan.embedded, ds, log)
 	sup := supervisor.New(supervisor.Config{
 		Listener:     ln,
