@@ -7,11 +7,12 @@
 // it starts, and containerd (a child process) inherits the variable. So the
 // server and agent commands Claim the socket before anything starts: the
 // variable is taken out of the process environment and only this package
-// sends to it, at the moments skiff chooses.
+// sends to it, at the moments skiff chooses, with go-systemd's states.
 package sdnotify
 
 import (
 	"log/slog"
+	"net"
 	"os"
 	"sync"
 
@@ -45,27 +46,29 @@ func Ready(log *slog.Logger) { send(log, daemon.SdNotifyReady) }
 // Stopping tells the service manager that a stop has begun (STOPPING=1).
 func Stopping(log *slog.Logger) { send(log, daemon.SdNotifyStopping) }
 
-// send writes one state to the claimed socket through go-systemd, which reads
-// the socket from the environment: the variable is set for the duration of
-// the call only, and go-systemd unsets it again before it sends. A failure
-// is logged, not returned: the service manager's view is not worth stopping
-// the node for.
+// send writes one state to the claimed socket, as go-systemd's SdNotify
+// does, but to the socket Claim kept: SdNotify reads NOTIFY_SOCKET from the
+// environment, and putting it back there for the call would mean glibc's
+// setenv (this binary links cgo) while C code may be reading the
+// environment. A failure is logged, not returned: the service manager's view
+// is not worth stopping the node for.
 func send(log *slog.Logger, state string) {
 	mu.Lock()
-	defer mu.Unlock()
-	if socket == "" {
+	addr := socket
+	mu.Unlock()
+	if addr == "" {
 		return
 	}
-	if err := os.Setenv(EnvSocket, socket); err != nil {
-		log.Warn("cannot notify the service manager", "component", "sdnotify", "state", state, "err", err)
+	// A name starting with '@' is an abstract socket; the net package
+	// handles that prefix itself.
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err == nil {
+		_, err = conn.Write([]byte(state))
+		conn.Close()
+	}
+	if err != nil {
+		log.Warn("cannot notify the service manager", "component", "sdnotify", "socket", addr, "state", state, "err", err)
 		return
 	}
-	sent, err := daemon.SdNotify(true, state)
-	_ = os.Unsetenv(EnvSocket)
-	switch {
-	case err != nil:
-		log.Warn("cannot notify the service manager", "component", "sdnotify", "socket", socket, "state", state, "err", err)
-	case sent:
-		log.Debug("notified the service manager", "component", "sdnotify", "state", state)
-	}
+	log.Debug("notified the service manager", "component", "sdnotify", "state", state)
 }
