@@ -15,7 +15,7 @@
 #   INSTALL_SKIFF_URL          or a URL to download it from (curl or wget),
 #   INSTALL_SKIFF_SHA256         checked against this SHA-256 when given
 #   INSTALL_SKIFF_SKIP_DOWNLOAD=true  keep the binary already in the bin dir
-#                              (also the default when neither of the above is set)
+#                              (also what happens when neither of the above is set)
 #   INSTALL_SKIFF_EXEC         command and flags of the service, split at
 #                              blanks, before the script's own arguments;
 #                              the command is server, or agent when SKIFF_URL is set
@@ -221,20 +221,33 @@ download() {
     fi
 }
 
-install_binary() {
-    mkdir -p "${BIN_DIR}"
-    if [ -n "${INSTALL_SKIFF_BIN:-}" ] && [ -n "${INSTALL_SKIFF_URL:-}" ]; then
+# check_binary_source picks where the binary comes from (BIN_SOURCE: bin,
+# url or keep), refusing what cannot work before anything is written.
+check_binary_source() {
+    if [ "${INSTALL_SKIFF_SKIP_DOWNLOAD:-}" = true ]; then
+        BIN_SOURCE=keep
+    elif [ -n "${INSTALL_SKIFF_BIN:-}" ] && [ -n "${INSTALL_SKIFF_URL:-}" ]; then
         fatal "set INSTALL_SKIFF_BIN or INSTALL_SKIFF_URL, not both"
+    elif [ -n "${INSTALL_SKIFF_BIN:-}" ]; then
+        [ -f "${INSTALL_SKIFF_BIN}" ] || fatal "INSTALL_SKIFF_BIN: ${INSTALL_SKIFF_BIN} is not a file"
+        BIN_SOURCE=bin
+    elif [ -n "${INSTALL_SKIFF_URL:-}" ]; then
+        BIN_SOURCE=url
+    else
+        BIN_SOURCE=keep
     fi
-    if [ -z "${INSTALL_SKIFF_BIN:-}" ] && [ -z "${INSTALL_SKIFF_URL:-}" ]; then
-        [ -x "${SKIFF_BIN}" ] || fatal "no skiff binary: set INSTALL_SKIFF_BIN=/path/to/skiff (or INSTALL_SKIFF_URL=URL); ${SKIFF_BIN} does not exist"
-        if [ "${INSTALL_SKIFF_SKIP_DOWNLOAD:-}" != true ]; then
-            info "keeping ${SKIFF_BIN} (neither INSTALL_SKIFF_BIN nor INSTALL_SKIFF_URL is set)"
-        fi
+    if [ "${BIN_SOURCE}" = keep ] && [ ! -x "${SKIFF_BIN}" ]; then
+        fatal "no skiff binary: set INSTALL_SKIFF_BIN=/path/to/skiff (or INSTALL_SKIFF_URL=URL); ${SKIFF_BIN} does not exist"
+    fi
+}
+
+install_binary() {
+    if [ "${BIN_SOURCE}" = keep ]; then
+        info "keeping ${SKIFF_BIN}"
         return
     fi
-    if [ -n "${INSTALL_SKIFF_BIN:-}" ]; then
-        [ -f "${INSTALL_SKIFF_BIN}" ] || fatal "INSTALL_SKIFF_BIN: ${INSTALL_SKIFF_BIN} is not a file"
+    mkdir -p "${BIN_DIR}"
+    if [ "${BIN_SOURCE}" = bin ]; then
         src=${INSTALL_SKIFF_BIN}
     else
         src=${WORK_DIR}/skiff
@@ -554,6 +567,7 @@ start_service() {
 
 [ "$(id -u)" -eq 0 ] || fatal "run install.sh as root"
 setup_env "$@"
+check_binary_source
 WORK_DIR=$(mktemp -d)
 SUMS_BEFORE=$(installed_sums)
 install_binary

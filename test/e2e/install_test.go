@@ -291,6 +291,15 @@ func TestInstallScript(t *testing.T) {
 			}
 			t.Fatalf("the second run changed the root; output:\n%s", out)
 		}
+		// Without INSTALL_SKIFF_BIN the installed binary is kept: the
+		// same again.
+		out, err = r.install([]string{"INSTALL_SKIFF_BIN="}, "--node-label=skiff.io/installed=yes", "--tls-san", "k8s.example.com")
+		if err != nil || !strings.Contains(out, "keeping "+filepath.Join(r.binDir, "skiff")) {
+			t.Fatalf("install.sh keeping the binary: %v\n%s", err, out)
+		}
+		if third := r.snapshot(); !reflect.DeepEqual(first, third) {
+			t.Fatalf("a run that keeps the binary changed the root; output:\n%s", out)
+		}
 	})
 
 	t.Run("bad input writes nothing", func(t *testing.T) {
