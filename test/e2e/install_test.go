@@ -324,6 +324,34 @@ func TestInstallScript(t *testing.T) {
 		}
 	})
 
+	t.Run("upgrade replaces the binary only", func(t *testing.T) {
+		// Another build: the same binary with a byte more (it still runs).
+		newer := filepath.Join(t.TempDir(), "skiff")
+		data, err := os.ReadFile(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(newer, append(data, '\n'), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		before := r.snapshot()
+		out, err := r.install([]string{"INSTALL_SKIFF_BIN=" + newer}, "--node-label=skiff.io/installed=yes", "--tls-san", "k8s.example.com")
+		if err != nil {
+			t.Fatalf("install.sh with a new binary: %v\n%s", err, out)
+		}
+		after := r.snapshot()
+		skiff := rel(filepath.Join(r.binDir, "skiff"))
+		newSum, _ := fileSHA256(newer)
+		if after[skiff].Content != newSum || after[skiff].Mode != before[skiff].Mode {
+			t.Errorf("the binary was not replaced: %+v", after[skiff])
+		}
+		for p, e := range after {
+			if p != skiff && p != rel(r.binDir) && before[p] != e {
+				t.Errorf("%s changed in an upgrade of the binary: %+v -> %+v", p, before[p], e)
+			}
+		}
+	})
+
 	const token = "SK10aaaa::server:install-test-secret"
 	agentUnit := filepath.Join(r.systemdDir, "skiff-agent.service")
 	t.Run("agent unit", func(t *testing.T) {
