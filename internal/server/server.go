@@ -35,6 +35,7 @@ import (
 	"github.com/skiffkube/skiff/internal/node"
 	"github.com/skiffkube/skiff/internal/noderun"
 	"github.com/skiffkube/skiff/internal/pki"
+	"github.com/skiffkube/skiff/internal/sdnotify"
 	"github.com/skiffkube/skiff/internal/secretsencrypt"
 	"github.com/skiffkube/skiff/internal/serverjoin"
 	"github.com/skiffkube/skiff/internal/tokenrotate"
@@ -241,6 +242,10 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	metrics.StartupPhaseSeconds.WithLabelValues("ready").Set(time.Since(begin).Seconds())
 	log.Info(fmt.Sprintf("skiff server ready in %s", component.FormatDuration(time.Since(begin))),
 		"kubeconfig", cfg.WriteKubeconfig, "url", "https://"+net.JoinHostPort(advertiseIP.String(), strconv.Itoa(cfg.HTTPSListenPort)))
+	// Ready means what the line above says: the API serves, and with an
+	// agent the node is Ready.
+	sdnotify.Ready(log)
+	mgr.BeforeStop(func() { sdnotify.Stopping(log) })
 
 	return mgr.Serve(ctx, StopTimeout)
 }
