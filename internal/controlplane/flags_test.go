@@ -469,3 +469,23 @@ func TestDetectAdvertiseIPInvalidNamesFlag(t *testing.T) {
 		}
 	}
 }
+
+// Secrets encryption gives the apiserver the key file, reloaded on change;
+// without it the apiserver has no encryption config.
+func TestAPIServerArgsSecretsEncryption(t *testing.T) {
+	l := Layout{DataDir: t.TempDir()}
+	p := testPlan(t, l)
+	if containsArg(p.APIServerArgs(), "--encryption-provider-config="+l.EncryptionConfig()) {
+		t.Error("encryption config without EncryptSecrets")
+	}
+	p.EncryptSecrets = true
+	args := p.APIServerArgs()
+	for _, want := range []string{"--encryption-provider-config=" + l.EncryptionConfig(), "--encryption-provider-config-automatic-reload=true"} {
+		if !containsArg(args, want) {
+			t.Errorf("no %s in %v", want, args)
+		}
+	}
+	if l.EncryptionConfig() != filepath.Join(l.CredDir(), "encryption-config.json") {
+		t.Errorf("encryption config at %s, want in the cred dir", l.EncryptionConfig())
+	}
+}

@@ -187,9 +187,8 @@ func Prepare(spec Spec, log *slog.Logger) (*Plan, error) {
 	if err := checkNodePorts(cfg, spec.KubeletAddress); err != nil {
 		return nil, err
 	}
-	// The in-process kubelet tells systemd READY=1 as soon as it runs; skiff is
-	// ready only when the Node is.
-	os.Unsetenv("NOTIFY_SOCKET")
+	// NOTIFY_SOCKET is out of the environment already (sdnotify.Claim): the
+	// in-process kubelet would say READY=1 as soon as it runs.
 	name, err := cfg.ResolveNodeName(os.Hostname)
 	if err != nil {
 		return nil, err

@@ -15,6 +15,7 @@ import (
 	"github.com/skiffkube/skiff/internal/config"
 	"github.com/skiffkube/skiff/internal/controlplane"
 	"github.com/skiffkube/skiff/internal/datastore"
+	"github.com/skiffkube/skiff/internal/secretsencrypt"
 	"github.com/skiffkube/skiff/internal/token"
 )
 
@@ -184,6 +185,12 @@ func (b *externalBootstrap) prepare(staging controlplane.Layout, secret string) 
 	tok, err := controlplane.EnsureToken(staging, given, res.ServerCAPEM)
 	if err != nil {
 		return nil, "", err
+	}
+	if b.cfg.SecretsEncryption {
+		// The cluster's key is made by its first server, with its data.
+		if _, err := secretsencrypt.Ensure(staging, b.cfg.SecretsEncryptionProvider, time.Now()); err != nil {
+			return nil, "", err
+		}
 	}
 	agentToken, err := bootstrap.ReadAgentToken(b.cfg.AgentToken, b.cfg.AgentTokenFile)
 	if err != nil {
