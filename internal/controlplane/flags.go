@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -176,7 +177,7 @@ func (p Plan) APIServerArgs() []string {
 		"service-account-key-file":           l.ServiceAccountPub(),
 		"service-account-signing-key-file":   l.ServiceAccountKey(),
 		"service-cluster-ip-range":           p.Config.ServiceCIDR,
-		"service-node-port-range":            "30000-32767",
+		"service-node-port-range":            cmp.Or(p.Config.ServiceNodePortRange, "30000-32767"),
 		"storage-backend":                    "etcd3",
 		"tls-cert-file":                      l.ServingAPIServer().Cert,
 		"tls-private-key-file":               l.ServingAPIServer().Key,

@@ -145,6 +145,16 @@ func TestAPIServerArgsDefaults(t *testing.T) {
 	}
 }
 
+// --service-node-port-range reaches the apiserver; unset (a Config built
+// without flags) is the apiserver's default range.
+func TestAPIServerArgsNodePortRange(t *testing.T) {
+	p := testPlan(t, Layout{DataDir: t.TempDir()})
+	p.Config.ServiceNodePortRange = ""
+	wantArgs(t, "kube-apiserver", parseArgs(t, p.APIServerArgs()), map[string]string{"service-node-port-range": "30000-32767"})
+	p.Config.ServiceNodePortRange = "20000-22767"
+	wantArgs(t, "kube-apiserver", parseArgs(t, p.APIServerArgs()), map[string]string{"service-node-port-range": "20000-22767"})
+}
+
 func TestAPIServerArgsCustomDomainAndDualStack(t *testing.T) {
 	p := testPlan(t, Layout{DataDir: t.TempDir()})
 	p.Config.ClusterDomain = "corp.example"

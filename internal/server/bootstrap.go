@@ -233,5 +233,8 @@ func settingsOf(cfg *config.Server) bootstrap.Settings {
 		ServiceCIDR:   cfg.ServiceCIDR,
 		ClusterDNS:    cfg.ClusterDNS,
 		ClusterDomain: cfg.ClusterDomain,
+		// The apiservers of one cluster must agree on it (K3s's critical
+		// setting too).
+		ServiceNodePortRange: cfg.ServiceNodePortRange,
 	}
 }

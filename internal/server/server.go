@@ -61,6 +61,9 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		return err
 	}
 	if !cfg.DisableAgent {
+		if err := noderun.Preflight(cfg.Node, cfg.ClusterCIDR); err != nil {
+			return err
+		}
 		if _, err := noderun.LoadRegistries(cfg.Node); err != nil {
 			return err
 		}
