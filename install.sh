@@ -30,6 +30,9 @@
 #   INSTALL_SKIFF_SKIP_START=true    write and enable everything, start nothing
 #   INSTALL_SKIFF_FORCE_RESTART=true restart the service even when nothing changed
 #   SKIFF_URL, SKIFF_TOKEN, SKIFF_TOKEN_FILE   join a server: an agent service
+#   --token/-t, --agent-token, --datastore-endpoint given as flags go into
+#                              the env file as SKIFF_TOKEN, SKIFF_AGENT_TOKEN,
+#                              SKIFF_DATASTORE_ENDPOINT, never into the unit
 #   SKIFF_*, CONTAINERD_*, HTTP(S)_PROXY, NO_PROXY  copied into the env file
 #                              (mode 0600), which the service reads
 set -eu
@@ -430,19 +433,31 @@ remove() {
         fi
     done
 }
-# remove_unmounted removes each dir only when nothing is mounted at or under
-# it any more: a mount killall could not undo (a pod's CSI or NFS volume
-# under /var/lib/kubelet) may be someone else's data.
+# remove_unmounted removes each dir unless something is still mounted under
+# it: a mount killall could not undo (a pod's CSI or NFS volume under
+# /var/lib/kubelet) may be someone else's data. A dir that is a mount point
+# itself (a disk of its own) is emptied and kept.
 remove_unmounted() {
     for path in "\$@"; do
-        if ! mounted=\$(awk -v d="\${path%/}/" 'index(\$2 "/", d) == 1 { m = m (m == "" ? "" : " ") \$2 } END { print m }' /proc/self/mounts); then
+        if [ ! -e "\${path}" ] && [ ! -L "\${path}" ]; then
+            continue
+        fi
+        if ! mounted=\$(awk -v d="\${path%/}/" 'index(\$2, d) == 1 { m = m (m == "" ? "" : " ") \$2 } END { print m }' /proc/self/mounts); then
             echo "skiff uninstall: keeping \${path}: cannot read /proc/self/mounts" >&2
             rc=1
         elif [ -n "\${mounted}" ]; then
             echo "skiff uninstall: keeping \${path}: still mounted under it: \${mounted}" >&2
             rc=1
         else
-            remove "\${path}"
+            echo "removing \${path}"
+            if ! rm -rf \${one_fs:+"\${one_fs}"} -- "\${path}"; then
+                if [ -d "\${path}" ] && [ -z "\$(ls -A "\${path}")" ] &&
+                    awk -v p="\${path%/}" '\$2 == p { found = 1 } END { exit !found }' /proc/self/mounts; then
+                    echo "emptied \${path}; it is a mount point, so it stays"
+                else
+                    failed "removing \${path}"
+                fi
+            fi
         fi
     done
 }
@@ -468,7 +483,7 @@ done
 # The data dir, /var/lib/kubelet and /run/skiff go only when nothing is
 # mounted under them; the data dir only when it is a plain path other than /.
 case "\${SKIFF_DATA_DIR}/" in
-    *//* | */./* | */../*)
+    *//* | */./* | */../* | *[[:space:]\\\\]*)
         echo "skiff uninstall: keeping SKIFF_DATA_DIR='\${SKIFF_DATA_DIR}': not a plain absolute path other than /" >&2
         rc=1
         ;;
