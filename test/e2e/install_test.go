@@ -221,7 +221,8 @@ func (r *installRoot) uninstall(script string, extra ...string) (string, error) 
 // TestInstallScript installs into a test root (INSTALL_SKIFF_BIN_DIR,
 // INSTALL_SKIFF_SYSTEMD_DIR, INSTALL_SKIFF_SKIP_START): the files and their
 // modes, a unit systemd accepts, a second run that changes nothing, an agent
-// unit beside the server's that keeps the token out of the unit, and the
+// unit beside the server's that keeps the token out of the unit, secrets
+// given as flags moved into the env file, and the
 // uninstall scripts that remove all of it and what the node left.
 func TestInstallScript(t *testing.T) {
 	bin := skiffBin(t)
@@ -415,6 +416,40 @@ func TestInstallScript(t *testing.T) {
 			}
 		}
 		verifyUnit(t, analyze, agentUnit)
+	})
+
+	t.Run("secrets as flags go to the env file", func(t *testing.T) {
+		// A root of its own: a server whose every secret is a flag, in
+		// each spelling.
+		s := newInstallRoot(t, bin)
+		out, err := s.install([]string{"INSTALL_SKIFF_EXEC=server --datastore-endpoint postgres://u:db-secret@db:5432/k8s"},
+			"--agent-token=agent-secret", "-ttoken-secret", "--tls-san", "k8s.example.com")
+		if err != nil {
+			t.Fatalf("install.sh: %v\n%s", err, out)
+		}
+		unit := readText(t, filepath.Join(s.systemdDir, "skiff.service"))
+		if !strings.Contains(unit, "\nExecStart="+filepath.Join(s.binDir, "skiff")+" 'server' '--tls-san' 'k8s.example.com'\n") {
+			t.Errorf("unit:\n%s", unit)
+		}
+		envPath := filepath.Join(s.systemdDir, "skiff.service.env")
+		env := readText(t, envPath)
+		for _, line := range []string{
+			"SKIFF_AGENT_TOKEN='agent-secret'",
+			"SKIFF_DATASTORE_ENDPOINT='postgres://u:db-secret@db:5432/k8s'",
+			"SKIFF_TOKEN='token-secret'",
+		} {
+			if !strings.Contains(env, "\n"+line+"\n") {
+				t.Errorf("the env file lacks %s:\n%s", line, env)
+			}
+		}
+		if fi, err := os.Stat(envPath); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("the env file: %v, %v; want mode 0600", fi, err)
+		}
+		for _, secret := range []string{"db-secret", "agent-secret", "token-secret"} {
+			if strings.Contains(out, secret) || strings.Contains(unit, secret) {
+				t.Errorf("%s is in install.sh's output or the unit:\n%s\n%s", secret, out, unit)
+			}
+		}
 	})
 
 	t.Run("uninstall", func(t *testing.T) {
