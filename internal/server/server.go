@@ -19,6 +19,7 @@ import (
 
 	"github.com/skiffkube/skiff/internal/addons"
 	"github.com/skiffkube/skiff/internal/addons/builtin"
+	certrenewal "github.com/skiffkube/skiff/internal/certs"
 	"github.com/skiffkube/skiff/internal/component"
 	"github.com/skiffkube/skiff/internal/config"
 	"github.com/skiffkube/skiff/internal/controlplane"
@@ -173,7 +174,17 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	controllers := append([]component.Component{sup}, addonParts.Server...)
+	// Leaf certificates renewed while running; the admin kubeconfig
+	// embeds a copy of the admin certificate, written again.
+	renewal := certrenewal.NewRenewer(certrenewal.RenewerConfig{
+		DataDir: cfg.DataDir, NodeName: localNode, Kubeconfig: l.AdminKubeconfig(),
+		OnRenewed: func([]string) {
+			if err := writeAdminKubeconfig(cfg, l, certs.serverCAPEM, log); err != nil {
+				log.Error("rewriting the admin kubeconfig after a renewal", "component", "certificates", "err", err)
+			}
+		},
+	}, log)
+	controllers := append([]component.Component{sup, renewal}, addonParts.Server...)
 	controllers = append(controllers, dsPlan.controllers(l, log)...)
 	if snap := snapshotComponent(cfg, l, serverName(localNode), log); snap != nil {
 		controllers = append(controllers, snap)
