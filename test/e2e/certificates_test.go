@@ -1,0 +1,258 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/skiffkube/skiff/internal/atomicfile"
+	"github.com/skiffkube/skiff/internal/pki"
+)
+
+// forgeLeaf replaces the leaf certPath (key keyPath) with one signed by the
+// CA caCert/caKey, with the same subject, SANs, usages and key, that expires
+// at notAfter: a certificate about to expire, as a year of running makes.
+func forgeLeaf(t *testing.T, certPath, caCert, caKey string, notAfter time.Time) {
+	t.Helper()
+	ca, err := pki.LoadCA(caCert, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := pki.ReadCert(certPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: old.Subject.CommonName, Organization: old.Subject.Organization},
+		NotBefore:    time.Now().Add(-time.Hour), NotAfter: notAfter,
+		KeyUsage: old.KeyUsage, ExtKeyUsage: old.ExtKeyUsage, BasicConstraintsValid: true,
+		DNSNames: old.DNSNames, IPAddresses: old.IPAddresses,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, old.PublicKey, ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := atomicfile.Write(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644, 0o700); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func notAfter(t *testing.T, path string) time.Time {
+	t.Helper()
+	c, err := pki.ReadCert(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.NotAfter
+}
+
+// TestCertificateRenewalOnline forges leaf certificates of a running server
+// and agent to expire in 10 days and checks that they are renewed while both
+// run, and that kubectl (a fresh connection), the agent's kubelet and its
+// tunnel keep working without a restart. Then `skiff certificate check`
+// shows the renewed files and `rotate --service` re-issues (and refuses an
+// unknown service).
+func TestCertificateRenewalOnline(t *testing.T) {
+	bin := skiffBin(t)
+	requireRoot(t)
+	s := newServer(t)
+	s.Start()
+	raw, err := os.ReadFile(filepath.Join(s.DataDir, "server", "token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	agentDir := filepath.Join(t.TempDir(), "agent")
+	buildWebImage(t, filepath.Join(agentDir, "agent", "images", "web.tar"))
+	t.Cleanup(func() {
+		if out, err := exec.Command(bin, "killall", "--data-dir", agentDir).CombinedOutput(); err != nil {
+			t.Logf("killall: %v\n%s", err, out)
+		}
+	})
+	lbPort := strconv.Itoa(freePort(t))
+	a := startAgent(t, "--server", s.URL(), "--token", strings.TrimSpace(string(raw)), "--data-dir", agentDir, "--lb-server-port", lbPort)
+	a.waitFor(t, "skiff agent ready in", 2*time.Minute)
+	c := s.Client()
+	pods := deployWeb(t, c, 1)
+	nodeName := pods[0].Spec.NodeName
+	serverPID, agentPID := s.cmd.Process.Pid, a.cmd.Process.Pid
+
+	stls := filepath.Join(s.DataDir, "server", "tls")
+	atls := filepath.Join(agentDir, "agent", "tls")
+	forged := []struct{ cert, caCert, caKey string }{
+		{filepath.Join(stls, "serving-kube-apiserver.crt"), filepath.Join(stls, "server-ca.crt"), filepath.Join(stls, "server-ca.key")},
+		{filepath.Join(stls, "client-admin.crt"), filepath.Join(stls, "client-ca.crt"), filepath.Join(stls, "client-ca.key")},
+		// The agent's kubelet client certificate is its tunnel's too.
+		{filepath.Join(atls, "client-kubelet.crt"), filepath.Join(stls, "client-ca.crt"), filepath.Join(stls, "client-ca.key")},
+		{filepath.Join(atls, "serving-kubelet.crt"), filepath.Join(stls, "server-ca.crt"), filepath.Join(stls, "server-ca.key")},
+	}
+	soon := time.Now().Add(10 * 24 * time.Hour)
+	for _, f := range forged {
+		forgeLeaf(t, f.cert, f.caCert, f.caKey, soon)
+		if d := time.Until(notAfter(t, f.cert)); d > 11*24*time.Hour {
+			t.Fatalf("forging %s: expires in %v", f.cert, d)
+		}
+	}
+	renewedAt := time.Now()
+	// Noticed by the file watch, not by a knob: renewal is due 90 days
+	// before expiry.
+	for _, f := range forged {
+		eventually(t, 2*time.Minute, func() (string, error) {
+			if left := time.Until(notAfter(t, f.cert)); left < 300*24*time.Hour {
+				return "", fmt.Errorf("%s still expires in %v", f.cert, left.Round(time.Hour))
+			}
+			return "", nil
+		})
+	}
+	if !strings.Contains(s.Output(), "certificate renewed") || !strings.Contains(a.out.String(), "certificate renewed") {
+		t.Errorf("no renewal logged; server:\n%s\nagent:\n%s", s.Output(), a.out.String())
+	}
+
+	// The supervisor serves the new certificate on a new connection.
+	servingNow := notAfter(t, forged[0].cert)
+	eventually(t, time.Minute, func() (string, error) {
+		conn, err := tls.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port)), &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			return "", err
+		}
+		defer conn.Close()
+		if got := conn.ConnectionState().PeerCertificates[0].NotAfter; !got.Equal(servingNow) {
+			return "", fmt.Errorf("supervisor serves a certificate valid until %v, the file says %v", got, servingNow)
+		}
+		return "", nil
+	})
+	// kubectl on a fresh connection, with the admin kubeconfig (which
+	// embeds the admin certificate) rewritten.
+	eventually(t, time.Minute, func() (string, error) {
+		kc, err := os.ReadFile(s.Kubeconfig)
+		if err != nil {
+			return "", err
+		}
+		adminPEM, _ := os.ReadFile(forged[1].cert)
+		if !strings.Contains(string(kc), base64.StdEncoding.EncodeToString(adminPEM)) {
+			return "", fmt.Errorf("%s does not embed the renewed admin certificate", s.Kubeconfig)
+		}
+		return s.kubectl("get", "nodes")
+	})
+	// The kubelet: Ready, and its lease renewed after the renewal.
+	eventually(t, 2*time.Minute, func() (string, error) {
+		n, err := c.CoreV1().Nodes().Get(context.Background(), nodeName, metav1.GetOptions{})
+		if err != nil || !nodeReady(n) {
+			return "", fmt.Errorf("node %s not Ready: %v", nodeName, err)
+		}
+		l, err := c.CoordinationV1().Leases("kube-node-lease").Get(context.Background(), nodeName, metav1.GetOptions{})
+		if err != nil {
+			return "", err
+		}
+		if l.Spec.RenewTime == nil || !l.Spec.RenewTime.After(renewedAt.Add(time.Second)) {
+			return "", fmt.Errorf("lease renewed at %v, not since the renewal at %v", l.Spec.RenewTime, renewedAt)
+		}
+		return "", nil
+	})
+	// The tunnel and the kubelet's serving certificate: logs and exec.
+	eventually(t, time.Minute, func() (string, error) {
+		out, err := s.kubectl("logs", pods[0].Name)
+		if err == nil && !strings.Contains(out, "listening on :8080") {
+			err = fmt.Errorf("unexpected logs")
+		}
+		return out, err
+	})
+	eventually(t, time.Minute, func() (string, error) {
+		out, err := s.kubectl("exec", pods[0].Name, "--", "/web", "fetch", "http://127.0.0.1:8080/")
+		if err == nil && !strings.Contains(out, "hello from") {
+			err = fmt.Errorf("unexpected answer")
+		}
+		return out, err
+	})
+	// The metrics: expiry per file and renewals.
+	metricsText, err := c.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
+	if err != nil {
+		t.Errorf("GET /metrics: %v", err)
+	}
+	for _, want := range []string{`skiff_certificate_expiration_timestamp_seconds{file="` + forged[0].cert + `"}`, `skiff_certificate_renewals_total{file="` + forged[1].cert + `"} 1`} {
+		if !strings.Contains(string(metricsText), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	// Not one restart.
+	if s.cmd.Process.Pid != serverPID || a.cmd.Process.Pid != agentPID {
+		t.Fatal("a process was replaced")
+	}
+	select {
+	case <-s.exited:
+		t.Fatalf("the server exited:\n%s", s.Output())
+	case <-a.exited:
+		t.Fatalf("the agent exited:\n%s", a.out.String())
+	default:
+	}
+
+	// skiff certificate check -o json shows the renewed certificates.
+	out, err := runToExit(t, time.Minute, "certificate", "check", "-o", "json", "--data-dir", s.DataDir)
+	if err != nil {
+		t.Fatalf("certificate check: %v\n%s", err, out)
+	}
+	var infos []struct {
+		File     string `json:"file"`
+		Service  string `json:"service"`
+		DaysLeft int    `json:"daysLeft"`
+		Status   string `json:"status"`
+	}
+	if err := json.Unmarshal([]byte(out), &infos); err != nil {
+		t.Fatalf("certificate check -o json: %v\n%s", err, out)
+	}
+	seen := 0
+	for _, i := range infos {
+		if i.File == forged[0].cert || i.File == forged[1].cert {
+			seen++
+			if i.DaysLeft < 364 || i.Status != "ok" {
+				t.Errorf("check reports the renewed %s as %+v", i.File, i)
+			}
+		}
+	}
+	if seen != 2 {
+		t.Errorf("check does not list the renewed files:\n%s", out)
+	}
+	if out, err := runToExit(t, time.Minute, "certificate", "check", "--data-dir", agentDir); err != nil || !strings.Contains(out, "client-kubelet.crt") {
+		t.Errorf("certificate check of the agent: %v\n%s", err, out)
+	}
+
+	// rotate: an unknown service is refused naming it, with nothing changed.
+	before, _ := os.ReadFile(forged[0].cert)
+	if out, err := runToExit(t, time.Minute, "certificate", "rotate", "--data-dir", s.DataDir, "--service", "api-server,bogus"); err == nil || !strings.Contains(out, `"bogus"`) {
+		t.Errorf("rotate --service bogus: %v\n%s", err, out)
+	}
+	if after, _ := os.ReadFile(forged[0].cert); string(after) != string(before) {
+		t.Error("a refused rotate changed the apiserver's certificate")
+	}
+	// rotate --service api-server re-issues its two files, while it runs.
+	out, err = runToExit(t, time.Minute, "certificate", "rotate", "--data-dir", s.DataDir, "--service", "api-server")
+	if err != nil || strings.Count(out, "re-issued") != 2 || !strings.Contains(out, "serving-kube-apiserver.crt") {
+		t.Errorf("rotate --service api-server: %v\n%s", err, out)
+	}
+	if after, _ := os.ReadFile(forged[0].cert); string(after) == string(before) {
+		t.Error("rotate did not change the apiserver's certificate")
+	}
+	eventually(t, time.Minute, func() (string, error) { return s.kubectl("logs", pods[0].Name) })
+	// An agent's certificates come from the server.
+	if out, err := runToExit(t, time.Minute, "certificate", "rotate", "--data-dir", agentDir); err == nil || !strings.Contains(out, "not on this machine") {
+		t.Errorf("rotate on the agent: %v\n%s", err, out)
+	}
+}
