@@ -17,7 +17,13 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/component-base/metrics/testutil"
+
 	"github.com/skiffkube/skiff/internal/controlplane"
+	"github.com/skiffkube/skiff/internal/metrics"
 	"github.com/skiffkube/skiff/internal/node"
 	"github.com/skiffkube/skiff/internal/pki"
 )
@@ -355,3 +361,46 @@ func mustParse(t *testing.T, data []byte) *x509.Certificate {
 
 // tlsPair checks that the certificate and key of e still belong together.
 func tlsPair(e Entry) (*pki.KeyPairReloader, error) { return pki.NewKeyPairReloader(e.Cert, e.Key) }
+
+func TestPassWarnsOnTheNode(t *testing.T) {
+	dir := serverDir(t)
+	kubelet := entryOf(t, dir, "client-kube-proxy.crt")
+	forge(t, kubelet, time.Now().Add(10*24*time.Hour))
+	// An agent without a way to renew: the certificate stays, and is
+	// reported once.
+	if err := os.RemoveAll(filepath.Join(dir, "server")); err != nil {
+		t.Fatal(err)
+	}
+	client := fake.NewSimpleClientset()
+	r := NewRenewer(RenewerConfig{DataDir: dir, NodeName: "n1", Client: client}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := r.Init(context.Background()); err != nil { // registers the metrics
+		t.Fatal(err)
+	}
+	now := time.Now()
+	r.Pass(context.Background(), now)
+	r.Pass(context.Background(), now.Add(time.Minute))
+	events, err := client.CoreV1().Events(metav1.NamespaceDefault).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events.Items) != 1 {
+		t.Fatalf("%d events, want 1: %+v", len(events.Items), events.Items)
+	}
+	ev := events.Items[0]
+	if ev.Type != corev1.EventTypeWarning || ev.Reason != ExpiringReason || ev.InvolvedObject.Kind != "Node" || ev.InvolvedObject.Name != "n1" ||
+		!strings.Contains(ev.Message, kubelet.Cert) || !strings.Contains(ev.Message, "expires in 9 days") {
+		t.Errorf("event %+v", ev)
+	}
+	if got, err := testutil.GetGaugeMetricValue(metrics.CertificateExpirationTimestamp.WithLabelValues(kubelet.Cert)); err != nil || got != float64(notAfterOf(t, kubelet.Cert).Unix()) {
+		t.Errorf("expiry metric %v, %v", got, err)
+	}
+}
+
+func notAfterOf(t *testing.T, path string) time.Time {
+	t.Helper()
+	c, err := pki.ReadCert(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.NotAfter
+}

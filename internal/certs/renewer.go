@@ -36,6 +36,8 @@ type RenewerConfig struct {
 	// Kubeconfig reaches the API to post Events (the admin one on a
 	// server, the kubelet's on an agent).
 	Kubeconfig string
+	// Client, when set, is used instead of Kubeconfig (tests).
+	Client kubernetes.Interface
 	// Remote renews the leaves whose CA key is not here (an agent's): it
 	// asks the server for new ones. nil leaves them to the next start.
 	Remote func(ctx context.Context) error
@@ -72,7 +74,7 @@ func NewRenewer(cfg RenewerConfig, log *slog.Logger) *Renewer {
 	if cfg.Retry == 0 {
 		cfg.Retry = time.Minute
 	}
-	return &Renewer{cfg: cfg, log: log.With("component", "certificates"), warned: map[string]time.Time{}}
+	return &Renewer{cfg: cfg, log: log.With("component", "certificates"), warned: map[string]time.Time{}, client: cfg.Client}
 }
 
 func (r *Renewer) Name() string { return "certificate-renewal" }
@@ -236,7 +238,7 @@ func (r *Renewer) warn(ctx context.Context, file string, notAfter, now time.Time
 		msg = fmt.Sprintf("certificate %s expired %d days ago (%s)", file, -days, notAfter.UTC().Format(time.RFC3339))
 	}
 	r.log.Warn(msg)
-	if r.cfg.NodeName == "" || r.cfg.Kubeconfig == "" {
+	if r.cfg.NodeName == "" || (r.cfg.Kubeconfig == "" && r.cfg.Client == nil) {
 		return
 	}
 	if err := r.postEvent(ctx, msg, now); err != nil {
