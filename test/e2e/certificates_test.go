@@ -245,8 +245,11 @@ func TestCertificateRenewalOnline(t *testing.T) {
 	if seen != 2 {
 		t.Errorf("check does not list the renewed files:\n%s", out)
 	}
-	if out, err := runToExit(t, time.Minute, "certificate", "check", "--data-dir", agentDir); err != nil || !strings.Contains(out, "client-kubelet.crt") {
+	if out, err := runToExit(t, time.Minute, "certificate", "check", "--data-dir", agentDir); err != nil || !strings.Contains(out, "client-kubelet.crt") ||
+		!strings.Contains(out, "DAYS LEFT") || !strings.Contains(out, "(CA)") {
 		t.Errorf("certificate check of the agent: %v\n%s", err, out)
+	} else {
+		t.Logf("skiff certificate check --data-dir <agent>:\n%s", out)
 	}
 
 	// rotate: an unknown service is refused naming it, with nothing changed.
