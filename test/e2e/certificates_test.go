@@ -115,12 +115,7 @@ func TestCertificateRenewalOnline(t *testing.T) {
 	// Noticed by the file watch, not by a knob: renewal is due 90 days
 	// before expiry.
 	for _, f := range forged {
-		eventually(t, 2*time.Minute, func() (string, error) {
-			if left := time.Until(notAfter(t, f.cert)); left < 300*24*time.Hour {
-				return "", fmt.Errorf("%s still expires in %v", f.cert, left.Round(time.Hour))
-			}
-			return "", nil
-		})
+		waitRenewed(t, f.cert)
 	}
 	// One line per renewed file, by the process that renewed it.
 	for i, f := range forged {
@@ -167,36 +162,7 @@ func TestCertificateRenewalOnline(t *testing.T) {
 		}
 		return s.kubectl("get", "nodes")
 	})
-	// The kubelet: Ready, and its lease renewed after the renewal.
-	eventually(t, 2*time.Minute, func() (string, error) {
-		n, err := c.CoreV1().Nodes().Get(context.Background(), nodeName, metav1.GetOptions{})
-		if err != nil || !nodeReady(n) {
-			return "", fmt.Errorf("node %s not Ready: %v", nodeName, err)
-		}
-		l, err := c.CoordinationV1().Leases("kube-node-lease").Get(context.Background(), nodeName, metav1.GetOptions{})
-		if err != nil {
-			return "", err
-		}
-		if l.Spec.RenewTime == nil || !l.Spec.RenewTime.After(renewedAt.Add(time.Second)) {
-			return "", fmt.Errorf("lease renewed at %v, not since the renewal at %v", l.Spec.RenewTime, renewedAt)
-		}
-		return "", nil
-	})
-	// The tunnel and the kubelet's serving certificate: logs and exec.
-	eventually(t, time.Minute, func() (string, error) {
-		out, err := s.kubectl("logs", pods[0].Name)
-		if err == nil && !strings.Contains(out, "listening on :8080") {
-			err = fmt.Errorf("unexpected logs")
-		}
-		return out, err
-	})
-	eventually(t, time.Minute, func() (string, error) {
-		out, err := s.kubectl("exec", pods[0].Name, "--", "/web", "fetch", "http://127.0.0.1:8080/")
-		if err == nil && !strings.Contains(out, "hello from") {
-			err = fmt.Errorf("unexpected answer")
-		}
-		return out, err
-	})
+	nodeKeepsWorking(t, s, nodeName, pods[0].Name, renewedAt)
 	// The metrics: expiry per file and renewals.
 	metricsText, err := c.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
 	if err != nil {
@@ -272,5 +238,110 @@ func TestCertificateRenewalOnline(t *testing.T) {
 	// An agent's certificates come from the server.
 	if out, err := runToExit(t, time.Minute, "certificate", "rotate", "--data-dir", agentDir); err == nil || !strings.Contains(out, "not on this machine") {
 		t.Errorf("rotate on the agent: %v\n%s", err, out)
+	}
+}
+
+// waitRenewed waits until the certificate file is valid for most of a year.
+func waitRenewed(t *testing.T, cert string) {
+	t.Helper()
+	eventually(t, 2*time.Minute, func() (string, error) {
+		if left := time.Until(notAfter(t, cert)); left < 300*24*time.Hour {
+			return "", fmt.Errorf("%s still expires in %v", cert, left.Round(time.Hour))
+		}
+		return "", nil
+	})
+}
+
+// nodeKeepsWorking checks that after a renewal at renewedAt the node is
+// Ready and its kubelet renews its lease, and that the apiserver still
+// reaches the kubelet (through the tunnel on an agent) for logs and exec of
+// the web pod.
+func nodeKeepsWorking(t *testing.T, s *server, nodeName, pod string, renewedAt time.Time) {
+	t.Helper()
+	c := s.Client()
+	// The kubelet: Ready, and its lease renewed after the renewal.
+	eventually(t, 2*time.Minute, func() (string, error) {
+		n, err := c.CoreV1().Nodes().Get(context.Background(), nodeName, metav1.GetOptions{})
+		if err != nil || !nodeReady(n) {
+			return "", fmt.Errorf("node %s not Ready: %v", nodeName, err)
+		}
+		l, err := c.CoordinationV1().Leases("kube-node-lease").Get(context.Background(), nodeName, metav1.GetOptions{})
+		if err != nil {
+			return "", err
+		}
+		if l.Spec.RenewTime == nil || !l.Spec.RenewTime.After(renewedAt.Add(time.Second)) {
+			return "", fmt.Errorf("lease renewed at %v, not since the renewal at %v", l.Spec.RenewTime, renewedAt)
+		}
+		return "", nil
+	})
+	// The tunnel and the kubelet's serving certificate: logs and exec.
+	eventually(t, time.Minute, func() (string, error) {
+		out, err := s.kubectl("logs", pod)
+		if err == nil && !strings.Contains(out, "listening on :8080") {
+			err = fmt.Errorf("unexpected logs")
+		}
+		return out, err
+	})
+	eventually(t, time.Minute, func() (string, error) {
+		out, err := s.kubectl("exec", pod, "--", "/web", "fetch", "http://127.0.0.1:8080/")
+		if err == nil && !strings.Contains(out, "hello from") {
+			err = fmt.Errorf("unexpected answer")
+		}
+		return out, err
+	})
+}
+
+// TestCertificateRenewalServerNode forges the kubelet certificates of a
+// server's own node to expire in 10 days: the server renews them from its
+// CAs while it runs, and the node keeps working without a restart.
+func TestCertificateRenewalServerNode(t *testing.T) {
+	bin := skiffBin(t)
+	requireRoot(t)
+	s := newServerWith(t)
+	buildWebImage(t, filepath.Join(s.DataDir, "agent", "images", "web.tar"))
+	t.Cleanup(func() {
+		s.kill()
+		if out, err := exec.Command(bin, "killall", "--data-dir", s.DataDir).CombinedOutput(); err != nil {
+			t.Logf("killall: %v\n%s", err, out)
+		}
+	})
+	s.Start()
+	pods := deployWeb(t, s.Client(), 1)
+	pid := s.cmd.Process.Pid
+	stls := filepath.Join(s.DataDir, "server", "tls")
+	atls := filepath.Join(s.DataDir, "agent", "tls")
+	forged := []struct{ cert, ca string }{
+		{filepath.Join(atls, "client-kubelet.crt"), "client-ca"},
+		{filepath.Join(atls, "serving-kubelet.crt"), "server-ca"},
+		{filepath.Join(stls, "client-kube-apiserver.crt"), "client-ca"},
+	}
+	for _, f := range forged {
+		forgeLeaf(t, f.cert, filepath.Join(stls, f.ca+".crt"), filepath.Join(stls, f.ca+".key"), time.Now().Add(10*24*time.Hour))
+	}
+	renewedAt := time.Now()
+	for _, f := range forged {
+		waitRenewed(t, f.cert)
+	}
+	nodeKeepsWorking(t, s, pods[0].Spec.NodeName, pods[0].Name, renewedAt)
+	// The kubelet serves its renewed certificate.
+	servingNow := notAfter(t, forged[1].cert)
+	eventually(t, time.Minute, func() (string, error) {
+		conn, err := tls.Dial("tcp", "127.0.0.1:10250", &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			return "", err
+		}
+		defer conn.Close()
+		if got := conn.ConnectionState().PeerCertificates[0].NotAfter; !got.Equal(servingNow) {
+			return "", fmt.Errorf("the kubelet serves a certificate valid until %v, the file says %v", got, servingNow)
+		}
+		return "", nil
+	})
+	if s.cmd.Process.Pid != pid {
+		t.Fatal("the server process was replaced")
+	}
+	select {
+	case <-s.exited:
+		t.Fatalf("the server exited:\n%s", s.Output())
+	default:
 	}
 }
