@@ -52,6 +52,9 @@ func Run(ctx context.Context, cfg *config.Agent, log *slog.Logger) error {
 	if err := node.CheckResolvConf(cfg.ResolvConf); err != nil {
 		return err
 	}
+	if _, err := noderun.LoadRegistries(cfg.Node); err != nil {
+		return err
+	}
 	nodeIP := cfg.NodeIP
 	if nodeIP == "" {
 		ip, err := controlplane.DetectAdvertiseIP(&config.Server{})

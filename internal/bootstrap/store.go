@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
@@ -15,7 +16,7 @@ import (
 
 // ErrOtherCluster is Sync's error when the datastore holds the bootstrap
 // data of a cluster whose token is not this server's.
-var ErrOtherCluster = errors.New("the datastore holds a cluster with another token: give this server that cluster's token (--token or --token-file), or use another datastore")
+var ErrOtherCluster = errors.New("the datastore holds a cluster with another token: give this server that cluster's token (--token or --token-file; the new one after `skiff token rotate`), or use another datastore")
 
 // ErrNoToken is Sync's error for a server without a token on a datastore
 // that holds a cluster already.
@@ -41,11 +42,15 @@ type KV interface {
 	Create(ctx context.Context, key string, value []byte) (created bool, err error)
 	// Delete removes key if it was last changed at revision rev.
 	Delete(ctx context.Context, key string, rev int64) error
+	// Replace stores value at key if the key was last changed at
+	// revision rev, in one transaction; replaced is false when it was
+	// changed since (or is gone).
+	Replace(ctx context.Context, key string, value []byte, rev int64) (replaced bool, err error)
 }
 
 // EtcdKV is KV over an etcd client. Its transactions are the shapes kine
-// implements (create: mod revision 0 then put; delete: mod revision equal
-// then delete).
+// implements (create: mod revision 0 then put; replace: mod revision
+// equal then put, else get; delete: mod revision equal then delete).
 func EtcdKV(c clientv3.KV) KV { return etcdKV{c} }
 
 type etcdKV struct{ c clientv3.KV }
@@ -67,6 +72,18 @@ func (e etcdKV) Create(ctx context.Context, key string, value []byte) (bool, err
 	resp, err := e.c.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(key), "=", 0)).
 		Then(clientv3.OpPut(key, string(value))).
+		Commit()
+	if err != nil {
+		return false, err
+	}
+	return resp.Succeeded, nil
+}
+
+func (e etcdKV) Replace(ctx context.Context, key string, value []byte, rev int64) (bool, error) {
+	resp, err := e.c.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+		Then(clientv3.OpPut(key, string(value))).
+		Else(clientv3.OpGet(key)).
 		Commit()
 	if err != nil {
 		return false, err
@@ -231,6 +248,10 @@ func (s Sync) check(d *Data) error {
 	if err != nil {
 		return err
 	}
+	// The data opened with this server's token, so its token file is the
+	// cluster's current one: after `skiff token rotate` on another server,
+	// it replaces the rotated-away token this data dir still holds.
+	conflicts = slices.DeleteFunc(conflicts, func(rel string) bool { return rel == relTo(s.Layout, s.Layout.TokenFile()) })
 	if len(conflicts) > 0 {
 		return fmt.Errorf("data dir %s already holds other bootstrap files than the cluster's in the datastore (%s): it belongs to another cluster; use another --data-dir or remove them",
 			s.Layout.DataDir, strings.Join(conflicts, ", "))

@@ -21,7 +21,7 @@ func newTokenCommand() *cobra.Command {
 	var kubeconfig string
 	cmd := &cobra.Command{
 		Use:   "token",
-		Short: "Create, list and delete tokens that agents join with",
+		Short: "Create, list and delete tokens that agents join with; rotate the server token",
 		Args:  cobra.NoArgs,
 	}
 	cmd.PersistentFlags().StringVar(&kubeconfig, "kubeconfig", "", "admin kubeconfig (default: $KUBECONFIG, then "+DefaultKubeconfig+")")
@@ -96,7 +96,7 @@ func newTokenCommand() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(create, list, del)
+	cmd.AddCommand(create, list, del, newTokenRotateCommand())
 	return cmd
 }
 

@@ -50,12 +50,19 @@ type Manager struct {
 	started []Component // in start order
 	failed  chan error
 	stopped bool
+	// onReady is told each phase's name as it becomes ready.
+	onReady func(phase string)
 }
 
 // NewManager returns a manager for phases, to be started in the given order.
 func NewManager(log *slog.Logger, phases ...Phase) *Manager {
 	return &Manager{log: log, phases: phases, failed: make(chan error, 1)}
 }
+
+// OnPhaseReady calls fn with each phase's name once the phase (and its
+// AfterReady) is ready, in start order, from Start's goroutine. Set it
+// before Start; skiff records start-up phase metrics with it.
+func (m *Manager) OnPhaseReady(fn func(phase string)) { m.onReady = fn }
 
 // Failed delivers the first error of a started component that failed after it
 // was started.
@@ -78,6 +85,9 @@ func (m *Manager) Start(ctx context.Context) error {
 			return err
 		}
 		m.log.Info(fmt.Sprintf("%s ready in %s", p.Name, FormatDuration(time.Since(begin))), "component", p.Name)
+		if m.onReady != nil {
+			m.onReady(p.Name)
+		}
 	}
 	return nil
 }

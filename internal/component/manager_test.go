@@ -117,11 +117,12 @@ func TestManagerAfterReady(t *testing.T) {
 			return nil
 		}},
 		Phase{Name: "two", Components: []Component{b}})
+	m.OnPhaseReady(func(phase string) { rec.add("ready " + phase) })
 	if err := m.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	_ = m.Stop(time.Second)
-	want := []string{"init a", "start a", "after one (a ready: true)", "init b", "start b", "stop b", "stop a"}
+	want := []string{"init a", "start a", "after one (a ready: true)", "ready one", "init b", "start b", "ready two", "stop b", "stop a"}
 	if got := rec.list(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("events\n got %v\nwant %v", got, want)
 	}

@@ -122,7 +122,8 @@ func checkGiven(l Layout, given *token.Token, caPEM []byte, stored *token.Token)
 		}
 	}
 	if stored != nil && stored.Secret != given.Secret {
-		return fmt.Errorf("--token differs from the token this data dir was set up with (%s): start without --token, or give that token", l.TokenFile())
+		return fmt.Errorf("--token differs from the token this data dir was set up with (%s): start without --token, or give that token "+
+			"(if the cluster's token was rotated while this server was down, start it with that one: it takes the new one from the datastore)", l.TokenFile())
 	}
 	return nil
 }

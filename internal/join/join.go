@@ -71,6 +71,9 @@ type Cluster struct {
 	// DisableNetworkPolicy: nodes enforce NetworkPolicies unless the
 	// server's --disable-network-policy says not to.
 	DisableNetworkPolicy bool `json:"disableNetworkPolicy,omitempty"`
+	// SystemDefaultRegistry is the server's --system-default-registry: the
+	// registry host of the images skiff references (the pause image).
+	SystemDefaultRegistry string `json:"systemDefaultRegistry,omitempty"`
 }
 
 // Response carries the node's credentials, all PEM.

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/distribution/reference"
 )
 
 // DefaultPauseImage is the sandbox image built into skiff (images/pause).
@@ -21,6 +23,36 @@ type ContainerdPlan struct {
 	// CAP_SYS_RESOURCE: runc may then not lower a container's oom_score_adj.
 	RestrictOOMScoreAdj bool
 	PauseImage          string
+	// RegistryAuthTOML is the CRI plugin's registry credentials
+	// (registries.CRIAuthTOML), appended as is.
+	RegistryAuthTOML string
+}
+
+// RegistryConfigDir is containerd's registry config_path: one
+// <host>/hosts.toml per registry, written from registries.yaml.
+func RegistryConfigDir(l Layout) string { return filepath.Join(l.EtcDir(), "containerd", "certs.d") }
+
+// SystemImage is ref (a fully qualified reference such as
+// DefaultPauseImage) under registry (--system-default-registry) instead of
+// its own registry host: "skiff.local/skiff/pause:1.0" under
+// "registry.example.com:5000" is "registry.example.com:5000/skiff/pause:1.0".
+// An empty registry, or a ref that does not parse, leaves ref as it is.
+func SystemImage(ref, registry string) string {
+	if registry == "" {
+		return ref
+	}
+	named, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return ref
+	}
+	out := registry + "/" + reference.Path(named)
+	if t, ok := named.(reference.Tagged); ok {
+		out += ":" + t.Tag()
+	}
+	if d, ok := named.(reference.Digested); ok {
+		out += "@" + d.Digest().String()
+	}
+	return out
 }
 
 // ContainerdConfig renders containerd's configuration (format version 4). Every
@@ -49,7 +81,7 @@ func ContainerdConfig(p ContainerdPlan) []byte {
 	w(`  [plugins."io.containerd.cri.v1.images".pinned_images]`)
 	w("    sandbox = %s", q(p.PauseImage))
 	w(`  [plugins."io.containerd.cri.v1.images".registry]`)
-	w("    config_path = %s", q(filepath.Join(l.EtcDir(), "containerd", "certs.d")))
+	w("    config_path = %s", q(RegistryConfigDir(l)))
 	w("")
 	w(`[plugins."io.containerd.cri.v1.runtime"]`)
 	w(`  enable_selinux = false`)
@@ -71,5 +103,9 @@ func ContainerdConfig(p ContainerdPlan) []byte {
 	w(`  disable_tcp_service = true`)
 	w(`  stream_server_address = "127.0.0.1"`)
 	w(`  stream_server_port = "0"`)
+	if p.RegistryAuthTOML != "" {
+		w("")
+		b.WriteString(p.RegistryAuthTOML)
+	}
 	return []byte(b.String())
 }

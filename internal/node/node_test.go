@@ -185,3 +185,39 @@ func pool(ca *pki.CA) *x509.CertPool {
 	p.AddCert(ca.Cert)
 	return p
 }
+
+func TestContainerdConfigWithRegistryAuth(t *testing.T) {
+	l := Layout{DataDir: "/var/lib/skiff", RunDir: DefaultRunDir}
+	data := ContainerdConfig(ContainerdPlan{Layout: l, BinDir: "/b", PauseImage: DefaultPauseImage,
+		RegistryAuthTOML: "[plugins.\"io.containerd.cri.v1.images\".registry.configs.\"r.example:5000\".auth]\n  username = \"u\"\n"})
+	var cfg struct {
+		Plugins map[string]struct {
+			Registry struct {
+				ConfigPath string `toml:"config_path"`
+				Configs    map[string]struct {
+					Auth map[string]string `toml:"auth"`
+				} `toml:"configs"`
+			} `toml:"registry"`
+		} `toml:"plugins"`
+	}
+	if err := toml.Unmarshal(data, &cfg); err != nil {
+		t.Fatalf("not TOML: %v\n%s", err, data)
+	}
+	reg := cfg.Plugins["io.containerd.cri.v1.images"].Registry
+	if reg.ConfigPath != "/var/lib/skiff/agent/etc/containerd/certs.d" || reg.Configs["r.example:5000"].Auth["username"] != "u" {
+		t.Errorf("registry config %+v", reg)
+	}
+}
+
+func TestSystemImage(t *testing.T) {
+	for _, c := range []struct{ ref, reg, want string }{
+		{DefaultPauseImage, "", DefaultPauseImage},
+		{DefaultPauseImage, "registry.example.com:5000", "registry.example.com:5000/skiff/pause:1.0"},
+		{"busybox:1", "r.example", "r.example/library/busybox:1"},
+		{"skiff.local/a/b@sha256:" + strings.Repeat("a", 64), "r.example", "r.example/a/b@sha256:" + strings.Repeat("a", 64)},
+	} {
+		if got := SystemImage(c.ref, c.reg); got != c.want {
+			t.Errorf("SystemImage(%q, %q) = %q, want %q", c.ref, c.reg, got, c.want)
+		}
+	}
+}

@@ -37,6 +37,7 @@ import (
 	"github.com/skiffkube/skiff/internal/node/runtime"
 	"github.com/skiffkube/skiff/internal/nodeip"
 	"github.com/skiffkube/skiff/internal/payload"
+	"github.com/skiffkube/skiff/internal/registries"
 )
 
 // Spec is what the caller decides about the node.
@@ -67,6 +68,8 @@ type Plan struct {
 	cgroupDriver string
 	restrictOOM  bool
 	pauseImage   string
+	// registries is registries.yaml, nil without one.
+	registries *registries.Registries
 	// release drops the host's node lock.
 	release func()
 	// nodeIPs are the node's addresses, primary family first.
@@ -144,6 +147,11 @@ func Prepare(spec Spec, log *slog.Logger) (*Plan, error) {
 		return nil, err
 	}
 	n := &Plan{spec: spec, layout: node.Layout{DataDir: spec.DataDir, RunDir: node.DefaultRunDir}, begin: time.Now()}
+	regs, err := LoadRegistries(cfg)
+	if err != nil {
+		return nil, err
+	}
+	n.registries = regs
 	// The record lets `skiff killall` find this node's mounts and
 	// containers whatever data dir and cgroup root it uses.
 	// With another runtime the containers are that runtime's to stop.
@@ -223,6 +231,17 @@ func Prepare(spec Spec, log *slog.Logger) (*Plan, error) {
 	hlog.Debug("node binaries verified", "dir", n.payload.Dir, "took", time.Since(begin))
 	ok = true
 	return n, nil
+}
+
+// LoadRegistries reads --private-registry (registries.yaml). Without the file
+// at the default path there is no registry configuration; a file given
+// with --private-registry must exist. Errors name the file and the key;
+// callers check it before they write anything.
+func LoadRegistries(cfg config.Node) (*registries.Registries, error) {
+	if cfg.PrivateRegistry == "" {
+		return nil, nil
+	}
+	return registries.Load(cfg.PrivateRegistry, cfg.PrivateRegistry == config.DefaultPrivateRegistry)
 }
 
 // loadBridgeNetfilter loads br_netfilter where it is a module that is not loaded:
@@ -349,7 +368,7 @@ func podResolvConf(l node.Layout, given string, clusterDNS []string, log *slog.L
 }
 
 // Phases are the node's start-up phases.
-func (n *Plan) Phases(log *slog.Logger) ([]component.Phase, error) {
+func (n *Plan) Phases(log *slog.Logger) (_ []component.Phase, retErr error) {
 	cfg, cluster := n.spec.Node, n.spec.Cluster
 	var phases []component.Phase
 	containerdSocket := ""
@@ -359,27 +378,61 @@ func (n *Plan) Phases(log *slog.Logger) ([]component.Phase, error) {
 			return nil, fmt.Errorf("finding the skiff executable: %w", err)
 		}
 		containerdSocket = n.layout.ContainerdSocket()
+		// --system-default-registry names the built-in images under the
+		// registry too; the import tags them so, so air-gap keeps working.
+		pause := n.pauseImage
+		aliases := map[string]string{}
+		if reg := cluster.SystemDefaultRegistry; reg != "" {
+			aliases[node.DefaultPauseImage] = node.SystemImage(node.DefaultPauseImage, reg)
+			if cfg.PauseImage == "" {
+				pause = aliases[node.DefaultPauseImage]
+			}
+		}
+		proxy, err := registries.Listen(n.registries.Routes(), log)
+		if err != nil {
+			return nil, err
+		}
+		// The proxy's listeners are the manager's to close once the
+		// phases are returned.
+		defer func() {
+			if retErr != nil {
+				proxy.Close()
+			}
+		}()
+		rc := n.registries.Containerd(proxy.Endpoints())
+		if err := registries.WriteHosts(node.RegistryConfigDir(n.layout), rc.Hosts); err != nil {
+			return nil, err
+		}
+		containerdComponents := []component.Component{runtime.NewContainerd(runtime.ContainerdConfig{
+			Self:       self,
+			ConfigFile: n.layout.ContainerdConfig(),
+			Config: node.ContainerdConfig(node.ContainerdPlan{
+				Layout: n.layout, BinDir: n.payload.BinDir, SystemdCgroup: n.cgroupDriver == "systemd",
+				RestrictOOMScoreAdj: n.restrictOOM, PauseImage: pause,
+				RegistryAuthTOML: registries.CRIAuthTOML("io.containerd.cri.v1.images", rc.Auths),
+			}),
+			Socket:  containerdSocket,
+			BinDir:  n.payload.BinDir,
+			LogFile: n.layout.ContainerdLog(),
+		}, log)}
+		if len(proxy.Endpoints()) > 0 {
+			containerdComponents = append(containerdComponents, proxy)
+		}
 		phases = append(phases,
-			component.Phase{Name: "containerd", Components: []component.Component{runtime.NewContainerd(runtime.ContainerdConfig{
-				Self:       self,
-				ConfigFile: n.layout.ContainerdConfig(),
-				Config: node.ContainerdConfig(node.ContainerdPlan{
-					Layout: n.layout, BinDir: n.payload.BinDir, SystemdCgroup: n.cgroupDriver == "systemd",
-					RestrictOOMScoreAdj: n.restrictOOM, PauseImage: n.pauseImage,
-				}),
-				Socket:  containerdSocket,
-				BinDir:  n.payload.BinDir,
-				LogFile: n.layout.ContainerdLog(),
-			}, log)}},
+			component.Phase{Name: "containerd", Components: containerdComponents},
 			component.Phase{Name: "images", Components: []component.Component{runtime.NewImages(runtime.ImagesConfig{
 				Socket:    containerdSocket,
 				Archives:  []string{n.payload.PauseArchive},
+				Aliases:   aliases,
 				Dir:       n.layout.ImagesDir(),
 				StateFile: n.layout.ImportState(),
 			}, log)}},
 		)
 	}
 
+	if !n.ownRuntime && n.registries != nil {
+		log.Warn("registries.yaml is for skiff's own containerd; the runtime at --container-runtime-endpoint keeps its own registry configuration", "component", "containerd", "file", n.registries.File)
+	}
 	if err := ensureServiceRoutes(cluster.ServiceCIDR, n.nodeIPs, log.With("component", "host")); err != nil {
 		return nil, err
 	}

@@ -79,6 +79,7 @@ func (b *externalBootstrap) Start(ctx context.Context) error {
 	}
 	defer client.Close()
 	endpoint := config.RedactURL(b.cfg.DatastoreEndpoint)
+	caughtUp := ""
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
 		res, err := sync.Run(actx, bootstrap.EtcdKV(client))
@@ -91,6 +92,11 @@ func (b *externalBootstrap) Start(ctx context.Context) error {
 		var dsErr *bootstrap.DatastoreError
 		switch {
 		case err == nil:
+			if caughtUp != "" {
+				if err := b.tookRotatedToken(caughtUp, sync.Secret); err != nil {
+					return err
+				}
+			}
 			if res.Created {
 				b.log.Info("stored the cluster's bootstrap data in the datastore, sealed with the token", "endpoint", endpoint)
 			} else {
@@ -106,6 +112,14 @@ func (b *externalBootstrap) Start(ctx context.Context) error {
 				return ctx.Err()
 			case <-time.After(wait):
 			}
+		case errors.Is(err, bootstrap.ErrOtherCluster) && caughtUp == "" && ctx.Err() == nil:
+			// The token may have been rotated while this server was down:
+			// the rotation record gives the new one for the old.
+			next, ok := rotatedToken(ctx, client, b.layout, sync.Secret)
+			if !ok {
+				return fmt.Errorf("%w (datastore %s)", err, endpoint)
+			}
+			caughtUp, sync.Secret = sync.Secret, next.Secret
 		default:
 			if ctx.Err() != nil {
 				return ctx.Err()

@@ -31,12 +31,13 @@ func prepareNode(cfg *config.Server, l controlplane.Layout, advertiseIP net.IP, 
 // get it from the join API.
 func clusterConfig(cfg *config.Server) join.Cluster {
 	return join.Cluster{
-		ClusterCIDR:          cfg.ClusterCIDR,
-		ServiceCIDR:          cfg.ServiceCIDR,
-		ClusterDNS:           cfg.ClusterDNS,
-		ClusterDomain:        cfg.ClusterDomain,
-		FlannelBackend:       cfg.FlannelBackend,
-		DisableNetworkPolicy: cfg.DisableNetworkPolicy,
+		ClusterCIDR:           cfg.ClusterCIDR,
+		ServiceCIDR:           cfg.ServiceCIDR,
+		ClusterDNS:            cfg.ClusterDNS,
+		ClusterDomain:         cfg.ClusterDomain,
+		FlannelBackend:        cfg.FlannelBackend,
+		DisableNetworkPolicy:  cfg.DisableNetworkPolicy,
+		SystemDefaultRegistry: cfg.SystemDefaultRegistry,
 	}
 }
 

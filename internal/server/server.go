@@ -13,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -28,12 +29,15 @@ import (
 	"github.com/skiffkube/skiff/internal/controlplane/scheduler"
 	"github.com/skiffkube/skiff/internal/controlplane/supervisor"
 	"github.com/skiffkube/skiff/internal/datastore"
+	"github.com/skiffkube/skiff/internal/datastore/dsstatus"
 	"github.com/skiffkube/skiff/internal/host"
 	"github.com/skiffkube/skiff/internal/join"
+	"github.com/skiffkube/skiff/internal/metrics"
 	"github.com/skiffkube/skiff/internal/node"
 	"github.com/skiffkube/skiff/internal/noderun"
 	"github.com/skiffkube/skiff/internal/pki"
 	"github.com/skiffkube/skiff/internal/serverjoin"
+	"github.com/skiffkube/skiff/internal/tokenrotate"
 	"github.com/skiffkube/skiff/internal/tunnel"
 )
 
@@ -45,6 +49,7 @@ const StopTimeout = 10 * time.Second
 func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	begin := time.Now()
 	l := controlplane.Layout{DataDir: cfg.DataDir}
+	metrics.Register()
 
 	// Everything that can be refused is refused before the first write.
 	given, err := controlplane.GivenToken(cfg)
@@ -53,6 +58,11 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	}
 	if err := node.CheckResolvConf(cfg.ResolvConf); err != nil {
 		return err
+	}
+	if !cfg.DisableAgent {
+		if _, err := noderun.LoadRegistries(cfg.Node); err != nil {
+			return err
+		}
 	}
 	kind, err := config.DatastoreKind(cfg.DatastoreEndpoint)
 	if err != nil {
@@ -67,7 +77,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("finding this server's address: %w; set --node-ip or --advertise-address", err)
 	}
-	if err := controlplane.CheckToken(l, given); err != nil {
+	if given, err = settleGivenToken(cfg, l, kind, given, log); err != nil {
 		return err
 	}
 	// Embedded etcd or kine; a joining server's bootstrap is fetched and
@@ -146,6 +156,9 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		LocalNode:    localNode,
 	}, log)
 	agentJoin := newJoinServer(cfg, l, log)
+	ds := datastore.New(datastore.Config{DataDir: cfg.DataDir, Endpoint: cfg.DatastoreEndpoint,
+		CAFile: cfg.DatastoreCAFile, CertFile: cfg.DatastoreCertFile, KeyFile: cfg.DatastoreKeyFile}, log)
+	rotation, rotationFollower := tokenRotation(cfg, l, kind, dsPlan.embedded, ds, log)
 	sup := supervisor.New(supervisor.Config{
 		Listener:     ln,
 		CertFile:     l.ServingAPIServer().Cert,
@@ -154,9 +167,10 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		ClientCAFile: l.ClientCA().Cert,
 		APIServer:    api.Handler,
 		Routes: map[string]http.Handler{
-			"POST " + join.Path:      agentJoin,
-			"GET " + serverjoin.Path: dsPlan.serverJoinHandler(cfg, l, agentJoin, log),
-			"GET " + tunnel.Path:     tun,
+			"POST " + join.Path:       agentJoin,
+			"GET " + serverjoin.Path:  dsPlan.serverJoinHandler(cfg, l, agentJoin, log),
+			"GET " + tunnel.Path:      tun,
+			"PUT " + tokenrotate.Path: rotation,
 		},
 	}, log)
 	env := &addons.Env{
@@ -186,6 +200,8 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	}, log)
 	controllers := append([]component.Component{sup, renewal}, addonParts.Server...)
 	controllers = append(controllers, dsPlan.controllers(l, log)...)
+	controllers = append(controllers, datastoreStatus(cfg, plan, log))
+	controllers = append(controllers, rotationFollower...)
 	if snap := snapshotComponent(cfg, l, serverName(localNode), log); snap != nil {
 		controllers = append(controllers, snap)
 	}
@@ -196,8 +212,6 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		controllers = append(controllers, scheduler.New(scheduler.Config{Args: plan.SchedulerArgs()}, log))
 	}
 
-	ds := datastore.New(datastore.Config{DataDir: cfg.DataDir, Endpoint: cfg.DatastoreEndpoint,
-		CAFile: cfg.DatastoreCAFile, CertFile: cfg.DatastoreCertFile, KeyFile: cfg.DatastoreKeyFile}, log)
 	phases := []component.Phase{
 		{Name: "datastore", Components: []component.Component{dsPlan.component(ds, log)}},
 		{Name: "certificates", Components: []component.Component{certs}},
@@ -225,13 +239,30 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		phases = append(phases, nodePhases...)
 	}
 	mgr := component.NewManager(log, phases...)
+	mgr.OnPhaseReady(func(phase string) {
+		metrics.StartupPhaseSeconds.WithLabelValues(phase).Set(time.Since(begin).Seconds())
+	})
 	if err := mgr.Start(ctx); err != nil {
 		return err
 	}
+	metrics.StartupPhaseSeconds.WithLabelValues("ready").Set(time.Since(begin).Seconds())
 	log.Info(fmt.Sprintf("skiff server ready in %s", component.FormatDuration(time.Since(begin))),
 		"kubeconfig", cfg.WriteKubeconfig, "url", "https://"+net.JoinHostPort(advertiseIP.String(), strconv.Itoa(cfg.HTTPSListenPort)))
 
 	return mgr.Serve(ctx, StopTimeout)
+}
+
+// datastoreStatus publishes the datastore's size and compaction metrics,
+// reading the datastore the way the apiserver does.
+func datastoreStatus(cfg *config.Server, plan controlplane.Plan, log *slog.Logger) component.Component {
+	c := dsstatus.Config{Endpoints: plan.EtcdServers}
+	switch {
+	case plan.EtcdTLS != nil:
+		c.CAFile, c.CertFile, c.KeyFile = plan.EtcdTLS.CAFile, plan.EtcdTLS.CertFile, plan.EtcdTLS.KeyFile
+	case len(c.Endpoints) > 0 && strings.HasPrefix(c.Endpoints[0], "https://"):
+		c.CAFile, c.CertFile, c.KeyFile = cfg.DatastoreCAFile, cfg.DatastoreCertFile, cfg.DatastoreKeyFile
+	}
+	return dsstatus.New(c, log)
 }
 
 // serverName names this server where servers must be told apart: its node

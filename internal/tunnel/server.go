@@ -25,6 +25,7 @@ import (
 
 	"github.com/skiffkube/skiff/internal/component"
 	"github.com/skiffkube/skiff/internal/logging"
+	"github.com/skiffkube/skiff/internal/metrics"
 	"github.com/skiffkube/skiff/internal/netutil"
 	"github.com/skiffkube/skiff/internal/pki"
 )
@@ -213,6 +214,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.sessions[node] = append(s.sessions[node], sess)
+	metrics.TunnelSessions.WithLabelValues(node).Set(float64(len(s.sessions[node])))
 	s.mu.Unlock()
 	s.log.Info("agent tunnel connected", "node", node, "remote", r.RemoteAddr)
 	go func() {
@@ -221,8 +223,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		list := slices.DeleteFunc(s.sessions[node], func(x *yamux.Session) bool { return x == sess })
 		if len(list) == 0 {
 			delete(s.sessions, node)
+			metrics.TunnelSessions.DeleteLabelValues(node)
 		} else {
 			s.sessions[node] = list
+			metrics.TunnelSessions.WithLabelValues(node).Set(float64(len(list)))
 		}
 		s.mu.Unlock()
 		s.log.Info("agent tunnel closed", "node", node, "remote", r.RemoteAddr)

@@ -152,6 +152,7 @@ func TestAgentJoins(t *testing.T) {
 	if out, err := s.kubectl("exec", pods[0].Name, "--", "/web", "fetch", "http://127.0.0.1:8080/"); err != nil || !strings.Contains(out, "hello from") {
 		t.Errorf("kubectl exec into the agent's pod: %v %q", err, out)
 	}
+	checkServerMetrics(t, s, nodes.Items[0].Name)
 	stop := func(a *agentProc) {
 		_ = a.cmd.Process.Signal(os.Interrupt)
 		select {

@@ -46,6 +46,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/skiffkube/skiff/internal/component"
+	"github.com/skiffkube/skiff/internal/metrics"
 )
 
 // Finalizer holds a HelmChart until its release is uninstalled.
@@ -711,6 +712,7 @@ type failureSeen struct {
 func (f *failureLog) log(log *slog.Logger, key string, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	metrics.AddonSyncErrors.WithLabelValues("helm-controller").Inc()
 	now, msg := time.Now(), err.Error()
 	if seen, ok := f.last[key]; ok && seen.msg == msg && now.Sub(seen.at) < failureRepeat {
 		log.Debug("helm chart failed again", "helmchart", key, "err", err)

@@ -16,7 +16,7 @@ var Addon = addons.Addon{
 		return []component.Component{New(Config{
 			Kubeconfig:  e.Kubeconfig(),
 			StoragePath: e.Config.LocalStoragePath(),
-			HelperImage: node.DefaultPauseImage,
+			HelperImage: node.SystemImage(node.DefaultPauseImage, e.Config.SystemDefaultRegistry),
 		}, e.Log)}
 	},
 }

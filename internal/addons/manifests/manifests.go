@@ -35,6 +35,7 @@ import (
 
 	"github.com/skiffkube/skiff/internal/atomicfile"
 	"github.com/skiffkube/skiff/internal/component"
+	"github.com/skiffkube/skiff/internal/metrics"
 )
 
 // FieldManager owns the fields skiff applies.
@@ -412,6 +413,7 @@ func (c *Controller) syncAll(ctx context.Context, w dirWatcher) time.Time {
 
 	for _, m := range files {
 		if m.err != nil {
+			metrics.AddonSyncErrors.WithLabelValues(m.addon).Inc()
 			if c.notes.report("parse:"+m.path, checksum(m.data), now) {
 				c.log.Warn("manifest not applied: it does not read or parse", "file", m.path, "err", m.err)
 			}
@@ -514,8 +516,12 @@ func (c *Controller) finishFile(ctx context.Context, m *manifest, prev *unstruct
 			pruned++
 		}
 	}
-	if err := c.writeAddon(ctx, m.addon, m.path, sum, keep); err != nil && c.notes.report("addon:"+m.addon, "", now) {
-		c.log.Warn("writing Addon", "addon", m.addon, "file", m.path, "err", err)
+	writeErr := c.writeAddon(ctx, m.addon, m.path, sum, keep)
+	if writeErr != nil || len(failed) > 0 || len(m.failed) > 0 {
+		metrics.AddonSyncErrors.WithLabelValues(m.addon).Inc()
+	}
+	if writeErr != nil && c.notes.report("addon:"+m.addon, "", now) {
+		c.log.Warn("writing Addon", "addon", m.addon, "file", m.path, "err", writeErr)
 	}
 	if len(failed) > 0 && c.notes.report("prune:"+m.addon, strings.Join(failedRefs, ","), now) {
 		c.log.Warn("pruning objects a manifest dropped", "file", m.path, "err", errors.Join(failed...))

@@ -16,6 +16,7 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/archive/compression"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/platforms"
 	"github.com/distribution/reference"
 	"github.com/fsnotify/fsnotify"
@@ -35,6 +36,10 @@ type ImagesConfig struct {
 	Socket string
 	// Archives are imported first (the built-in pause image).
 	Archives []string
+	// Aliases name imported images again: source name to alias (the
+	// built-in images under --system-default-registry). Each alias is
+	// (re)made at every start, pinned like its source.
+	Aliases map[string]string
 	// Dir is the air-gap images directory: every *.tar, *.tar.gz, *.tgz and
 	// *.tar.zst in it is imported at start, and while the node runs once it
 	// is new or changed and has stopped changing.
@@ -171,6 +176,11 @@ func (i *Images) Start(ctx context.Context) error {
 	if err := i.saveState(next); err != nil {
 		return err
 	}
+	for src, alias := range i.cfg.Aliases {
+		if err := tagImage(ctx, client, src, alias); err != nil {
+			return fmt.Errorf("naming %s as %s: %w", src, alias, err)
+		}
+	}
 	i.log.Debug("image archives", "imported", imported, "unchanged", skipped)
 
 	if i.cfg.Dir == "" {
@@ -216,6 +226,26 @@ func present(ctx context.Context, client *containerd.Client, names []string) boo
 		}
 	}
 	return len(names) > 0
+}
+
+// tagImage makes alias name the image src names, pinned.
+func tagImage(ctx context.Context, client *containerd.Client, src, alias string) error {
+	is := client.ImageService()
+	img, err := is.Get(ctx, src)
+	if err != nil {
+		return err
+	}
+	img.Name = alias
+	img.Labels = pinnedLabel
+	if _, err := is.Create(ctx, img); err != nil {
+		if !errdefs.IsAlreadyExists(err) {
+			return err
+		}
+		if _, err := is.Update(ctx, img, "target", "labels"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // importArchive imports one docker-archive or OCI-layout tar (plain, gzip or zstd),
