@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/skiffkube/skiff/internal/atomicfile"
@@ -343,5 +345,57 @@ func TestCertificateRenewalServerNode(t *testing.T) {
 	case <-s.exited:
 		t.Fatalf("the server exited:\n%s", s.Output())
 	default:
+	}
+}
+
+// TestCertificateRenewalEtcd forges embedded etcd's serving and client
+// certificates to expire in 10 days: the server renews them while it runs,
+// etcd serves the new serving certificate and accepts the new client one on
+// new connections, and the API keeps working.
+func TestCertificateRenewalEtcd(t *testing.T) {
+	skiffBin(t)
+	requireRoot(t)
+	s := newServer(t, "--cluster-init")
+	s.Start()
+	pid := s.cmd.Process.Pid
+	etls := filepath.Join(s.DataDir, "server", "tls", "etcd")
+	serving, client := filepath.Join(etls, "server-client.crt"), filepath.Join(etls, "client.crt")
+	for _, f := range []string{serving, client} {
+		forgeLeaf(t, f, filepath.Join(etls, "server-ca.crt"), filepath.Join(etls, "server-ca.key"), time.Now().Add(10*24*time.Hour))
+	}
+	waitRenewed(t, serving)
+	waitRenewed(t, client)
+	caPEM, err := os.ReadFile(filepath.Join(etls, "server-ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	pair, err := tls.LoadX509KeyPair(client, filepath.Join(etls, "client.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	servingNow := notAfter(t, serving)
+	eventually(t, time.Minute, func() (string, error) {
+		hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}}}}
+		resp, err := hc.Get("https://127.0.0.1:2379/health")
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		if got := resp.TLS.PeerCertificates[0].NotAfter; !got.Equal(servingNow) {
+			return "", fmt.Errorf("etcd serves a certificate valid until %v, the file says %v", got, servingNow)
+		}
+		if resp.StatusCode != http.StatusOK {
+			return "", fmt.Errorf("etcd /health: %s", resp.Status)
+		}
+		return "", nil
+	})
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "after-renewal"}}
+	if _, err := s.Client().CoreV1().Namespaces().Create(context.Background(), ns, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("creating a namespace after the renewal: %v", err)
+	}
+	if s.cmd.Process.Pid != pid {
+		t.Fatal("the server process was replaced")
 	}
 }
