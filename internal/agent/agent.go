@@ -23,6 +23,7 @@ import (
 	"github.com/skiffkube/skiff/internal/host"
 	"github.com/skiffkube/skiff/internal/node"
 	"github.com/skiffkube/skiff/internal/noderun"
+	"github.com/skiffkube/skiff/internal/sdnotify"
 	"github.com/skiffkube/skiff/internal/token"
 	"github.com/skiffkube/skiff/internal/tunnel"
 )
@@ -50,6 +51,9 @@ func Run(ctx context.Context, cfg *config.Agent, log *slog.Logger) error {
 		return fmt.Errorf("token: %w", err)
 	}
 	if err := node.CheckResolvConf(cfg.ResolvConf); err != nil {
+		return err
+	}
+	if err := noderun.Preflight(cfg.Node, ""); err != nil {
 		return err
 	}
 	if _, err := noderun.LoadRegistries(cfg.Node); err != nil {
@@ -161,6 +165,8 @@ func Run(ctx context.Context, cfg *config.Agent, log *slog.Logger) error {
 		return err
 	}
 	log.Info(fmt.Sprintf("skiff agent ready in %s", component.FormatDuration(time.Since(begin))), "node", name, "server", cfg.Server)
+	sdnotify.Ready(log)
+	mgr.BeforeStop(func() { sdnotify.Stopping(log) })
 
 	return mgr.Serve(ctx, StopTimeout)
 }

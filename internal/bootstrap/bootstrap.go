@@ -157,6 +157,9 @@ type Settings struct {
 	ServiceCIDR   string `json:"service-cidr"`
 	ClusterDNS    string `json:"cluster-dns"`
 	ClusterDomain string `json:"cluster-domain"`
+	// ServiceNodePortRange is recorded since issue 14; a cluster recorded
+	// before has none, and is not compared.
+	ServiceNodePortRange string `json:"service-node-port-range,omitempty"`
 }
 
 // Mismatch names every setting where mine differs from the cluster's, with
@@ -170,6 +173,7 @@ func (mine Settings) Mismatch(cluster Settings) error {
 		{"service-cidr", mine.ServiceCIDR, cluster.ServiceCIDR},
 		{"cluster-dns", mine.ClusterDNS, cluster.ClusterDNS},
 		{"cluster-domain", mine.ClusterDomain, cluster.ClusterDomain},
+		{"service-node-port-range", mine.ServiceNodePortRange, cluster.ServiceNodePortRange},
 	} {
 		if f.cluster != "" && f.mine != f.cluster {
 			errs = append(errs, fmt.Sprintf("--%s: this server has %q, the cluster has %q", f.flag, f.mine, f.cluster))

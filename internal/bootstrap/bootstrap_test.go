@@ -109,6 +109,18 @@ func TestSettingsMismatch(t *testing.T) {
 	if err == nil || err.Error() != want {
 		t.Fatalf("got %v\nwant %s", err, want)
 	}
+
+	// --service-node-port-range is compared once the cluster records it.
+	mine = cluster
+	mine.ServiceNodePortRange = "31000-31100"
+	if err := mine.Mismatch(cluster); err != nil {
+		t.Errorf("a cluster that records no NodePort range: %v", err)
+	}
+	cluster.ServiceNodePortRange = "30000-32767"
+	want = `--service-node-port-range: this server has "31000-31100", the cluster has "30000-32767"`
+	if err := mine.Mismatch(cluster); err == nil || err.Error() != want {
+		t.Errorf("got %v\nwant %s", err, want)
+	}
 }
 
 // The datastore key must not depend on the token: an unsalted hash of it

@@ -8,6 +8,7 @@ import (
 	"github.com/skiffkube/skiff/internal/agent"
 	"github.com/skiffkube/skiff/internal/config"
 	"github.com/skiffkube/skiff/internal/logging"
+	"github.com/skiffkube/skiff/internal/sdnotify"
 )
 
 func newAgentCommand() *cobra.Command {
@@ -25,6 +26,8 @@ Settings come from flags, then SKIFF_<FLAG> environment variables (SKIFF_URL and
 SKIFF_TOKEN too), then the config file, then defaults.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// Before anything starts: embedded components would notify too early.
+			sdnotify.Claim()
 			complete := func() error {
 				// K3s users set K3S_URL; the skiff name is SKIFF_URL.
 				if cfg.Server == "" {

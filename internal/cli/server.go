@@ -13,6 +13,7 @@ import (
 
 	"github.com/skiffkube/skiff/internal/config"
 	"github.com/skiffkube/skiff/internal/logging"
+	"github.com/skiffkube/skiff/internal/sdnotify"
 	"github.com/skiffkube/skiff/internal/server"
 )
 
@@ -30,6 +31,8 @@ Settings come from flags, then SKIFF_<FLAG> environment variables, then
 the config file (` + config.DefaultConfigFile + ` and its .d/ directory), then defaults.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// Before anything starts: embedded components would notify too early.
+			sdnotify.Claim()
 			origins, err := loadConfig(cmd.Flags(), cfg.Complete, cfg.Validate)
 			if err != nil {
 				return err

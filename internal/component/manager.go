@@ -50,6 +50,8 @@ type Manager struct {
 	started []Component // in start order
 	failed  chan error
 	stopped bool
+	// beforeStop runs once when Serve begins to stop.
+	beforeStop func()
 	// onReady is told each phase's name as it becomes ready.
 	onReady func(phase string)
 }
@@ -234,6 +236,11 @@ func FormatDuration(d time.Duration) string {
 	return fmt.Sprintf("%.1fs", s)
 }
 
+// BeforeStop sets f to run when Serve begins to stop (a signal or a
+// component's failure), before any component is asked to stop: the moment
+// to tell a service manager that the stop has begun. Set it before Serve.
+func (m *Manager) BeforeStop(f func()) { m.beforeStop = f }
+
 // Serve waits, after a successful Start, until ctx ends (a signal) or a component
 // fails, then stops everything within stopTimeout. It returns the failure, if any.
 func (m *Manager) Serve(ctx context.Context, stopTimeout time.Duration) error {
@@ -243,6 +250,9 @@ func (m *Manager) Serve(ctx context.Context, stopTimeout time.Duration) error {
 		m.log.Info("stopping")
 	case runErr = <-m.Failed():
 		m.log.Error("component failed, stopping", "err", runErr)
+	}
+	if m.beforeStop != nil {
+		m.beforeStop()
 	}
 	begin := time.Now()
 	if err := m.Stop(stopTimeout); err != nil {

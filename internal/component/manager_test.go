@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -257,5 +258,35 @@ func TestManagerServeStopsOnCancelAndReportsFailure(t *testing.T) {
 	b.failed <- errors.New("crashed")
 	if err := m.Serve(context.Background(), time.Second); err == nil || !strings.Contains(err.Error(), "b: crashed") {
 		t.Errorf("Serve after a failure: %v", err)
+	}
+}
+
+func TestManagerBeforeStopRunsBeforeAnyStop(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		fail bool
+	}{{"signal", false}, {"failure", true}} {
+		t.Run(c.name, func(t *testing.T) {
+			rec := &recorder{}
+			a := &fake{name: "a", rec: rec, failed: make(chan error, 1)}
+			m := NewManager(quiet(), Phase{Name: "one", Components: []Component{a}})
+			if err := m.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			m.BeforeStop(func() { rec.add("before-stop") })
+			ctx, cancel := context.WithCancel(context.Background())
+			if c.fail {
+				a.failed <- errors.New("crashed")
+			} else {
+				cancel()
+			}
+			_ = m.Serve(ctx, time.Second)
+			cancel()
+			events := rec.list()
+			before, stop := slices.Index(events, "before-stop"), slices.Index(events, "stop a")
+			if before < 0 || stop < 0 || before > stop || strings.Count(strings.Join(events, ","), "before-stop") != 1 {
+				t.Errorf("want before-stop once, before stop a: %v", events)
+			}
+		})
 	}
 }

@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -34,6 +35,9 @@ type Plan struct {
 	// LeaderElect is false for a datastore that only one server can use
 	// (SQLite): electing a leader among one is start-up time for nothing.
 	LeaderElect bool
+	// EncryptSecrets gives the apiserver the encryption config file
+	// (Layout.EncryptionConfig), reloaded when it changes.
+	EncryptSecrets bool
 }
 
 // EtcdTLSFiles are an etcd client's CA, certificate and key files.
@@ -173,7 +177,7 @@ func (p Plan) APIServerArgs() []string {
 		"service-account-key-file":           l.ServiceAccountPub(),
 		"service-account-signing-key-file":   l.ServiceAccountKey(),
 		"service-cluster-ip-range":           p.Config.ServiceCIDR,
-		"service-node-port-range":            "30000-32767",
+		"service-node-port-range":            cmp.Or(p.Config.ServiceNodePortRange, "30000-32767"),
 		"storage-backend":                    "etcd3",
 		"tls-cert-file":                      l.ServingAPIServer().Cert,
 		"tls-private-key-file":               l.ServingAPIServer().Key,
@@ -195,6 +199,10 @@ func (p Plan) APIServerArgs() []string {
 	user := p.Config.KubeAPIServerArgs
 	if !args.Has(user, "anonymous-auth") && !args.Has(user, "authentication-config") {
 		g["authentication-config"] = l.AuthenticationConfig()
+	}
+	if p.EncryptSecrets {
+		g["encryption-provider-config"] = l.EncryptionConfig()
+		g["encryption-provider-config-automatic-reload"] = "true"
 	}
 	if !args.Has(user, "egress-selector-config-file") {
 		g["egress-selector-config-file"] = l.EgressSelectorConfig()

@@ -145,6 +145,16 @@ func TestAPIServerArgsDefaults(t *testing.T) {
 	}
 }
 
+// --service-node-port-range reaches the apiserver; unset (a Config built
+// without flags) is the apiserver's default range.
+func TestAPIServerArgsNodePortRange(t *testing.T) {
+	p := testPlan(t, Layout{DataDir: t.TempDir()})
+	p.Config.ServiceNodePortRange = ""
+	wantArgs(t, "kube-apiserver", parseArgs(t, p.APIServerArgs()), map[string]string{"service-node-port-range": "30000-32767"})
+	p.Config.ServiceNodePortRange = "20000-22767"
+	wantArgs(t, "kube-apiserver", parseArgs(t, p.APIServerArgs()), map[string]string{"service-node-port-range": "20000-22767"})
+}
+
 func TestAPIServerArgsCustomDomainAndDualStack(t *testing.T) {
 	p := testPlan(t, Layout{DataDir: t.TempDir()})
 	p.Config.ClusterDomain = "corp.example"
@@ -457,5 +467,25 @@ func TestDetectAdvertiseIPInvalidNamesFlag(t *testing.T) {
 		} else if !strings.Contains(err.Error(), tc.flag) {
 			t.Errorf("advertise %q bind %q: error %q does not name %s", tc.advertise, tc.bind, err, tc.flag)
 		}
+	}
+}
+
+// Secrets encryption gives the apiserver the key file, reloaded on change;
+// without it the apiserver has no encryption config.
+func TestAPIServerArgsSecretsEncryption(t *testing.T) {
+	l := Layout{DataDir: t.TempDir()}
+	p := testPlan(t, l)
+	if containsArg(p.APIServerArgs(), "--encryption-provider-config="+l.EncryptionConfig()) {
+		t.Error("encryption config without EncryptSecrets")
+	}
+	p.EncryptSecrets = true
+	args := p.APIServerArgs()
+	for _, want := range []string{"--encryption-provider-config=" + l.EncryptionConfig(), "--encryption-provider-config-automatic-reload=true"} {
+		if !containsArg(args, want) {
+			t.Errorf("no %s in %v", want, args)
+		}
+	}
+	if l.EncryptionConfig() != filepath.Join(l.CredDir(), "encryption-config.json") {
+		t.Errorf("encryption config at %s, want in the cred dir", l.EncryptionConfig())
 	}
 }

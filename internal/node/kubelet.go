@@ -28,6 +28,14 @@ type KubeletPlan struct {
 	ResolvConf    string
 	// Address is where the kubelet's API listens: 0.0.0.0 on a server node.
 	Address string
+	// ProtectKernelDefaults makes the kubelet refuse kernel settings that
+	// differ from its defaults instead of writing them
+	// (--protect-kernel-defaults).
+	ProtectKernelDefaults bool
+	// ExternalCloudProvider runs the kubelet with --cloud-provider=external:
+	// its addresses are then set by skiff's cloud node controller from the
+	// Node's skiff.io address annotations (--node-external-ip).
+	ExternalCloudProvider bool
 	// ExtraArgs are --kubelet-arg values (key=value), applied last.
 	ExtraArgs []string
 }
@@ -66,6 +74,7 @@ func KubeletConfig(p KubeletPlan) ([]byte, error) {
 		RegisterWithTaints:     taints,
 		EvictionHard:           map[string]string{"imagefs.available": "5%", "nodefs.available": "5%"},
 		EvictionMinimumReclaim: map[string]string{"imagefs.available": "10%", "nodefs.available": "10%"},
+		ProtectKernelDefaults:  p.ProtectKernelDefaults,
 	}
 	return yaml.Marshal(kc)
 }
@@ -80,6 +89,9 @@ func KubeletArgs(p KubeletPlan) []string {
 	}
 	if p.NodeIP != "" {
 		gen["node-ip"] = p.NodeIP
+	}
+	if p.ExternalCloudProvider {
+		gen["cloud-provider"] = "external"
 	}
 	if len(p.Labels) > 0 {
 		labels := append([]string(nil), p.Labels...)

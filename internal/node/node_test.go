@@ -98,11 +98,34 @@ func TestKubeletConfig(t *testing.T) {
 		t.Errorf("taints: %+v", kc.RegisterWithTaints)
 	}
 
+	if kc.ProtectKernelDefaults {
+		t.Error("protectKernelDefaults set without --protect-kernel-defaults")
+	}
+
 	args := KubeletArgs(p)
 	for _, want := range []string{"--node-labels=a=1,b=2", "--node-ip=192.0.2.7", "--max-pods=50", "--hostname-override=other"} {
 		if !slices.Contains(args, want) {
 			t.Errorf("kubelet args %v lack %s", args, want)
 		}
+	}
+	if slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--cloud-provider") }) {
+		t.Errorf("a node without an external IP runs its kubelet with a cloud provider: %v", args)
+	}
+
+	// --protect-kernel-defaults and --node-external-ip.
+	p.ProtectKernelDefaults, p.ExternalCloudProvider = true, true
+	if data, err = KubeletConfig(p); err != nil {
+		t.Fatal(err)
+	}
+	kc = kubeletv1beta1.KubeletConfiguration{}
+	if err := yaml.UnmarshalStrict(data, &kc); err != nil {
+		t.Fatalf("%v\n%s", err, data)
+	}
+	if !kc.ProtectKernelDefaults {
+		t.Errorf("protectKernelDefaults not set:\n%s", data)
+	}
+	if args := KubeletArgs(p); !slices.Contains(args, "--cloud-provider=external") {
+		t.Errorf("kubelet args %v lack --cloud-provider=external", args)
 	}
 	if slices.Contains(args, "--hostname-override=n1") {
 		t.Errorf("--kubelet-arg did not replace skiff's value: %v", args)

@@ -33,6 +33,7 @@ import (
 	"github.com/skiffkube/skiff/internal/node/kubeproxy"
 	"github.com/skiffkube/skiff/internal/node/lbloopback"
 	"github.com/skiffkube/skiff/internal/node/netpol"
+	"github.com/skiffkube/skiff/internal/node/nodeaddrs"
 	"github.com/skiffkube/skiff/internal/node/nodeready"
 	"github.com/skiffkube/skiff/internal/node/runtime"
 	"github.com/skiffkube/skiff/internal/nodeip"
@@ -95,7 +96,17 @@ func (n *Plan) NodeIPs() []netip.Addr { return n.nodeIPs }
 // they do not fit.
 func (n *Plan) SetCluster(c join.Cluster) error {
 	n.spec.Cluster = c
-	return n.settleNodeIPs()
+	if err := n.settleNodeIPs(); err != nil {
+		return err
+	}
+	if iface := n.spec.Node.FlannelIface; iface != "" && c.FlannelBackend != "none" {
+		v4, v6, err := families("", c.ClusterCIDR)
+		if err != nil {
+			return err
+		}
+		return CheckFlannelIface(iface, v4, v6, ifaceAddrs)
+	}
+	return nil
 }
 
 // settleNodeIPs resolves the node's addresses against the cluster CIDR known
@@ -176,9 +187,8 @@ func Prepare(spec Spec, log *slog.Logger) (*Plan, error) {
 	if err := checkNodePorts(cfg, spec.KubeletAddress); err != nil {
 		return nil, err
 	}
-	// The in-process kubelet tells systemd READY=1 as soon as it runs; skiff is
-	// ready only when the Node is.
-	os.Unsetenv("NOTIFY_SOCKET")
+	// NOTIFY_SOCKET is out of the environment already (sdnotify.Claim): the
+	// in-process kubelet would say READY=1 as soon as it runs.
 	name, err := cfg.ResolveNodeName(os.Hostname)
 	if err != nil {
 		return nil, err
@@ -454,6 +464,10 @@ func (n *Plan) Phases(log *slog.Logger) (_ []component.Phase, retErr error) {
 		ResolvConf:    resolv,
 		Address:       cmp.Or(n.spec.KubeletAddress, "0.0.0.0"),
 		ExtraArgs:     cfg.KubeletArgs,
+		// Only a node with an external IP is initialised by the cloud node
+		// controller; the others keep today's start-up (issue 14).
+		ProtectKernelDefaults: cfg.ProtectKernelDefaults,
+		ExternalCloudProvider: len(cfg.ExternalIPs()) > 0,
 	}
 	kc, err := node.KubeletConfig(kplan)
 	if err != nil {
@@ -483,6 +497,7 @@ func (n *Plan) Phases(log *slog.Logger) (_ []component.Phase, retErr error) {
 			Kubeconfig:  n.spec.FlannelKubeconfig,
 			NodeName:    n.identity.NodeName,
 			NodeIPs:     n.nodeIPs,
+			Iface:       cfg.FlannelIface,
 			ClusterCIDR: cluster.ClusterCIDR,
 			Backend:     cluster.FlannelBackend,
 			ProxyMode:   n.proxyMode,
@@ -507,7 +522,13 @@ func (n *Plan) Phases(log *slog.Logger) (_ []component.Phase, retErr error) {
 	}
 	phases = append(phases,
 		component.Phase{Name: "kubelet", Components: nodeComponents},
-		component.Phase{Name: "node", Components: []component.Component{nodeready.New(n.spec.ReadyKubeconfig, n.identity.NodeName, cluster.FlannelBackend == "none" || !n.ownRuntime, n.begin, log)}},
+		component.Phase{Name: "node", Components: []component.Component{
+			nodeready.New(n.spec.ReadyKubeconfig, n.identity.NodeName, cluster.FlannelBackend == "none" || !n.ownRuntime, n.begin, log),
+			nodeaddrs.New(nodeaddrs.Config{
+				Kubeconfig: n.layout.KubeletKubeconfig(), NodeName: n.identity.NodeName,
+				InternalIPs: n.nodeIPs, ExternalIPs: cfg.ExternalIPs(), Hostname: n.identity.NodeName,
+			}, nil, log),
+		}},
 	)
 	return phases, nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/skiffkube/skiff/internal/config"
 	"github.com/skiffkube/skiff/internal/controlplane"
 	"github.com/skiffkube/skiff/internal/datastore"
+	"github.com/skiffkube/skiff/internal/secretsencrypt"
 	"github.com/skiffkube/skiff/internal/token"
 )
 
@@ -185,6 +186,12 @@ func (b *externalBootstrap) prepare(staging controlplane.Layout, secret string) 
 	if err != nil {
 		return nil, "", err
 	}
+	if b.cfg.SecretsEncryption {
+		// The cluster's key is made by its first server, with its data.
+		if _, err := secretsencrypt.Ensure(staging, b.cfg.SecretsEncryptionProvider, time.Now()); err != nil {
+			return nil, "", err
+		}
+	}
 	agentToken, err := bootstrap.ReadAgentToken(b.cfg.AgentToken, b.cfg.AgentTokenFile)
 	if err != nil {
 		return nil, "", err
@@ -226,5 +233,8 @@ func settingsOf(cfg *config.Server) bootstrap.Settings {
 		ServiceCIDR:   cfg.ServiceCIDR,
 		ClusterDNS:    cfg.ClusterDNS,
 		ClusterDomain: cfg.ClusterDomain,
+		// The apiservers of one cluster must agree on it (K3s's critical
+		// setting too).
+		ServiceNodePortRange: cfg.ServiceNodePortRange,
 	}
 }

@@ -130,7 +130,8 @@ func planDatastore(ctx context.Context, cfg *config.Server, l controlplane.Layou
 
 // clusterSettings are this server's cluster-wide settings.
 func clusterSettings(cfg *config.Server) bootstrap.Settings {
-	return bootstrap.Settings{ClusterCIDR: cfg.ClusterCIDR, ServiceCIDR: cfg.ServiceCIDR, ClusterDNS: cfg.ClusterDNS, ClusterDomain: cfg.ClusterDomain}
+	return bootstrap.Settings{ClusterCIDR: cfg.ClusterCIDR, ServiceCIDR: cfg.ServiceCIDR, ClusterDNS: cfg.ClusterDNS, ClusterDomain: cfg.ClusterDomain,
+		ServiceNodePortRange: cfg.ServiceNodePortRange}
 }
 
 // writeBootstrap writes a joining server's bootstrap data; the caller holds

@@ -36,6 +36,8 @@ import (
 	"github.com/skiffkube/skiff/internal/node"
 	"github.com/skiffkube/skiff/internal/noderun"
 	"github.com/skiffkube/skiff/internal/pki"
+	"github.com/skiffkube/skiff/internal/sdnotify"
+	"github.com/skiffkube/skiff/internal/secretsencrypt"
 	"github.com/skiffkube/skiff/internal/serverjoin"
 	"github.com/skiffkube/skiff/internal/tokenrotate"
 	"github.com/skiffkube/skiff/internal/tunnel"
@@ -60,6 +62,9 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		return err
 	}
 	if !cfg.DisableAgent {
+		if err := noderun.Preflight(cfg.Node, cfg.ClusterCIDR); err != nil {
+			return err
+		}
 		if _, err := noderun.LoadRegistries(cfg.Node); err != nil {
 			return err
 		}
@@ -129,6 +134,10 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	if err := dsPlan.writeBootstrap(l, log); err != nil {
 		return err
 	}
+	plan.EncryptSecrets = cfg.SecretsEncryption || secretsencrypt.Exists(l)
+	ds := datastore.New(datastore.Config{DataDir: cfg.DataDir, Endpoint: cfg.DatastoreEndpoint,
+		CAFile: cfg.DatastoreCAFile, CertFile: cfg.DatastoreCertFile, KeyFile: cfg.DatastoreKeyFile}, log)
+	encStartup, encrypt := secretsEncryption(cfg, l, dsPlan, ds, plan.EncryptSecrets, log)
 	var nd *noderun.Plan
 	if !cfg.DisableAgent {
 		if nd, err = prepareNode(cfg, l, advertiseIP, log); err != nil {
@@ -156,8 +165,6 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		LocalNode:    localNode,
 	}, log)
 	agentJoin := newJoinServer(cfg, l, log)
-	ds := datastore.New(datastore.Config{DataDir: cfg.DataDir, Endpoint: cfg.DatastoreEndpoint,
-		CAFile: cfg.DatastoreCAFile, CertFile: cfg.DatastoreCertFile, KeyFile: cfg.DatastoreKeyFile}, log)
 	rotation, rotationFollower := tokenRotation(cfg, l, kind, dsPlan.embedded, ds, log)
 	sup := supervisor.New(supervisor.Config{
 		Listener:     ln,
@@ -171,6 +178,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 			"GET " + serverjoin.Path:  dsPlan.serverJoinHandler(cfg, l, agentJoin, log),
 			"GET " + tunnel.Path:      tun,
 			"PUT " + tokenrotate.Path: rotation,
+			secretsencrypt.PathPrefix: encrypt,
 		},
 	}, log)
 	env := &addons.Env{
@@ -198,7 +206,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 			}
 		},
 	}, log)
-	controllers := append([]component.Component{sup, renewal}, addonParts.Server...)
+	controllers := append([]component.Component{sup, encrypt, renewal}, addonParts.Server...)
 	controllers = append(controllers, dsPlan.controllers(l, log)...)
 	controllers = append(controllers, datastoreStatus(cfg, plan, log))
 	controllers = append(controllers, rotationFollower...)
@@ -214,7 +222,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 
 	phases := []component.Phase{
 		{Name: "datastore", Components: []component.Component{dsPlan.component(ds, log)}},
-		{Name: "certificates", Components: []component.Component{certs}},
+		{Name: "certificates", Components: []component.Component{certs, encStartup}},
 		// After the apiserver in the list, so stopped before it: the apiserver's
 		// shutdown waits for the tunnel's Node watch to end. The egress
 		// socket listens from Init on, before the apiserver dials a kubelet.
@@ -248,6 +256,10 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	metrics.StartupPhaseSeconds.WithLabelValues("ready").Set(time.Since(begin).Seconds())
 	log.Info(fmt.Sprintf("skiff server ready in %s", component.FormatDuration(time.Since(begin))),
 		"kubeconfig", cfg.WriteKubeconfig, "url", "https://"+net.JoinHostPort(advertiseIP.String(), strconv.Itoa(cfg.HTTPSListenPort)))
+	// Ready means what the line above says: the API serves, and with an
+	// agent the node is Ready.
+	sdnotify.Ready(log)
+	mgr.BeforeStop(func() { sdnotify.Stopping(log) })
 
 	return mgr.Serve(ctx, StopTimeout)
 }

@@ -25,10 +25,16 @@ type agentProc struct {
 
 func startAgent(t *testing.T, args ...string) *agentProc {
 	t.Helper()
+	return startAgentEnv(t, nil, args...)
+}
+
+// startAgentEnv starts an agent with env added to the clean environment.
+func startAgentEnv(t *testing.T, env []string, args ...string) *agentProc {
+	t.Helper()
 	a := &agentProc{out: &syncBuffer{}, exited: make(chan struct{})}
 	a.cmd = exec.Command(skiffBin(t), append([]string{"agent"}, args...)...)
 	a.cmd.Stdout, a.cmd.Stderr = a.out, a.out
-	a.cmd.Env = cleanEnv()
+	a.cmd.Env = append(cleanEnv(), env...)
 	if err := a.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -115,8 +121,12 @@ func TestAgentJoins(t *testing.T) {
 	// takes another port.
 	lbPort := strconv.Itoa(freePort(t))
 	agentArgs := []string{"--server", s.URL(), "--token", agentTok, "--data-dir", agentDir, "--lb-server-port", lbPort}
-	a := startAgent(t, agentArgs...)
+	// As systemd would for Type=notify: READY=1 only once the agent's Node
+	// is Ready (the server has no node of its own).
+	notify := listenNotify(t, nodesReadyNow(s.Kubeconfig))
+	a := startAgentEnv(t, []string{notify.Env()}, agentArgs...)
 	a.waitFor(t, "skiff agent ready in", 2*time.Minute)
+	notify.expect(t, "READY=1", 30*time.Second)
 	// The node's components reach the API through the agent's load balancer.
 	for _, kc := range []string{"kubelet.kubeconfig", "kubeproxy.kubeconfig", "flannel.kubeconfig"} {
 		data, err := os.ReadFile(filepath.Join(agentDir, "agent", kc))
@@ -162,6 +172,8 @@ func TestAgentJoins(t *testing.T) {
 		}
 	}
 	stop(a)
+	notify.expect(t, "STOPPING=1", 30*time.Second)
+	notify.none(t)
 
 	// Tokens are for joining: once its token is deleted, the joined agent
 	// restarts on the credentials it holds.

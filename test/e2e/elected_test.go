@@ -29,7 +29,7 @@ import (
 
 // electedLeases are the Leases of what runs on one server of the cluster
 // at a time (docs/design.md, "Add-ons: one registry").
-var electedLeases = []string{"skiff-helm-controller", "skiff-servicelb", "skiff-local-storage", "skiff-node-passwords", "skiff-server-endpoints"}
+var electedLeases = []string{"skiff-helm-controller", "skiff-servicelb", "skiff-local-storage", "skiff-node-passwords", "skiff-server-endpoints", "skiff-cloud-node-controller"}
 
 // leaseHolder is a Lease's holder in kube-system, "" when it has none.
 func leaseHolder(c kubernetes.Interface, name string) (string, error) {

@@ -96,7 +96,11 @@ func TestNode(t *testing.T) {
 		}
 	})
 
+	// As systemd would for Type=notify: READY=1 only once the Node is Ready.
+	notify := listenNotify(t, nodesReadyNow(s.Kubeconfig))
+	s.env = append(s.env, notify.Env())
 	s.Start()
+	notify.expect(t, "READY=1", 30*time.Second)
 	for _, phase := range []string{"containerd ready in", "images ready in", "kubelet ready in", "node ready in"} {
 		if !strings.Contains(s.Output(), phase) {
 			t.Errorf("start-up output lacks %q", phase)
@@ -197,11 +201,14 @@ func TestNode(t *testing.T) {
 	t.Run("restart keeps pods running", func(t *testing.T) {
 		before := podState(t, c)
 		s.Stop()
+		notify.expect(t, "STOPPING=1", 30*time.Second)
 		// With skiff stopped, the pods still answer.
 		if body, err := httpGet("http://" + pods[0].Status.PodIP + ":8080/"); err != nil || !strings.Contains(body, pods[0].Name) {
 			t.Errorf("pod %s while skiff is stopped: %q, %v", pods[0].Name, body, err)
 		}
 		s.Start()
+		notify.expect(t, "READY=1", 30*time.Second)
+		notify.none(t)
 		if !strings.Contains(s.Output(), "node ready in") {
 			t.Error("no node phase on restart")
 		}

@@ -25,7 +25,11 @@ var ourLine = regexp.MustCompile(`^\d\d:\d\d:\d\d\.\d{3} (DEBUG|INFO |WARN |ERRO
 
 func TestServerKeepsStateAcrossRestart(t *testing.T) {
 	s := newServer(t)
+	// Without an agent, ready means the API is.
+	notify := listenNotify(t, apiReadyNow(s.Kubeconfig))
+	s.env = append(s.env, notify.Env())
 	s.Start()
+	notify.expect(t, "READY=1", 30*time.Second)
 
 	t.Run("start-up lines", func(t *testing.T) {
 		out := s.Output()
@@ -142,6 +146,8 @@ func TestServerKeepsStateAcrossRestart(t *testing.T) {
 	if took := s.Stop(); took > 10*time.Second {
 		t.Errorf("stop took %s, want under 10s", took)
 	}
+	notify.expect(t, "STOPPING=1", 30*time.Second)
+	notify.none(t)
 	if !strings.Contains(s.Output(), "stopped in") {
 		t.Errorf("no stop line:\n%s", s.Output())
 	}

@@ -5,6 +5,7 @@ package builtin
 
 import (
 	"github.com/skiffkube/skiff/internal/addons"
+	"github.com/skiffkube/skiff/internal/addons/cloudnode"
 	"github.com/skiffkube/skiff/internal/addons/coredns"
 	"github.com/skiffkube/skiff/internal/addons/helmcontroller"
 	"github.com/skiffkube/skiff/internal/addons/localstorage"
@@ -29,5 +30,6 @@ func Addons() []addons.Addon {
 		servicelb.Addon,
 		helmcontroller.Addon,
 		noderoles.Addon,
+		cloudnode.Addon,
 	}
 }

@@ -52,7 +52,11 @@ type Config struct {
 	NodeName   string
 	// NodeIPs are the node's addresses, primary family first; a dual-stack
 	// network needs one of each family, on one interface.
-	NodeIPs     []netip.Addr
+	NodeIPs []netip.Addr
+	// Iface, when set (--flannel-iface), is the interface flannel sends pod
+	// traffic through, and its addresses the public ones, instead of the
+	// node IPs' interface.
+	Iface       string
 	ClusterCIDR string
 	// Backend is "vxlan" or "host-gw".
 	Backend string
@@ -156,13 +160,9 @@ func (f *Flannel) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("flannel: %w", err)
 	}
-	iface, opts, err := externalAddrs(f.cfg.NodeIPs, netCfg.EnableIPv4, netCfg.EnableIPv6)
+	ext, err := f.extIface(netCfg.EnableIPv4, netCfg.EnableIPv6, stack)
 	if err != nil {
 		return err
-	}
-	ext, err := ipmatch.LookupExtIface(iface, "", "", stack, opts)
-	if err != nil {
-		return fmt.Errorf("flannel: finding the interface of node IP %s: %w", iface, err)
 	}
 	be, err := backend.NewManager(ctx, sm, ext).GetBackend(netCfg.BackendType)
 	if err != nil {
@@ -265,6 +265,28 @@ func waitForPodCIDR(ctx context.Context, client kubernetes.Interface, nodeName s
 		case <-tick.C:
 		}
 	}
+}
+
+// extIface finds the interface and public addresses flannel uses: those of
+// --flannel-iface when set (its first address of each family the network
+// has, as flannel picks them), else the node IPs' interface.
+func (f *Flannel) extIface(v4, v6 bool, stack int) (*backend.ExternalInterface, error) {
+	if f.cfg.Iface != "" {
+		ext, err := ipmatch.LookupExtIface(f.cfg.Iface, "", "", stack, ipmatch.PublicIPOpts{})
+		if err != nil {
+			return nil, fmt.Errorf("flannel: flannel-iface %s: %w", f.cfg.Iface, err)
+		}
+		return ext, nil
+	}
+	iface, opts, err := externalAddrs(f.cfg.NodeIPs, v4, v6)
+	if err != nil {
+		return nil, err
+	}
+	ext, err := ipmatch.LookupExtIface(iface, "", "", stack, opts)
+	if err != nil {
+		return nil, fmt.Errorf("flannel: finding the interface of node IP %s: %w", iface, err)
+	}
+	return ext, nil
 }
 
 // externalAddrs says how flannel finds its interface and public addresses:

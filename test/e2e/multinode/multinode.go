@@ -192,6 +192,10 @@ func (n *Network) AddNode(name, dir string) (*Node, error) {
 	return nd, nil
 }
 
+// NetNS is the node's network namespace, as `ip netns` names it: a test
+// adds interfaces to the node with `ip -n <NetNS> ...`.
+func (nd *Node) NetNS() string { return nd.netns }
+
 // DataDir is the node's --data-dir.
 func (nd *Node) DataDir() string { return filepath.Join(nd.Dir, "data") }
 

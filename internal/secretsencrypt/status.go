@@ -1,0 +1,198 @@
+package secretsencrypt
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Status is what `skiff secrets-encrypt status` shows.
+type Status struct {
+	// Configured is false when the server has no encryption config.
+	Configured bool  `json:"configured"`
+	Enabled    bool  `json:"enabled"`
+	Stage      Stage `json:"stage"`
+	// Keys are the keys in order; the first is active (primary).
+	Keys []KeyStatus `json:"keys,omitempty"`
+	// Applied is true when the apiserver runs with the file's keys.
+	Applied bool `json:"applied"`
+	// Secrets counts the stored Secrets by the key they are stored with;
+	// nil when the datastore could not be read (SecretsError says why).
+	Secrets      *SecretCount `json:"secrets,omitempty"`
+	SecretsError string       `json:"secretsError,omitempty"`
+	// ReencryptError is why the last reencrypt stopped.
+	ReencryptError string `json:"reencryptError,omitempty"`
+}
+
+// KeyStatus is one key, without its secret.
+type KeyStatus struct {
+	Active bool   `json:"active"`
+	Type   string `json:"type"`
+	Name   string `json:"name,omitempty"`
+}
+
+// SecretCount counts Secrets by the key their stored bytes name:
+// "aescbc:<name>", "secretbox:<name>", or "identity" for plain text.
+type SecretCount struct {
+	Total int `json:"total"`
+	// WithPrimary are those stored with the primary key.
+	WithPrimary int            `json:"withPrimary"`
+	ByKey       map[string]int `json:"byKey"`
+}
+
+// Label is how a key appears in SecretCount.ByKey.
+func (k Key) Label() string {
+	if k.Type == Identity {
+		return Identity
+	}
+	return k.Type + ":" + k.Name
+}
+
+// storedWith is the label of the key a stored value was written with:
+// the apiserver prefixes encrypted values with "k8s:enc:<type>:v1:<name>:".
+func storedWith(v []byte) string {
+	const prefix = "k8s:enc:"
+	if !bytes.HasPrefix(v, []byte(prefix)) {
+		return Identity
+	}
+	rest := v[len(prefix):]
+	parts := strings.SplitN(string(rest[:min(len(rest), 512)]), ":", 4)
+	if len(parts) < 4 {
+		return "unknown"
+	}
+	return parts[0] + ":" + parts[2]
+}
+
+// Count classifies stored Secret values against primary.
+func Count(values [][]byte, primary Key) SecretCount {
+	c := SecretCount{ByKey: map[string]int{}}
+	for _, v := range values {
+		l := storedWith(v)
+		c.Total++
+		c.ByKey[l]++
+		if l == primary.Label() {
+			c.WithPrimary++
+		}
+	}
+	return c
+}
+
+// Status reads the keys, the stage and the stored Secrets.
+func (c *Controller) Status(ctx context.Context) (*Status, error) {
+	l := c.cfg.Layout
+	k, err := Read(l)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &Status{Stage: StageStart}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	s, err := ReadState(l)
+	if err != nil {
+		return nil, err
+	}
+	st := &Status{Configured: c.cfg.Configured, Enabled: k.Enabled(), Stage: s.Stage, ReencryptError: s.Error}
+	for i, x := range k {
+		st.Keys = append(st.Keys, KeyStatus{Active: i == 0, Type: x.Type, Name: x.Name})
+	}
+	if c.cfg.Configured {
+		if st.Applied, err = c.applied(); err != nil {
+			return nil, err
+		}
+	}
+	values, err := c.storedSecrets(ctx)
+	if err != nil {
+		st.SecretsError = err.Error()
+	} else {
+		n := Count(values, k.Primary())
+		st.Secrets = &n
+	}
+	return st, nil
+}
+
+// storedSecrets are the stored bytes of every Secret.
+func (c *Controller) storedSecrets(ctx context.Context) ([][]byte, error) {
+	if c.cfg.Datastore == nil {
+		return nil, errors.New("no datastore client")
+	}
+	cli, err := c.cfg.Datastore()
+	if err != nil {
+		return nil, err
+	}
+	defer cli.Close()
+	prefix := strings.TrimSuffix(c.cfg.StoragePrefix, "/") + "/secrets/"
+	resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("reading %s from the datastore: %w", prefix, err)
+	}
+	out := make([][]byte, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		out = append(out, kv.Value)
+	}
+	return out, nil
+}
+
+// typeNames are K3s's names of the key types in status.
+var typeNames = map[string]string{AESCBC: "AES-CBC", Secretbox: "XSalsa20-POLY1305", Identity: "Identity"}
+
+// Format writes st as text: K3s's first lines (encryption status, stage),
+// whether the apiserver runs with the keys, the Secrets, then the keys.
+func (st *Status) Format(w io.Writer) error {
+	if !st.Configured && len(st.Keys) == 0 {
+		_, err := fmt.Fprintln(w, "Encryption Status: Disabled, no configuration file found (start the server with --secrets-encryption)")
+		return err
+	}
+	state := "Disabled"
+	if st.Enabled {
+		state = "Enabled"
+	}
+	fmt.Fprintf(w, "Encryption Status: %s\n", state)
+	fmt.Fprintf(w, "Current Rotation Stage: %s\n", st.Stage)
+	switch {
+	case !st.Configured:
+		fmt.Fprintln(w, "Server Keys: not in use (the server started without the encryption config: restart it)")
+	case st.Applied:
+		fmt.Fprintln(w, "Server Keys: the apiserver runs with these keys")
+	default:
+		fmt.Fprintln(w, "Server Keys: the apiserver has not loaded these keys yet")
+	}
+	switch {
+	case st.Secrets == nil:
+		fmt.Fprintf(w, "Secrets: unknown (%s)\n", st.SecretsError)
+	case st.Secrets.Total == 0:
+		fmt.Fprintln(w, "Secrets: none stored")
+	case st.Secrets.WithPrimary == st.Secrets.Total:
+		fmt.Fprintf(w, "Secrets: all %d stored with the active key\n", st.Secrets.Total)
+	default:
+		var by []string
+		for l, n := range st.Secrets.ByKey {
+			by = append(by, fmt.Sprintf("%d %s", n, l))
+		}
+		sort.Strings(by)
+		fmt.Fprintf(w, "Secrets: %d of %d not stored with the active key (%s): run skiff secrets-encrypt reencrypt\n",
+			st.Secrets.Total-st.Secrets.WithPrimary, st.Secrets.Total, strings.Join(by, ", "))
+	}
+	if st.ReencryptError != "" {
+		fmt.Fprintf(w, "Last Reencrypt Error: %s\n", st.ReencryptError)
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "Active\tKey Type\tName")
+	fmt.Fprintln(tw, "------\t--------\t----")
+	for _, k := range st.Keys {
+		active := ""
+		if k.Active {
+			active = " *"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", active, typeNames[k.Type], k.Name)
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,63 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/skiffkube/skiff/internal/config"
+	"github.com/skiffkube/skiff/internal/controlplane"
+	"github.com/skiffkube/skiff/internal/controlplane/args"
+	"github.com/skiffkube/skiff/internal/datastore"
+	"github.com/skiffkube/skiff/internal/datastore/etcd"
+	"github.com/skiffkube/skiff/internal/secretsencrypt"
+)
+
+// secretsEncryption are the parts of Secrets encryption at rest: the
+// start-up step that settles the key file before the apiserver, and the
+// controller behind `skiff secrets-encrypt` (served on the supervisor). The
+// apiserver gets the file (plan.EncryptSecrets) when --secrets-encryption
+// asks for it or the data dir has one: Secrets encrypted with its keys must
+// stay readable whatever the flags.
+func secretsEncryption(cfg *config.Server, l controlplane.Layout, p *datastorePlan, ds *datastore.Kine, configured bool, log *slog.Logger) (*secretsencrypt.Startup, *secretsencrypt.Controller) {
+	startup := &secretsencrypt.Startup{
+		Layout:     l,
+		Enable:     cfg.SecretsEncryption,
+		Provider:   cfg.SecretsEncryptionProvider,
+		First:      p.kind == "sqlite" || (p.embedded && p.join == nil && cfg.Server == ""),
+		Configured: configured,
+		Log:        log,
+	}
+	if p.embedded {
+		startup.Members = func(ctx context.Context) (int, error) {
+			urls, err := etcd.VoterClientURLs(ctx, l)
+			return len(urls), err
+		}
+	}
+	refuse := ""
+	if !p.embedded && p.kind != "sqlite" {
+		refuse = fmt.Sprintf("this server's bootstrap data, with the keys, is stored in its %s datastore, which a key change here would not update: changing keys on an external datastore is not supported yet", p.kind)
+	}
+	prefix, _ := args.Value(cfg.KubeAPIServerArgs, "etcd-prefix")
+	ctl := secretsencrypt.New(secretsencrypt.Config{
+		Layout:        l,
+		Provider:      cfg.SecretsEncryptionProvider,
+		Configured:    configured,
+		Refuse:        refuse,
+		Kubeconfig:    l.AdminKubeconfig(),
+		StoragePrefix: prefix,
+		Datastore: func() (*clientv3.Client, error) {
+			if !p.embedded {
+				return ds.Client()
+			}
+			cc, err := etcd.ClientConfig(l)
+			if err != nil {
+				return nil, err
+			}
+			return clientv3.New(cc)
+		},
+	}, log)
+	return startup, ctl
+}
