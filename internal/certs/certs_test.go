@@ -306,7 +306,7 @@ func TestPassRenewsDueLeaves(t *testing.T) {
 	// A second pass finds nothing to do.
 	renewedFiles = nil
 	r.Pass(context.Background(), now)
-	if renewedFiles != nil {
+	if len(renewedFiles) != 0 {
 		t.Errorf("second pass renewed %v", renewedFiles)
 	}
 }

@@ -41,8 +41,10 @@ type RenewerConfig struct {
 	// Remote renews the leaves whose CA key is not here (an agent's): it
 	// asks the server for new ones. nil leaves them to the next start.
 	Remote func(ctx context.Context) error
-	// OnRenewed is called after a pass that re-issued files (for copies
-	// of a certificate elsewhere, such as the embedded admin kubeconfig).
+	// OnRenewed is called after every pass with the files it re-issued
+	// (maybe none: `skiff certificate rotate` may have replaced some), for
+	// copies of a certificate elsewhere, such as the embedded admin
+	// kubeconfig; it should write only what changed.
 	OnRenewed func(files []string)
 	// Period is the longest wait between two checks; an hour when zero.
 	Period time.Duration
@@ -192,7 +194,7 @@ func (r *Renewer) Pass(ctx context.Context, now time.Time) time.Time {
 			}
 		}
 	}
-	if len(renewed) > 0 && r.cfg.OnRenewed != nil {
+	if r.cfg.OnRenewed != nil {
 		r.cfg.OnRenewed(renewed)
 	}
 	next := now.Add(r.cfg.Period)

@@ -197,7 +197,8 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		return err
 	}
 	// Leaf certificates renewed while running; the admin kubeconfig
-	// embeds a copy of the admin certificate, written again.
+	// embeds a copy of the admin certificate, written again when it
+	// changed (renewed here, or by `skiff certificate rotate`).
 	renewal := certrenewal.NewRenewer(certrenewal.RenewerConfig{
 		DataDir: cfg.DataDir, NodeName: localNode, Kubeconfig: l.AdminKubeconfig(),
 		OnRenewed: func([]string) {

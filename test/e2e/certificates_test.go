@@ -228,6 +228,21 @@ func TestCertificateRenewalOnline(t *testing.T) {
 	if after, _ := os.ReadFile(forged[0].cert); string(after) != string(before) {
 		t.Error("a refused rotate changed the apiserver's certificate")
 	}
+	// rotate --service admin, while it runs: the admin kubeconfig follows.
+	if out, err := runToExit(t, time.Minute, "certificate", "rotate", "--data-dir", s.DataDir, "--service", "admin"); err != nil || strings.Count(out, "re-issued") != 1 {
+		t.Errorf("rotate --service admin: %v\n%s", err, out)
+	}
+	eventually(t, time.Minute, func() (string, error) {
+		kc, err := os.ReadFile(s.Kubeconfig)
+		if err != nil {
+			return "", err
+		}
+		adminPEM, _ := os.ReadFile(forged[1].cert)
+		if !strings.Contains(string(kc), base64.StdEncoding.EncodeToString(adminPEM)) {
+			return "", fmt.Errorf("%s does not embed the rotated admin certificate", s.Kubeconfig)
+		}
+		return s.kubectl("get", "nodes")
+	})
 	// rotate --service api-server re-issues its two files, while it runs.
 	out, err = runToExit(t, time.Minute, "certificate", "rotate", "--data-dir", s.DataDir, "--service", "api-server")
 	if err != nil || strings.Count(out, "re-issued") != 2 || !strings.Contains(out, "serving-kube-apiserver.crt") {
