@@ -60,6 +60,11 @@ type Config struct {
 	Datastore func() (*clientv3.Client, error)
 	// StoragePrefix is the apiserver's --etcd-prefix ("/registry").
 	StoragePrefix string
+	// Servers counts the servers of the cluster by durable membership
+	// (embedded etcd: every member, learners and members down included),
+	// not by which are up: a server down now still holds its copy of the
+	// key file. Nil means one server (SQLite).
+	Servers func(context.Context) (int, error)
 }
 
 // Controller serves `skiff secrets-encrypt` on the supervisor and runs
@@ -207,10 +212,14 @@ func (c *Controller) Change(ctx context.Context, op string, req Request) (string
 	if !c.cfg.Configured || !Exists(l) {
 		return "", errors.New("this server runs without an encryption config: start it with --secrets-encryption")
 	}
-	if n, err := c.apiservers(ctx); err != nil {
-		return "", err
-	} else if n > 1 {
-		return "", fmt.Errorf("the cluster has %d servers: changing encryption keys on several servers is not supported yet (each holds its own copy of %s)", n, l.EncryptionConfig())
+	if c.cfg.Servers != nil {
+		n, err := c.cfg.Servers(ctx)
+		if err != nil {
+			return "", fmt.Errorf("counting the cluster's servers (etcd members): %w", err)
+		}
+		if n > 1 {
+			return "", fmt.Errorf("the cluster has %d servers (etcd members, counted up or down): changing encryption keys on several servers is not supported yet (each holds its own copy of %s)", n, l.EncryptionConfig())
+		}
 	}
 	s, err := ReadState(l)
 	if err != nil {
@@ -276,13 +285,18 @@ func (c *Controller) startReencrypt(keep bool) {
 	go func() {
 		defer c.wg.Done()
 		err := c.reencrypt(c.ctx, keep)
+		// The final state is written before running is cleared, under mu:
+		// a reencrypt requested once running is false starts from it, and
+		// nothing of this run writes after that.
 		c.mu.Lock()
-		c.running = false
-		c.mu.Unlock()
+		defer c.mu.Unlock()
 		if err != nil && c.ctx.Err() == nil {
 			c.log.Error("reencrypting Secrets failed; run skiff secrets-encrypt reencrypt again", "error", err.Error())
-			_ = WriteState(c.cfg.Layout, State{Stage: StageReencryptActive, Keep: keep, Error: err.Error()})
+			if werr := WriteState(c.cfg.Layout, State{Stage: StageReencryptActive, Keep: keep, Error: err.Error()}); werr != nil {
+				c.log.Error("recording the failed reencrypt", "error", werr.Error())
+			}
 		}
+		c.running = false
 	}()
 }
 
@@ -379,30 +393,6 @@ func (c *Controller) kubeconfigClient() (kubernetes.Interface, error) {
 		return nil, fmt.Errorf("admin kubeconfig %s: %w", c.cfg.Kubeconfig, err)
 	}
 	return kubernetes.NewForConfig(rc)
-}
-
-// apiservers counts the servers the kubernetes Service lists: the
-// addresses of one family (a dual-stack server has one of each).
-func (c *Controller) apiservers(ctx context.Context) (int, error) {
-	cs, err := c.client()
-	if err != nil {
-		return 0, err
-	}
-	list, err := cs.DiscoveryV1().EndpointSlices(metav1.NamespaceDefault).List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=kubernetes"})
-	if err != nil {
-		return 0, fmt.Errorf("counting the cluster's servers: %w", err)
-	}
-	perFamily := map[string]int{}
-	for _, s := range list.Items {
-		for _, e := range s.Endpoints {
-			perFamily[string(s.AddressType)] += len(e.Addresses)
-		}
-	}
-	n := 0
-	for _, v := range perFamily {
-		n = max(n, v)
-	}
-	return n, nil
 }
 
 // waitLoaded waits until the apiserver runs with the file's content.

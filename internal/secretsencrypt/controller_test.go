@@ -1,10 +1,12 @@
 package secretsencrypt
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -126,42 +128,94 @@ func kubernetesSlices(addrs map[discoveryv1.AddressType][]string) *fake.Clientse
 	return fake.NewClientset(objs...)
 }
 
-// Change applies an operation once the apiserver runs with the new file,
-// on a single server (dual-stack counts once); several servers are refused
-// with nothing changed.
+// loadsWhatTheFileHolds makes c's apiserver "load" whatever the file holds.
+func loadsWhatTheFileHolds(c *Controller, l controlplane.Layout) {
+	c.loaded = func() (string, error) {
+		b, err := os.ReadFile(l.EncryptionConfig())
+		return fmt.Sprintf("sha256:%x", sha256.Sum256(b)), err
+	}
+}
+
+// Change applies an operation once the apiserver runs with the new file
+// on a single server. Several servers are counted by membership, not by
+// which are up: with two etcd members, one of them down (the kubernetes
+// Service lists only the live one), a key change is refused with nothing
+// changed, as is one when the members cannot be counted.
 func TestChangeOnOneServerAndRefusalOnSeveral(t *testing.T) {
 	l := controlplane.Layout{DataDir: t.TempDir()}
 	if _, err := Ensure(l, AESCBC, now); err != nil {
 		t.Fatal(err)
 	}
-	c := New(Config{Layout: l, Provider: AESCBC, Configured: true}, slog.New(slog.DiscardHandler))
-	// The apiserver "loads" whatever the file holds.
-	c.loaded = func() (string, error) {
-		b, err := os.ReadFile(l.EncryptionConfig())
-		return fmt.Sprintf("sha256:%x", sha256.Sum256(b)), err
-	}
+	members := 1
+	c := New(Config{Layout: l, Provider: AESCBC, Configured: true,
+		Servers: func(context.Context) (int, error) { return members, nil }}, slog.New(slog.DiscardHandler))
+	loadsWhatTheFileHolds(c, l)
+	// Only the live server is in the kubernetes Service.
 	c.clientset = func() (kubernetes.Interface, error) {
-		return kubernetesSlices(map[discoveryv1.AddressType][]string{
-			discoveryv1.AddressTypeIPv4: {"192.0.2.1"}, discoveryv1.AddressTypeIPv6: {"2001:db8::1"},
-		}), nil
+		return kubernetesSlices(map[discoveryv1.AddressType][]string{discoveryv1.AddressTypeIPv4: {"192.0.2.1"}}), nil
 	}
 	msg, err := c.Change(t.Context(), OpPrepare, Request{})
 	if err != nil || !strings.Contains(msg, "next: skiff secrets-encrypt rotate") {
-		t.Fatalf("prepare on a dual-stack server: %q %v", msg, err)
+		t.Fatalf("prepare on one server: %q %v", msg, err)
 	}
 	if s, _ := ReadState(l); s.Stage != StagePrepare {
 		t.Errorf("stage %s after prepare", s.Stage)
 	}
 
 	before, _ := os.ReadFile(l.EncryptionConfig())
-	c.clientset = func() (kubernetes.Interface, error) {
-		return kubernetesSlices(map[discoveryv1.AddressType][]string{discoveryv1.AddressTypeIPv4: {"192.0.2.1", "192.0.2.2"}}), nil
+	members = 2
+	for _, op := range []string{OpRotate, OpRotateKeys, OpReencrypt, OpDisable} {
+		if _, err := c.Change(t.Context(), op, Request{}); err == nil || !strings.Contains(err.Error(), "the cluster has 2 servers") {
+			t.Errorf("%s with two members, one down: %v", op, err)
+		}
 	}
-	if _, err := c.Change(t.Context(), OpRotate, Request{}); err == nil || !strings.Contains(err.Error(), "the cluster has 2 servers") {
-		t.Errorf("rotate on two servers: %v", err)
+	c.cfg.Servers = func(context.Context) (int, error) {
+		return 0, errors.New("etcd member list: context deadline exceeded")
 	}
+	if _, err := c.Change(t.Context(), OpRotateKeys, Request{}); err == nil || !strings.Contains(err.Error(), "etcd member list") {
+		t.Errorf("rotate-keys when the members cannot be counted: %v", err)
+	}
+	c.wg.Wait()
 	after, _ := os.ReadFile(l.EncryptionConfig())
 	if s, _ := ReadState(l); s.Stage != StagePrepare || string(before) != string(after) {
-		t.Errorf("a refused rotate changed something: stage %s", s.Stage)
+		t.Errorf("a refused change changed something: stage %s", s.Stage)
+	}
+}
+
+// A failed reencrypt records its error before a new one may start, and
+// writes nothing after: the next reencrypt's state is its own.
+func TestFailedReencryptThenAnotherOne(t *testing.T) {
+	l := controlplane.Layout{DataDir: t.TempDir()}
+	if _, err := Ensure(l, AESCBC, now); err != nil {
+		t.Fatal(err)
+	}
+	c := New(Config{Layout: l, Provider: AESCBC, Configured: true}, slog.New(slog.DiscardHandler))
+	loadsWhatTheFileHolds(c, l)
+	c.clientset = func() (kubernetes.Interface, error) { return nil, errors.New("no apiserver") }
+	if _, err := c.Change(t.Context(), OpRotateKeys, Request{}); err != nil {
+		t.Fatal(err)
+	}
+	c.wg.Wait()
+	s, _ := ReadState(l)
+	if s.Stage != StageReencryptActive || !strings.Contains(s.Error, "no apiserver") {
+		t.Fatalf("after a failed reencrypt: %+v", s)
+	}
+	k, _ := Read(l)
+	if len(k) < 3 {
+		t.Fatalf("a failed reencrypt dropped keys: %d left", len(k))
+	}
+
+	c.mu.Lock()
+	c.clientset = func() (kubernetes.Interface, error) { return fake.NewClientset(), nil }
+	c.mu.Unlock()
+	if _, err := c.Change(t.Context(), OpReencrypt, Request{}); err != nil {
+		t.Fatal(err)
+	}
+	c.wg.Wait()
+	if s, _ := ReadState(l); s.Stage != StageReencryptFinished || s.Error != "" {
+		t.Errorf("after the second reencrypt: %+v", s)
+	}
+	if k, _ := Read(l); len(k) != 2 {
+		t.Errorf("after the second reencrypt: %d keys, want the primary and identity", len(k))
 	}
 }

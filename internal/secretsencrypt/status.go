@@ -75,14 +75,18 @@ func storedWith(v []byte) string {
 func Count(values [][]byte, primary Key) SecretCount {
 	c := SecretCount{ByKey: map[string]int{}}
 	for _, v := range values {
-		l := storedWith(v)
-		c.Total++
-		c.ByKey[l]++
-		if l == primary.Label() {
-			c.WithPrimary++
-		}
+		c.add(v, primary)
 	}
 	return c
+}
+
+func (c *SecretCount) add(v []byte, primary Key) {
+	l := storedWith(v)
+	c.Total++
+	c.ByKey[l]++
+	if l == primary.Label() {
+		c.WithPrimary++
+	}
 }
 
 // Status reads the keys, the stage and the stored Secrets.
@@ -108,36 +112,56 @@ func (c *Controller) Status(ctx context.Context) (*Status, error) {
 			return nil, err
 		}
 	}
-	values, err := c.storedSecrets(ctx)
+	n, err := c.countStored(ctx, k.Primary())
 	if err != nil {
 		st.SecretsError = err.Error()
 	} else {
-		n := Count(values, k.Primary())
 		st.Secrets = &n
 	}
 	return st, nil
 }
 
-// storedSecrets are the stored bytes of every Secret.
-func (c *Controller) storedSecrets(ctx context.Context) ([][]byte, error) {
+// statusPageSize is how many Secrets status reads from the datastore at
+// once: a Secret is up to about 1.5 MB stored (a Helm release's), so a
+// page is bounded, where one read of every Secret is not.
+const statusPageSize = 50
+
+// countStored counts the stored Secrets by the key their bytes name,
+// reading them in pages of statusPageSize at one revision (as the
+// apiserver pages a list), keeping only the counts.
+func (c *Controller) countStored(ctx context.Context, primary Key) (SecretCount, error) {
+	n := SecretCount{ByKey: map[string]int{}}
 	if c.cfg.Datastore == nil {
-		return nil, errors.New("no datastore client")
+		return n, errors.New("no datastore client")
 	}
 	cli, err := c.cfg.Datastore()
 	if err != nil {
-		return nil, err
+		return n, err
 	}
 	defer cli.Close()
 	prefix := strings.TrimSuffix(c.cfg.StoragePrefix, "/") + "/secrets/"
-	resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix())
-	if err != nil {
-		return nil, fmt.Errorf("reading %s from the datastore: %w", prefix, err)
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	key, rev := prefix, int64(0)
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(statusPageSize)}
+		if rev != 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		resp, err := cli.Get(ctx, key, opts...)
+		if err != nil {
+			return n, fmt.Errorf("reading %s from the datastore: %w", prefix, err)
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+		}
+		for _, kv := range resp.Kvs {
+			n.add(kv.Value, primary)
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return n, nil
+		}
+		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
-	out := make([][]byte, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		out = append(out, kv.Value)
-	}
-	return out, nil
 }
 
 // typeNames are K3s's names of the key types in status.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -30,11 +31,12 @@ func secretsEncryption(cfg *config.Server, l controlplane.Layout, p *datastorePl
 		Configured: configured,
 		Log:        log,
 	}
+	// The cluster's servers are embedded etcd's members, learners and
+	// members down included: each holds a copy of the key file.
+	var members func(context.Context) (int, error)
 	if p.embedded {
-		startup.Members = func(ctx context.Context) (int, error) {
-			urls, err := etcd.VoterClientURLs(ctx, l)
-			return len(urls), err
-		}
+		members = func(ctx context.Context) (int, error) { return etcdMembers(ctx, l) }
+		startup.Members = members
 	}
 	refuse := ""
 	if !p.embedded && p.kind != "sqlite" {
@@ -48,6 +50,7 @@ func secretsEncryption(cfg *config.Server, l controlplane.Layout, p *datastorePl
 		Refuse:        refuse,
 		Kubeconfig:    l.AdminKubeconfig(),
 		StoragePrefix: prefix,
+		Servers:       members,
 		Datastore: func() (*clientv3.Client, error) {
 			if !p.embedded {
 				return ds.Client()
@@ -60,4 +63,26 @@ func secretsEncryption(cfg *config.Server, l controlplane.Layout, p *datastorePl
 		},
 	}, log)
 	return startup, ctl
+}
+
+// etcdMembers counts embedded etcd's members from its member list: every
+// member, voter or learner, started or not, up or down.
+func etcdMembers(ctx context.Context, l controlplane.Layout) (int, error) {
+	cc, err := etcd.ClientConfig(l)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cc.Context = ctx
+	cli, err := clientv3.New(cc)
+	if err != nil {
+		return 0, fmt.Errorf("etcd: %w", err)
+	}
+	defer cli.Close()
+	list, err := cli.MemberList(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("etcd member list: %w", err)
+	}
+	return len(list.Members), nil
 }

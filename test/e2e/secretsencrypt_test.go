@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -260,5 +261,49 @@ func TestSecretsEncryption(t *testing.T) {
 	}
 	if sec, err := c.CoreV1().Secrets("default").Get(ctx, "five", metav1.GetOptions{}); err != nil || sec.Name != "five" {
 		t.Errorf("reading an encrypted Secret after the restart: %v", err)
+	}
+}
+
+// On embedded etcd, a cluster of one member changes keys (the servers are
+// counted from etcd's member list), and status counts Secrets stored in
+// etcd over more than one page of its read.
+func TestSecretsEncryptionEmbeddedEtcd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server")
+	}
+	s := newServer(t, "--cluster-init", "--secrets-encryption")
+	s.Start()
+	ctx := context.Background()
+	c := s.Client()
+	for i := range 60 {
+		if _, err := c.CoreV1().Secrets("default").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("s%02d", i)}, StringData: map[string]string{"k": "v"}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	enc := func(args ...string) encStatus {
+		t.Helper()
+		out, err := runToExit(t, 3*time.Minute, append(append([]string{"secrets-encrypt"}, args...), "--kubeconfig", s.Kubeconfig)...)
+		if err != nil {
+			t.Fatalf("secrets-encrypt %v: %v\n%s", args, err, out)
+		}
+		var st encStatus
+		if args[0] == "status" {
+			if err := json.Unmarshal([]byte(out), &st); err != nil {
+				t.Fatalf("status: %v\n%s", err, out)
+			}
+		}
+		return st
+	}
+	enc("rotate-keys")
+	var st encStatus
+	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 2*time.Minute, true, func(context.Context) (bool, error) {
+		st = enc("status", "-o", "json")
+		return st.Stage == "reencrypt_finished" || st.ReencryptError != "", nil
+	})
+	if err != nil || st.ReencryptError != "" {
+		t.Fatalf("reencrypt did not finish: %v %+v", err, st)
+	}
+	if st.Secrets == nil || st.Secrets.Total < 60 || st.Secrets.WithPrimary != st.Secrets.Total || len(st.Keys) != 2 {
+		t.Errorf("after rotate-keys on one etcd member: %+v (secrets %+v)", st, st.Secrets)
 	}
 }
