@@ -66,8 +66,8 @@ type Handler struct {
 
 	mu sync.Mutex
 	// replaced is the stored token's secret once Follow failed to take
-	// the token the cluster replaced it with ("" otherwise); read by joins
-	// without waiting for a rotation (mu).
+	// the token the cluster replaced it with (nil otherwise); atomic, not
+	// under mu: joins read it, and a rotation holds mu for seconds.
 	replaced atomic.Pointer[string]
 }
 
