@@ -16,6 +16,7 @@ import (
 
 	"github.com/skiffkube/skiff/internal/agent/joinclient"
 	"github.com/skiffkube/skiff/internal/agent/loadbalancer"
+	"github.com/skiffkube/skiff/internal/certs"
 	"github.com/skiffkube/skiff/internal/component"
 	"github.com/skiffkube/skiff/internal/config"
 	"github.com/skiffkube/skiff/internal/controlplane"
@@ -112,10 +113,11 @@ func Run(ctx context.Context, cfg *config.Agent, log *slog.Logger) error {
 	// The serving certificate names the addresses known before the join (both
 	// families with a dual --node-ip); the servers reach the kubelet through
 	// the tunnel by the primary one.
-	resp, err := joinclient.JoinWithCA(ctx, joinclient.Request{
+	joinReq := joinclient.Request{
 		ServerURL: cfg.Server, APIServerURL: lbURL, Token: tok, NodeName: name,
 		Hostname: strings.ToLower(hostname), NodeIPs: ipStrings(plan.NodeIPs()),
-	}, layout, caPEM)
+	}
+	resp, err := joinclient.JoinWithCA(ctx, joinReq, layout, caPEM)
 	if err != nil {
 		return err
 	}
@@ -146,6 +148,18 @@ func Run(ctx context.Context, cfg *config.Agent, log *slog.Logger) error {
 	phases := append([]component.Phase{{Name: "loadbalancer", Components: []component.Component{
 		lb, &follower{lb: lb, kubeconfig: layout.KubeletKubeconfig(), seed: seed}, tun,
 	}}}, nodePhases...)
+	// The node's certificates come from the server: renewed by joining
+	// again through the load balancer, on the node's own client certificate.
+	renewal := certs.NewRenewer(certs.RenewerConfig{
+		DataDir: cfg.DataDir, NodeName: name, Kubeconfig: layout.KubeletKubeconfig(),
+		Remote: func(ctx context.Context) error {
+			req := joinReq
+			req.ServerURL = lbURL
+			_, err := joinclient.JoinWithCA(ctx, req, layout, caPEM)
+			return err
+		},
+	}, log)
+	phases = append(phases, component.Phase{Name: "certificate-renewal", Components: []component.Component{renewal}})
 	mgr := component.NewManager(log, phases...)
 	if err := mgr.Start(ctx); err != nil {
 		return err

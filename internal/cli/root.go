@@ -34,6 +34,7 @@ func NewRoot() *cobra.Command {
 	}
 	root.AddCommand(newToolCommands()...)
 	root.AddCommand(newCheckConfigCommand(), newKillallCommand(), newTokenCommand(), newEtcdSnapshotCommand())
+	root.AddCommand(newCertificateCommand())
 	root.AddCommand(newSecretsEncryptCommand())
 	root.AddCommand(newServerCommand(), newAgentCommand(), newKubectlCommand(), &cobra.Command{
 		Use:   "version",

@@ -517,8 +517,8 @@ func TestEnsureCertificatesRenewsLeavesNotCAs(t *testing.T) {
 	caBefore := serials(t, caPairs(l))
 	leafBefore := serials(t, leafPairs(l))
 
-	// Leaves last a year and are renewed within 120 days of expiry.
-	later := now.Add(250 * 24 * time.Hour)
+	// Leaves last a year and are renewed within 90 days of expiry (pki.RenewBefore).
+	later := now.Add(280 * 24 * time.Hour)
 	res, err := EnsureCertificates(l, in, later)
 	if err != nil {
 		t.Fatal(err)

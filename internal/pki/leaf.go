@@ -14,10 +14,10 @@ import (
 	"time"
 )
 
-// RenewBefore is how long before expiry EnsureLeaf reissues a certificate.
-// It is long so that a node that is restarted only a few times a year still
-// renews well before anything breaks.
-const RenewBefore = 120 * 24 * time.Hour
+// RenewBefore is how long before expiry a leaf certificate is reissued: by
+// EnsureLeaf at every start, and by the running server's and agent's online
+// renewal (internal/certs). K3s renews at 90 days too.
+const RenewBefore = 90 * 24 * time.Hour
 
 // Usage says what a leaf certificate is for. Values combine as bit flags.
 type Usage int

@@ -170,9 +170,9 @@ func TestLeafLifecycle(t *testing.T) {
 		t.Fatal("certificate changed without a reason")
 	}
 
-	// Near expiry: 365-250 = 115 days left, inside RenewBefore.
-	later := now.Add(250 * 24 * time.Hour)
-	renewed := ensure(serverSpec, later, true, "expires in 115 days")
+	// Near expiry: 365-280 = 85 days left, inside RenewBefore.
+	later := now.Add(280 * 24 * time.Hour)
+	renewed := ensure(serverSpec, later, true, "expires in 85 days")
 	if renewed.SerialNumber.Cmp(first.SerialNumber) == 0 {
 		t.Error("renewal kept the serial number")
 	}

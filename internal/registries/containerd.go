@@ -145,8 +145,15 @@ func writeTLS(b *strings.Builder, indent string, t *TLS) {
 }
 
 // WriteHosts replaces everything under dir (containerd's registry
-// config_path, which skiff owns) with hosts: dir/<name>/hosts.toml.
+// config_path, which skiff owns) with hosts: dir/<name>/hosts.toml. A name
+// that is not one directory entry (empty, ".", "..", or with a slash) is an
+// error, found before anything is written.
 func WriteHosts(dir string, hosts map[string][]byte) error {
+	for name := range hosts {
+		if name == "" || name == "." || name == ".." || strings.ContainsRune(name, '/') {
+			return fmt.Errorf("registries: %q is not a registry host directory name", name)
+		}
+	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("registries: clearing %s: %w", dir, err)
 	}

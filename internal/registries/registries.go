@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/distribution/reference"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -330,6 +331,13 @@ func (d *decoder) config(n *yaml.Node, path string) (Config, error) {
 	return c, err
 }
 
+// registryHost is a registry host as image references name one:
+// distribution/reference's domain (a DNS name of letters, digits, hyphens
+// and dots, or an IPv4 address, or an IPv6 address in brackets) with an
+// optional :port, anchored. It keeps "." and ".." out: a mirror's host is
+// a directory name under containerd's certs.d.
+var registryHost = regexp.MustCompile(`^(?:` + reference.DomainRegexp.String() + `)$`)
+
 // checkHost accepts a registry host as image references name one (host or
 // host:port, no scheme or path); wildcard allows "*".
 func checkHost(h string, wildcard bool) error {
@@ -339,7 +347,7 @@ func checkHost(h string, wildcard bool) error {
 		}
 		return errors.New(`"*" is for mirrors only; name the registry host`)
 	}
-	if h == "" || strings.ContainsAny(h, "/ \t@") {
+	if !registryHost.MatchString(h) {
 		return fmt.Errorf("%q is not a registry host like registry.example.com:5000 (no scheme, no path)", h)
 	}
 	if host, port, err := net.SplitHostPort(h); err == nil {

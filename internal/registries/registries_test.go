@@ -52,6 +52,13 @@ func TestParseRefusesBadInputNamingFileAndKey(t *testing.T) {
 		{"endpoint wrong type", `mirrors: {"docker.io": {endpoint: [5]}}`, `mirrors."docker.io".endpoint[0]: want a string, got a number`},
 		{"bad regexp", `mirrors: {"docker.io": {endpoint: ["https://m"], rewrite: {"^(lib": "x"}}}`, `mirrors."docker.io".rewrite."^(lib": invalid regular expression`},
 		{"bad host", `mirrors: {"https://docker.io": {endpoint: ["https://m"]}}`, `mirrors."https://docker.io": "https://docker.io" is not a registry host`},
+		{"dot-dot host", `mirrors: {"..": {endpoint: ["https://m"]}}`, `mirrors."..": ".." is not a registry host`},
+		{"dot host", `mirrors: {".": {endpoint: ["https://m"]}}`, `mirrors.".": "." is not a registry host`},
+		{"empty host", `mirrors: {"": {endpoint: ["https://m"]}}`, `mirrors."": "" is not a registry host`},
+		{"underscore host", `mirrors: {"_default": {endpoint: ["https://m"]}}`, `mirrors._default: "_default" is not a registry host`},
+		{"empty label", `mirrors: {"a..example": {}}`, `mirrors."a..example": "a..example" is not a registry host`},
+		{"path in config host", `configs: {"r.example/v2": {auth: {username: a}}}`, `configs."r.example/v2": "r.example/v2" is not a registry host`},
+		{"bad port", `mirrors: {"r.example:99999": {}}`, `mirrors."r.example:99999": "r.example:99999": invalid port`},
 		{"unknown auth key", `configs: {"r.example": {auth: {user: a}}}`, `configs."r.example".auth.user: unknown key`},
 		{"auth wrong type", `configs: {"r.example": {auth: {username: [a]}}}`, `configs."r.example".auth.username: want a string, got a list`},
 		{"unknown tls key", `configs: {"r.example": {tls: {ca: /x}}}`, `configs."r.example".tls.ca: unknown key`},
@@ -243,3 +250,31 @@ func TestProxyRewritesNames(t *testing.T) {
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestHostsAccepted: the registry hosts image references name (DNS names,
+// IPv4 and bracketed IPv6 addresses, localhost, with or without a port)
+// are accepted as mirror and config keys.
+func TestHostsAccepted(t *testing.T) {
+	for _, h := range []string{"docker.io", "registry-1.docker.io", "localhost", "localhost:5000", "10.0.0.5:5443", "[::1]:5000", "[fd00::5]", "Registry.Example.COM"} {
+		if _, err := Parse(file, []byte("mirrors: {\""+h+"\": {}}\nconfigs: {\""+h+"\": {}}\n")); err != nil {
+			t.Errorf("%s: %v", h, err)
+		}
+	}
+}
+
+// TestWriteHostsRefusesNamesOutsideDir: a name that would put hosts.toml
+// outside its own directory under dir is refused before anything is
+// written (Parse refuses such keys first; this is the writer's own guard).
+func TestWriteHostsRefusesNamesOutsideDir(t *testing.T) {
+	for _, name := range []string{"..", ".", "", "a/../..", "a/b"} {
+		root := t.TempDir()
+		dir := filepath.Join(root, "certs.d")
+		err := WriteHosts(dir, map[string][]byte{"docker.io": []byte("x"), name: []byte("x")})
+		if err == nil || !strings.Contains(err.Error(), "not a registry host directory name") {
+			t.Errorf("name %q: %v", name, err)
+		}
+		if entries, _ := os.ReadDir(root); len(entries) != 0 {
+			t.Errorf("name %q: wrote %v", name, entries)
+		}
+	}
+}

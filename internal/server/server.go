@@ -20,6 +20,7 @@ import (
 
 	"github.com/skiffkube/skiff/internal/addons"
 	"github.com/skiffkube/skiff/internal/addons/builtin"
+	certrenewal "github.com/skiffkube/skiff/internal/certs"
 	"github.com/skiffkube/skiff/internal/component"
 	"github.com/skiffkube/skiff/internal/config"
 	"github.com/skiffkube/skiff/internal/controlplane"
@@ -195,7 +196,18 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	controllers := append([]component.Component{sup, encrypt}, addonParts.Server...)
+	// Leaf certificates renewed while running; the admin kubeconfig
+	// embeds a copy of the admin certificate, written again when it
+	// changed (renewed here, or by `skiff certificate rotate`).
+	renewal := certrenewal.NewRenewer(certrenewal.RenewerConfig{
+		DataDir: cfg.DataDir, NodeName: localNode, Kubeconfig: l.AdminKubeconfig(),
+		OnRenewed: func([]string) {
+			if err := writeAdminKubeconfig(cfg, l, certs.serverCAPEM, log); err != nil {
+				log.Error("rewriting the admin kubeconfig after a renewal", "component", "certificates", "err", err)
+			}
+		},
+	}, log)
+	controllers := append([]component.Component{sup, encrypt, renewal}, addonParts.Server...)
 	controllers = append(controllers, dsPlan.controllers(l, log)...)
 	controllers = append(controllers, datastoreStatus(cfg, plan, log))
 	controllers = append(controllers, rotationFollower...)

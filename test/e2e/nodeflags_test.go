@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/skiffkube/skiff/internal/host"
 	"github.com/skiffkube/skiff/internal/node/nodeaddrs"
 	"github.com/skiffkube/skiff/test/e2e/multinode"
 )
@@ -28,9 +30,11 @@ import (
 //     address, not the node IP;
 //   - --service-node-port-range: a NodePort inside is accepted, one outside
 //     refused by the apiserver;
-//   - --protect-kernel-defaults: with the host's settings as the kubelet
-//     wants them (the host's kubelets have set them) the node starts, and
-//     its kubelet runs with protectKernelDefaults.
+//   - --protect-kernel-defaults: with kernel settings as the kubelet wants
+//     them the node starts, and its kubelet runs with
+//     protectKernelDefaults. The settings are the node's own (fake sysctls
+//     bound over /proc/sys in its mount namespace), so the test does not
+//     depend on what the host's settings are or which test set them.
 func TestNodeFlags(t *testing.T) {
 	skiffBin(t)
 	requireRoot(t)
@@ -49,6 +53,9 @@ func TestNodeFlags(t *testing.T) {
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	nd, err := nw.AddNode("nfl1", filepath.Join(dir, "nfl1"))
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nd.FakeSysctls(kubeletKernelDefaults()); err != nil {
 		t.Fatal(err)
 	}
 	// The second interface, for pod traffic only (a veth pair inside the
@@ -112,6 +119,9 @@ func TestNodeFlags(t *testing.T) {
 	// nodes' external IPs.
 	ndA, err := nw.AddNode("nfl2", filepath.Join(dir, "nfl2"))
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ndA.FakeSysctls(kubeletKernelDefaults()); err != nil {
 		t.Fatal(err)
 	}
 	const agentExternalIP = "203.0.113.8"
@@ -182,36 +192,30 @@ func TestNodeFlags(t *testing.T) {
 	}
 }
 
-// TestProtectKernelDefaultsRefused changes one kernel setting the kubelet
-// checks (kernel.panic, restored at the end; a kubelet without the flag
-// would set it back too) and sees a server with --protect-kernel-defaults
-// refuse to start naming it, before it writes its data dir; and a server
-// with a --flannel-iface that does not exist refused likewise.
+// TestProtectKernelDefaultsRefused runs a server with
+// --protect-kernel-defaults where one kernel setting the kubelet checks
+// differs (kernel.panic=0, a fake sysctl bound over /proc/sys in a mount
+// namespace of the server's own: the host's settings are not touched) and
+// sees it refuse to start naming it, before it writes its data dir; and a
+// server with a --flannel-iface that does not exist refused likewise.
 func TestProtectKernelDefaultsRefused(t *testing.T) {
 	skiffBin(t)
 	requireRoot(t)
-	const key = "/proc/sys/kernel/panic"
-	old, err := os.ReadFile(key)
-	if err != nil {
-		t.Skip(err)
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("needs unshare (util-linux) to give skiff kernel settings of its own")
 	}
-	if strings.TrimSpace(string(old)) != "10" {
-		t.Skipf("kernel.panic is %s here, not the kubelet's 10", strings.TrimSpace(string(old)))
-	}
-	t.Cleanup(func() {
-		if err := os.WriteFile(key, old, 0o644); err != nil {
-			t.Errorf("restoring kernel.panic: %v", err)
-		}
-	})
-	if err := os.WriteFile(key, []byte("0"), 0o644); err != nil {
-		t.Skipf("cannot set kernel.panic here: %v", err)
-	}
+	sysctls := kubeletKernelDefaults()
+	sysctls["kernel.panic"] = "0"
 	srv := newServerWith(t)
 	dataDir := srv.DataDir
 	if err := os.WriteFile(filepath.Join(filepath.Dir(dataDir), "no-config.yaml"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, err := runToExit(t, time.Minute, append(srv.Args(), "--protect-kernel-defaults")...)
+	cmd, err := multinode.WithFakeSysctls(filepath.Join(t.TempDir(), "sysctl"), sysctls, skiffBin(t), append(srv.Args(), "--protect-kernel-defaults")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCmdToExit(t, time.Minute, cmd)
 	if err == nil {
 		t.Fatalf("server started with kernel.panic=0 and --protect-kernel-defaults:\n%s", out)
 	}
@@ -220,9 +224,6 @@ func TestProtectKernelDefaultsRefused(t *testing.T) {
 	}
 	if _, err := os.Stat(dataDir); err == nil {
 		t.Errorf("the refused server wrote %s", dataDir)
-	}
-	if err := os.WriteFile(key, old, 0o644); err != nil {
-		t.Fatal(err)
 	}
 
 	out, err = runToExit(t, time.Minute, append(srv.Args(), "--flannel-iface", "skiffnope0")...)
@@ -237,4 +238,37 @@ func TestProtectKernelDefaultsRefused(t *testing.T) {
 // fmtNode says what a test waits for on a Node.
 func fmtNode(n *corev1.Node) string {
 	return fmt.Sprintf("addresses %v, taints %v, provider ID %q, annotations %v", n.Status.Addresses, n.Spec.Taints, n.Spec.ProviderID, n.Annotations)
+}
+
+// kubeletKernelDefaults are the kernel settings the kubelet wants
+// (host.KernelDefaults), as dotted sysctl name → value for FakeSysctls.
+func kubeletKernelDefaults() map[string]string {
+	m := map[string]string{}
+	for _, d := range host.KernelDefaults {
+		m[d.Key] = strconv.Itoa(d.Value)
+	}
+	return m
+}
+
+// runCmdToExit runs cmd, which must exit within timeout, with the test
+// environment, and returns its output.
+func runCmdToExit(t *testing.T, timeout time.Duration, cmd *exec.Cmd) (string, error) {
+	t.Helper()
+	cmd.Env = cleanEnv()
+	var buf syncBuffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return buf.String(), err
+	case <-time.After(timeout):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("%v did not exit within %s; output:\n%s", cmd.Args, timeout, buf.String())
+		return "", nil
+	}
 }

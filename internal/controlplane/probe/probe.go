@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/skiffkube/skiff/internal/pki"
 )
 
 // Client is an HTTPS client for health probes. caFile verifies the server
@@ -35,11 +37,12 @@ func Client(caFile, certFile, keyFile string) (*http.Client, error) {
 		tc.InsecureSkipVerify = true
 	}
 	if certFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		// Reloaded when the files change (online renewal).
+		cert, err := pki.NewKeyPairReloader(certFile, keyFile)
 		if err != nil {
 			return nil, fmt.Errorf("loading health probe client certificate: %w", err)
 		}
-		tc.Certificates = []tls.Certificate{cert}
+		tc.GetClientCertificate = cert.GetClientCertificate
 	}
 	return &http.Client{
 		Timeout:   2 * time.Second,

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/skiffkube/skiff/internal/component"
+	"github.com/skiffkube/skiff/internal/pki"
 )
 
 // Config is what the supervisor needs.
@@ -70,13 +71,15 @@ func (s *Supervisor) Init(context.Context) error {
 		return fmt.Errorf("reading server CA: %w", err)
 	}
 	s.caPEM = caPEM
-	cert, err := tls.LoadX509KeyPair(s.cfg.CertFile, s.cfg.KeyFile)
+	// Loaded again whenever the files change: a renewed certificate is
+	// served from the next handshake on, without a restart.
+	cert, err := pki.NewKeyPairReloader(s.cfg.CertFile, s.cfg.KeyFile)
 	if err != nil {
 		return fmt.Errorf("loading serving certificate: %w", err)
 	}
 	tc := &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{cert},
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: cert.GetCertificate,
 		// Requested, not verified here: the apiserver's x509 authenticator
 		// verifies against its client CA, and /cacerts must work without one.
 		ClientAuth: tls.RequestClientCert,

@@ -11,7 +11,9 @@
 //     /var/log/containers and /var/lib/cni, bound from the node's directory;
 //   - a cgroup root of its own (--kubelet-arg=cgroup-root), because a kubelet
 //     removes pod cgroups it does not know under its root, and all nodes
-//     share the host's cgroup hierarchy.
+//     share the host's cgroup hierarchy;
+//   - after Node.FakeSysctls, kernel settings of its own: files bound over
+//     the host's /proc/sys entries in its mount namespace.
 //
 // Everything needs root, ip(8) and unshare(1).
 package multinode
@@ -65,6 +67,7 @@ type Node struct {
 	// stop and start again need it.
 	PersistentRun bool
 	netns         string
+	sysctlBinds   []string
 	hostVeth      string
 	cgroupRoot    string
 	net           *Network
@@ -237,10 +240,8 @@ rmdir /run/.cgroup
 	for _, d := range privateDirs {
 		binds = append(binds, nd.hostDir(d), d)
 	}
-	script.WriteString(`n=$1; shift
-while [ "$n" -gt 0 ]; do mount --bind "$1" "$2"; shift 2; n=$((n-1)); done
-exec "$@"
-`)
+	binds = append(binds, nd.sysctlBinds...)
+	script.WriteString(bindScript)
 	run := ""
 	if nd.PersistentRun {
 		run = nd.hostDir("/run")
@@ -249,7 +250,7 @@ exec "$@"
 		_ = os.MkdirAll(run, 0o755)
 	}
 	full := []string{"--net=/run/netns/" + nd.netns, "--", "unshare", "--mount", "--propagation", "private", "--",
-		"/bin/sh", "-c", script.String(), "sh", run, strconv.Itoa(len(privateDirs))}
+		"/bin/sh", "-c", script.String(), "sh", run, strconv.Itoa(len(binds) / 2)}
 	full = append(full, binds...)
 	full = append(full, skiff, subcommand,
 		"--data-dir", nd.DataDir(), "--node-ip", nd.NodeIP(), "--node-name", nd.Name)
