@@ -211,11 +211,23 @@ func (p *datastorePlan) controllers(l controlplane.Layout, log *slog.Logger) []c
 // its Node's annotation.
 func (p *datastorePlan) memberName() string { return p.etcd.MemberName }
 
+// embeddedEtcdClient connects to the embedded etcd member of the server
+// whose data dir l is (etcd.ClientConfig); the caller closes the client.
+func embeddedEtcdClient(l controlplane.Layout) (*clientv3.Client, error) {
+	cc, err := etcd.ClientConfig(l)
+	if err != nil {
+		return nil, err
+	}
+	return clientv3.New(cc)
+}
+
 // serverJoinHandler serves joining servers: agents' secrets (agentJoin's)
-// are told they cannot join a server.
-func (p *datastorePlan) serverJoinHandler(cfg *config.Server, l controlplane.Layout, agentJoin *join.Server, log *slog.Logger) *serverjoin.Handler {
+// are told they cannot join a server; the server token is refused while
+// replaced reports it.
+func (p *datastorePlan) serverJoinHandler(cfg *config.Server, l controlplane.Layout, agentJoin *join.Server, replaced func(secret string) bool, log *slog.Logger) *serverjoin.Handler {
 	return &serverjoin.Handler{
 		Layout:           l,
+		Replaced:         replaced,
 		Settings:         clusterSettings(cfg),
 		JoinSecrets:      agentJoin.Secrets,
 		IsBootstrapToken: agentJoin.Bootstrap,

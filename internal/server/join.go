@@ -21,7 +21,9 @@ import (
 
 // newJoinServer serves agents joining this server. Everything it needs is read at
 // request time: the supervisor starts before the certificates phase writes them.
-func newJoinServer(cfg *config.Server, l controlplane.Layout, log *slog.Logger) *join.Server {
+// The server token does not join while replaced reports it (the cluster
+// rotated it and this server has not taken the new one; nil: never).
+func newJoinServer(cfg *config.Server, l controlplane.Layout, replaced func(secret string) bool, log *slog.Logger) *join.Server {
 	var (
 		mu     sync.Mutex
 		client kubernetes.Interface
@@ -51,7 +53,7 @@ func newJoinServer(cfg *config.Server, l controlplane.Layout, log *slog.Logger) 
 		Secrets: func() []string {
 			var secrets []string
 			if data, err := os.ReadFile(l.TokenFile()); err == nil {
-				if t, err := token.Parse(string(data)); err == nil {
+				if t, err := token.Parse(string(data)); err == nil && (replaced == nil || !replaced(t.Secret)) {
 					secrets = append(secrets, t.Secret)
 				}
 			}

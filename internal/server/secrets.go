@@ -55,11 +55,7 @@ func secretsEncryption(cfg *config.Server, l controlplane.Layout, p *datastorePl
 			if !p.embedded {
 				return ds.Client()
 			}
-			cc, err := etcd.ClientConfig(l)
-			if err != nil {
-				return nil, err
-			}
-			return clientv3.New(cc)
+			return embeddedEtcdClient(l)
 		},
 	}, log)
 	return startup, ctl

@@ -164,8 +164,8 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		Kubeconfig:   l.AdminKubeconfig(),
 		LocalNode:    localNode,
 	}, log)
-	agentJoin := newJoinServer(cfg, l, log)
 	rotation, rotationFollower := tokenRotation(cfg, l, kind, dsPlan.embedded, ds, log)
+	agentJoin := newJoinServer(cfg, l, rotation.Replaced, log)
 	sup := supervisor.New(supervisor.Config{
 		Listener:     ln,
 		CertFile:     l.ServingAPIServer().Cert,
@@ -175,7 +175,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		APIServer:    api.Handler,
 		Routes: map[string]http.Handler{
 			"POST " + join.Path:       agentJoin,
-			"GET " + serverjoin.Path:  dsPlan.serverJoinHandler(cfg, l, agentJoin, log),
+			"GET " + serverjoin.Path:  dsPlan.serverJoinHandler(cfg, l, agentJoin, rotation.Replaced, log),
 			"GET " + tunnel.Path:      tun,
 			"PUT " + tokenrotate.Path: rotation,
 			secretsencrypt.PathPrefix: encrypt,

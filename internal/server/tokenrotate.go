@@ -11,7 +11,6 @@ import (
 	"github.com/skiffkube/skiff/internal/config"
 	"github.com/skiffkube/skiff/internal/controlplane"
 	"github.com/skiffkube/skiff/internal/datastore"
-	"github.com/skiffkube/skiff/internal/datastore/etcd"
 	"github.com/skiffkube/skiff/internal/token"
 	"github.com/skiffkube/skiff/internal/tokenrotate"
 )
@@ -59,13 +58,7 @@ func tokenRotation(cfg *config.Server, l controlplane.Layout, kind string, embed
 	h := &tokenrotate.Handler{Layout: l, Log: log}
 	switch {
 	case embedded:
-		h.Datastore = func() (*clientv3.Client, error) {
-			cc, err := etcd.ClientConfig(l)
-			if err != nil {
-				return nil, err
-			}
-			return clientv3.New(cc)
-		}
+		h.Datastore = func() (*clientv3.Client, error) { return embeddedEtcdClient(l) }
 	case externalDatastore(cfg, kind):
 		h.Datastore = ds.Client
 		h.Sealed = true

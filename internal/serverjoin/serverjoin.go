@@ -55,7 +55,10 @@ type Handler struct {
 	JoinSecrets func() []string
 	// IsBootstrapToken reports a valid `skiff token create` token.
 	IsBootstrapToken func(ctx context.Context, given string) bool
-	Log              *slog.Logger
+	// Replaced, when set, reports a server token secret the cluster
+	// rotated away from while this server could not follow: it is refused.
+	Replaced func(secret string) bool
+	Log      *slog.Logger
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -98,6 +101,9 @@ func (h *Handler) serve(r *http.Request) (*Response, int, error) {
 			return nil, http.StatusForbidden, fmt.Errorf("agent tokens cannot join servers; use the server token from <data-dir>/server/token")
 		}
 		return nil, http.StatusUnauthorized, errors.New("token not accepted: a server joins with the server token from <data-dir>/server/token of a server of this cluster")
+	}
+	if h.Replaced != nil && h.Replaced(st.Secret) {
+		return nil, http.StatusUnauthorized, errors.New("token not accepted: the cluster's server token was rotated and this server has not taken the new one yet; join through another server with the new token")
 	}
 	members, err := h.Members(r.Context())
 	if errors.Is(err, ErrNoEmbeddedEtcd) {

@@ -32,6 +32,8 @@ type cluster struct {
 	token   token.Token
 	url     string
 	members func(context.Context) ([]string, error)
+	// replaced is the secret Handler.Replaced reports ("": none).
+	replaced string
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -63,6 +65,7 @@ func newCluster(t *testing.T) *cluster {
 		Members:          func(ctx context.Context) ([]string, error) { return c.members(ctx) },
 		JoinSecrets:      func() []string { return []string{c.token.Secret, agentSecret} },
 		IsBootstrapToken: func(_ context.Context, given string) bool { return given == bootstrapSecret },
+		Replaced:         func(secret string) bool { return c.replaced != "" && secret == c.replaced },
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /cacerts", func(w http.ResponseWriter, _ *http.Request) { w.Write(ca.CertPEM) })
@@ -153,5 +156,26 @@ func TestCheckRefusesOtherSettingsAndOtherCAs(t *testing.T) {
 	err = resp.Check(settings, joiner, c.url)
 	if err == nil || !strings.Contains(err.Error(), filepath.ToSlash("server/tls/server-ca.crt")) {
 		t.Errorf("another cluster's CA in the data dir: got %v", err)
+	}
+}
+
+// A server whose token the cluster rotated away from (it could not follow
+// the rotation) refuses joins with it, and takes them again once it has
+// the new one.
+func TestFetchRefusesAReplacedServerToken(t *testing.T) {
+	c := newCluster(t)
+	joiner := controlplane.Layout{DataDir: t.TempDir()}
+	c.replaced = c.token.Secret
+	_, _, err := Fetch(context.Background(), c.url, c.token, joiner)
+	var re *RefusedError
+	if !errors.As(err, &re) || re.Status != http.StatusUnauthorized || !strings.Contains(re.Message, "rotated") {
+		t.Fatalf("join with a replaced server token: got %v, want 401 saying it was rotated", err)
+	}
+	if entries, _ := os.ReadDir(joiner.DataDir); len(entries) != 0 {
+		t.Errorf("a refused fetch wrote %v", entries)
+	}
+	c.replaced = ""
+	if _, _, err := Fetch(context.Background(), c.url, c.token, joiner); err != nil {
+		t.Fatalf("join once the token is current again: %v", err)
 	}
 }

@@ -36,8 +36,13 @@ type record struct {
 }
 
 // shareRotation, before this server takes next: reseals the bootstrap data
-// (external datastore) and leaves the record for the other servers, unless
-// the cluster rotated to next already (this server was behind).
+// (external datastore), then leaves the record for the other servers
+// unless the one there is for next already.
+//
+// The two writes cannot be one transaction (kine serves only single-key
+// ones), so the record is written even when the data was resealed already:
+// a rotation whose record write failed, or that crashed between the two,
+// leaves the record when it is retried.
 func (h *Handler) shareRotation(ctx context.Context, current, next token.Token) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -51,10 +56,7 @@ func (h *Handler) shareRotation(ctx context.Context, current, next token.Token) 
 		if err != nil {
 			return fmt.Errorf("token: resealing the bootstrap data: %w", err)
 		}
-		if res.AlreadyRotated {
-			return nil
-		}
-		if h.Log != nil {
+		if !res.AlreadyRotated && h.Log != nil {
 			h.Log.Info("resealed the bootstrap data in the datastore with the new token", "component", "token")
 		}
 	}
@@ -100,17 +102,29 @@ var ErrBehind = errors.New("the cluster's server token was rotated more than onc
 // Follow applies a rotation record (RecordKey's value) to this server's
 // data dir: when it replaces the stored token, the new token is stored and
 // the old one retired, and changed is true. A record for the stored token
-// changes nothing; one this server cannot open is ErrBehind.
+// changes nothing; one this server cannot open is ErrBehind. When the
+// record is not for the stored token and Follow fails, the stored token is
+// Replaced until this server has the new one.
 func (h *Handler) Follow(value []byte) (changed bool, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var rec record
-	if err := json.Unmarshal(value, &rec); err != nil {
-		return false, fmt.Errorf("token: malformed %s: %w", RecordKey, err)
-	}
 	stored, err := controlplane.StoredToken(h.Layout)
 	if err != nil || stored == nil {
 		return false, fmt.Errorf("token: no stored token: %w", err)
+	}
+	changed, err = h.follow(value, stored)
+	if err != nil {
+		h.setReplaced(stored.Secret)
+	} else {
+		h.setReplaced("")
+	}
+	return changed, err
+}
+
+func (h *Handler) follow(value []byte, stored *token.Token) (bool, error) {
+	var rec record
+	if err := json.Unmarshal(value, &rec); err != nil {
+		return false, fmt.Errorf("token: malformed %s: %w", RecordKey, err)
 	}
 	if _, err := bootstrap.Open(rec.Current, stored.Secret); err == nil {
 		return false, nil
@@ -234,6 +248,9 @@ func (f *Follower) apply(value []byte, rev int64) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	switch {
+	case err != nil && f.Handler.replaced.Load() != nil:
+		log.Error("the cluster's server token was rotated and this server cannot take the new one: it refuses joins with its old token "+
+			"until you run `skiff token rotate --token <this server's token> --new-token <the cluster's token>` on it", "component", "token", "err", err)
 	case err != nil:
 		log.Warn("cannot take the cluster's new server token", "component", "token", "err", err)
 	case changed:

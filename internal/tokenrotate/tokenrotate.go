@@ -26,6 +26,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -64,6 +65,30 @@ type Handler struct {
 	Log    *slog.Logger
 
 	mu sync.Mutex
+	// replaced is the stored token's secret once Follow failed to take
+	// the token the cluster replaced it with (nil otherwise); atomic, not
+	// under mu: joins read it, and a rotation holds mu for seconds.
+	replaced atomic.Pointer[string]
+}
+
+// Replaced reports whether secret is this server's stored token and the
+// cluster's servers replaced it in a rotation this server could not follow
+// (Follow failed: ErrBehind, say). Joins authenticated with it are to be
+// refused until this server has the new token (`skiff token rotate` on it,
+// or a rotation record it can follow): the token may have been rotated
+// because it leaked.
+func (h *Handler) Replaced(secret string) bool {
+	p := h.replaced.Load()
+	return p != nil && secret != "" && subtle.ConstantTimeCompare([]byte(*p), []byte(secret)) == 1
+}
+
+// setReplaced records secret as Replaced; "" clears it.
+func (h *Handler) setReplaced(secret string) {
+	if secret == "" {
+		h.replaced.Store(nil)
+		return
+	}
+	h.replaced.Store(&secret)
 }
 
 type httpError struct {
@@ -139,6 +164,7 @@ func (h *Handler) rotate(r *http.Request) (*Response, error) {
 	if err := controlplane.WriteToken(l, next); err != nil {
 		return nil, fmt.Errorf("token: %w", err)
 	}
+	h.setReplaced("")
 	if h.Log != nil {
 		h.Log.Info("server token rotated: the old token no longer joins nodes", "component", "token", "remote", r.RemoteAddr)
 	}

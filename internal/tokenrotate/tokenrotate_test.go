@@ -292,8 +292,157 @@ func TestRotationReachesTheOtherServers(t *testing.T) {
 	if readToken(t, l3) != old.String()+"\n" {
 		t.Fatal("a server that is behind changed its token")
 	}
+	// It fails closed: its (old) token is Replaced, which joins refuse.
+	if !h3.Replaced(old.Secret) || h3.Replaced("rotated-twice") || h3.Replaced("") {
+		t.Fatal("a server that is behind does not report its old token as replaced (and only it)")
+	}
+	// Its follower finds it out and says so, once, with what to do.
+	var logs syncBuffer
+	h3 = &tokenrotate.Handler{Layout: l3, Datastore: k.Client, Sealed: true, Log: slog.New(slog.NewTextHandler(&logs, nil))}
+	f3 := &tokenrotate.Follower{Handler: h3}
+	if err := f3.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f3.Stop() })
+	deadline = time.Now().Add(time.Minute)
+	for !h3.Replaced(old.Secret) {
+		if time.Now().After(deadline) {
+			t.Fatal("the follower of a server that is behind did not mark its token replaced")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := strings.Count(logs.String(), "it refuses joins with its old token until you run `skiff token rotate"); n != 1 {
+		t.Fatalf("%d lines telling what to do, want 1:\n%s", n, logs.String())
+	}
+	// Given the cluster's token, it takes joins again.
+	srv3 := httptest.NewUnstartedServer(h3)
+	if srv3.TLS, err = tlsPair(l1); err != nil { // l3 has the same server CA
+		t.Fatal(err)
+	}
+	srv3.StartTLS()
+	defer srv3.Close()
+	if _, err := tokenrotate.Rotate(ctx, srv3.URL, caPEM, old, "rotated-twice"); err != nil {
+		t.Fatal(err)
+	}
+	if h3.Replaced(old.Secret) || h3.Replaced("rotated-twice") {
+		t.Fatal("a server given the cluster's token still refuses joins")
+	}
 	// The first server, on the current token: nothing to do.
 	if changed, err := h1.Follow(rec.Kvs[0].Value); err != nil || changed {
 		t.Fatalf("the rotating server following its own record: %v, %v", changed, err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// failingRecordKV fails the first put of the rotation record, as a lost
+// connection (or a crash) right after the reseal committed would.
+type failingRecordKV struct {
+	clientv3.KV
+	failed *bool
+}
+
+func (f failingRecordKV) Put(ctx context.Context, key, val string, opts ...clientv3.OpOption) (*clientv3.PutResponse, error) {
+	if key == tokenrotate.RecordKey && !*f.failed {
+		*f.failed = true
+		return nil, errors.New("connection lost")
+	}
+	return f.KV.Put(ctx, key, val, opts...)
+}
+
+// A rotation on an external datastore whose record write fails after the
+// reseal committed: retried, it leaves the record (though the data is
+// resealed already), and another server on the old token follows it.
+func TestRetryAfterTheRecordWriteFailed(t *testing.T) {
+	k := sharedKine(t)
+	ctx := context.Background()
+	c, err := k.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// What an earlier test left (kine deletes only in a transaction).
+	for _, key := range []string{tokenrotate.RecordKey, bootstrap.StorageKey} {
+		if got, err := c.Get(ctx, key); err == nil && len(got.Kvs) == 1 {
+			if err := bootstrap.EtcdKV(c).Delete(ctx, key, got.Kvs[0].ModRevision); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	l1, old, srv, caPEM := server(t)
+	d, err := bootstrap.Collect(l1, bootstrap.Settings{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob, err := bootstrap.Seal(d, old.Secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Put(ctx, bootstrap.StorageKey, string(blob)); err != nil {
+		t.Fatal(err)
+	}
+	failed := false
+	h1 := srv.Config.Handler.(*tokenrotate.Handler)
+	h1.Sealed = true
+	h1.Datastore = func() (*clientv3.Client, error) {
+		c, err := k.Client()
+		if err == nil {
+			c.KV = failingRecordKV{KV: c.KV, failed: &failed}
+		}
+		return c, err
+	}
+
+	if _, err := tokenrotate.Rotate(ctx, srv.URL, caPEM, old, "after-a-failure"); err == nil || !strings.Contains(err.Error(), tokenrotate.RecordKey) {
+		t.Fatalf("rotation whose record write fails: %v, want an error naming %s", err, tokenrotate.RecordKey)
+	}
+	got, err := c.Get(ctx, bootstrap.StorageKey)
+	if err != nil || len(got.Kvs) != 1 {
+		t.Fatal(got, err)
+	}
+	if _, err := bootstrap.Open(got.Kvs[0].Value, "after-a-failure"); err != nil {
+		t.Fatalf("the reseal did not commit before the failure: %v", err)
+	}
+	if rec, err := c.Get(ctx, tokenrotate.RecordKey); err != nil || len(rec.Kvs) != 0 {
+		t.Fatalf("record after the failed write: %v, %v; want none", rec, err)
+	}
+	if readToken(t, l1) != old.String()+"\n" {
+		t.Fatal("the failed rotation changed the server's token")
+	}
+
+	// The retry.
+	resp, err := tokenrotate.Rotate(ctx, srv.URL, caPEM, old, "after-a-failure")
+	if err != nil || !resp.Changed {
+		t.Fatalf("retry: %+v, %v", resp, err)
+	}
+	rec, err := c.Get(ctx, tokenrotate.RecordKey)
+	if err != nil || len(rec.Kvs) != 1 {
+		t.Fatalf("no rotation record after the retry: %v, %v", rec, err)
+	}
+	l2 := controlplane.Layout{DataDir: filepath.Join(t.TempDir(), "data2")}
+	if err := d.Write(l2); err != nil {
+		t.Fatal(err)
+	}
+	h2 := &tokenrotate.Handler{Layout: l2}
+	if changed, err := h2.Follow(rec.Kvs[0].Value); err != nil || !changed {
+		t.Fatalf("another server following the record: %v, %v", changed, err)
+	}
+	if readToken(t, l2) != resp.Token+"\n" {
+		t.Fatalf("the other server holds %q, want %q", readToken(t, l2), resp.Token)
 	}
 }
