@@ -30,6 +30,9 @@
 #   INSTALL_SKIFF_SKIP_START=true    write and enable everything, start nothing
 #   INSTALL_SKIFF_FORCE_RESTART=true restart the service even when nothing changed
 #   SKIFF_URL, SKIFF_TOKEN, SKIFF_TOKEN_FILE   join a server: an agent service
+#   --token/-t, --agent-token, --datastore-endpoint given as flags go into
+#                              the env file as SKIFF_TOKEN, SKIFF_AGENT_TOKEN,
+#                              SKIFF_DATASTORE_ENDPOINT, never into the unit
 #   SKIFF_*, CONTAINERD_*, HTTP(S)_PROXY, NO_PROXY  copied into the env file
 #                              (mode 0600), which the service reads
 set -eu
@@ -84,6 +87,14 @@ check_path() {
     esac
 }
 
+# set_secret exports $1=$3, for the env file: the secret given as flag $2.
+set_secret() {
+    [ -n "$3" ] || fatal "$2 has an empty value"
+    eval "$1=\$3"
+    # shellcheck disable=SC2163 # export the variable named by $1
+    export "$1"
+}
+
 setup_env() {
     # INSTALL_SKIFF_EXEC's words come first, then the script's arguments.
     exec_words=${INSTALL_SKIFF_EXEC:-}
@@ -92,12 +103,11 @@ setup_env() {
     set -- ${exec_words} "$@"
     set +f
 
+    joins_url=false
     case "${1:-}" in
         '' | -*)
             if [ -n "${SKIFF_URL:-}" ]; then
-                if [ -z "${SKIFF_TOKEN:-}" ] && [ -z "${SKIFF_TOKEN_FILE:-}" ]; then
-                    fatal "SKIFF_URL is set, so this is an agent, but neither SKIFF_TOKEN nor SKIFF_TOKEN_FILE is"
-                fi
+                joins_url=true
                 CMD_SKIFF=agent
             else
                 CMD_SKIFF=server
@@ -119,22 +129,61 @@ setup_env() {
 
     DATA_DIR=${SKIFF_DATA_DIR:-}
     EXEC_ARGS=$(quote_arg "${CMD_SKIFF}")
+    # Secrets given as flags go into the env file (mode 0600) as the
+    # SKIFF_<FLAG> variables skiff reads, not into the unit (mode 0644,
+    # readable by every user); a flag beats the environment, as in skiff.
+    secret_var=
     prev=
+    token_file=false
     for arg in "$@"; do
-        EXEC_ARGS="${EXEC_ARGS} $(quote_arg "${arg}")"
-        case "${arg}" in
-            --data-dir=*) DATA_DIR=${arg#--data-dir=} ;;
-        esac
-        if [ "${prev}" = --data-dir ]; then
-            DATA_DIR=${arg}
+        if [ -n "${secret_var}" ]; then
+            set_secret "${secret_var}" "${prev}" "${arg}"
+            secret_var=
+            continue
         fi
+        case "${arg}" in
+            --token | -t) secret_var=SKIFF_TOKEN ;;
+            --token=*) set_secret SKIFF_TOKEN --token "${arg#--token=}" ;;
+            -t=*) set_secret SKIFF_TOKEN -t "${arg#-t=}" ;;
+            -t?*) set_secret SKIFF_TOKEN -t "${arg#-t}" ;;
+            --agent-token) secret_var=SKIFF_AGENT_TOKEN ;;
+            --agent-token=*) set_secret SKIFF_AGENT_TOKEN --agent-token "${arg#--agent-token=}" ;;
+            --datastore-endpoint) secret_var=SKIFF_DATASTORE_ENDPOINT ;;
+            --datastore-endpoint=*) set_secret SKIFF_DATASTORE_ENDPOINT --datastore-endpoint "${arg#--datastore-endpoint=}" ;;
+            *)
+                case "${arg}" in
+                    --data-dir=*) DATA_DIR=${arg#--data-dir=} ;;
+                    --token-file | --token-file=*) token_file=true ;;
+                esac
+                if [ "${prev:-}" = --data-dir ]; then
+                    DATA_DIR=${arg}
+                fi
+                EXEC_ARGS="${EXEC_ARGS} $(quote_arg "${arg}")"
+                ;;
+        esac
         prev=${arg}
     done
-    # The uninstall script removes the data dir: it must be a plain absolute path.
+    case "${secret_var}" in
+        '') ;;
+        *) fatal "${prev} needs a value" ;;
+    esac
+    if [ "${joins_url}" = true ] && [ -z "${SKIFF_TOKEN:-}" ] && [ -z "${SKIFF_TOKEN_FILE:-}" ] && [ "${token_file}" = false ]; then
+        fatal "SKIFF_URL is set, so this is an agent, but neither SKIFF_TOKEN nor SKIFF_TOKEN_FILE is"
+    fi
+    # The uninstall script removes the data dir: it must be a plain absolute
+    # path, and not / however spelt (busybox rm has no --preserve-root).
     if [ -n "${DATA_DIR}" ]; then
         check_path "the data dir" "${DATA_DIR}"
         [ "${DATA_DIR}" != / ] || fatal "the data dir cannot be /"
+        case "${DATA_DIR}/" in
+            *//* | */./* | */../*)
+                fatal "the data dir '${DATA_DIR}' holds an empty, '.' or '..' segment: name it plainly, like /var/lib/skiff" ;;
+        esac
     fi
+    # The env file's values are checked before anything is written.
+    for name in $(env_names); do
+        check_env_value "${name}"
+    done
 
     if [ -n "${INSTALL_SKIFF_NAME:-}" ]; then
         SYSTEM_NAME=skiff-${INSTALL_SKIFF_NAME}
@@ -370,11 +419,45 @@ failed() {
     echo "skiff uninstall: \$* failed" >&2
     rc=1
 }
+# rm stays on the file system it starts on where it can (GNU rm; busybox
+# rm cannot).
+one_fs=
+if rm -rf --one-file-system /nonexistent/skiff-uninstall-probe 2>/dev/null; then
+    one_fs=--one-file-system
+fi
 remove() {
     for path in "\$@"; do
         if [ -e "\${path}" ] || [ -L "\${path}" ]; then
             echo "removing \${path}"
-            rm -rf "\${path}" || failed "removing \${path}"
+            rm -rf \${one_fs:+"\${one_fs}"} -- "\${path}" || failed "removing \${path}"
+        fi
+    done
+}
+# remove_unmounted removes each dir unless something is still mounted under
+# it: a mount killall could not undo (a pod's CSI or NFS volume under
+# /var/lib/kubelet) may be someone else's data. A dir that is a mount point
+# itself (a disk of its own) is emptied and kept.
+remove_unmounted() {
+    for path in "\$@"; do
+        if [ ! -e "\${path}" ] && [ ! -L "\${path}" ]; then
+            continue
+        fi
+        if ! mounted=\$(awk -v d="\${path%/}/" 'index(\$2, d) == 1 { m = m (m == "" ? "" : " ") \$2 } END { print m }' /proc/self/mounts); then
+            echo "skiff uninstall: keeping \${path}: cannot read /proc/self/mounts" >&2
+            rc=1
+        elif [ -n "\${mounted}" ]; then
+            echo "skiff uninstall: keeping \${path}: still mounted under it: \${mounted}" >&2
+            rc=1
+        else
+            echo "removing \${path}"
+            if ! rm -rf \${one_fs:+"\${one_fs}"} -- "\${path}"; then
+                if [ -d "\${path}" ] && [ -z "\$(ls -A "\${path}")" ] &&
+                    awk -v p="\${path%/}" '\$2 == p { found = 1 } END { exit !found }' /proc/self/mounts; then
+                    echo "emptied \${path}; it is a mount point, so it stays"
+                else
+                    failed "removing \${path}"
+                fi
+            fi
         fi
     done
 }
@@ -397,21 +480,21 @@ for cmd in kubectl crictl ctr; do
     fi
 done
 
-# The data dir goes only when nothing is mounted under it any more: a mount
-# killall could not undo may be someone else's data.
-case "\${SKIFF_DATA_DIR}" in
-    /?*) ;;
-    *) echo "SKIFF_DATA_DIR='\${SKIFF_DATA_DIR}' is not an absolute path: keeping it" >&2; SKIFF_DATA_DIR= ;;
+# The data dir, /var/lib/kubelet and /run/skiff go only when nothing is
+# mounted under them; the data dir only when it is a plain path other than /.
+case "\${SKIFF_DATA_DIR}/" in
+    *//* | */./* | */../* | *[[:space:]\\\\]*)
+        echo "skiff uninstall: keeping SKIFF_DATA_DIR='\${SKIFF_DATA_DIR}': not a plain absolute path other than /" >&2
+        rc=1
+        ;;
+    /?*) remove_unmounted "\${SKIFF_DATA_DIR}" ;;
+    *)
+        echo "skiff uninstall: keeping SKIFF_DATA_DIR='\${SKIFF_DATA_DIR}': not an absolute path" >&2
+        rc=1
+        ;;
 esac
-if [ -n "\${SKIFF_DATA_DIR}" ]; then
-    mounted=\$(awk -v d="\${SKIFF_DATA_DIR%/}/" 'index(\$2 "/", d) == 1 { print \$2 }' /proc/self/mounts)
-    if [ -n "\${mounted}" ]; then
-        failed "removing \${SKIFF_DATA_DIR}: still mounted under it: \${mounted}"
-    else
-        remove "\${SKIFF_DATA_DIR}"
-    fi
-fi
-remove /etc/skiff /var/lib/kubelet /run/skiff '${SKIFF_BIN}' '${KILLALL_SH}'
+remove_unmounted /var/lib/kubelet /run/skiff
+remove /etc/skiff '${SKIFF_BIN}' '${KILLALL_SH}'
 exit "\${rc}"
 EOF
 }
@@ -429,20 +512,27 @@ create_env_file() {
 
 env_lines() {
     echo "# Written by skiff's install.sh: the environment of the ${SYSTEM_NAME} service."
-    names=$(awk 'BEGIN { for (k in ENVIRON) print k }' | grep -E '^(SKIFF_|CONTAINERD_|HTTP_PROXY$|HTTPS_PROXY$|NO_PROXY$|http_proxy$|https_proxy$|no_proxy$)' | LC_ALL=C sort || true)
-    for name in ${names}; do
-        case "${name}" in
-            *[!A-Za-z0-9_]*) continue ;;
-        esac
+    for name in $(env_names); do
         value=
         eval "value=\${${name}}"
-        case "${value}" in
-            *"'"* | *"\\"* | *'
-'*)
-                fatal "${name} holds a quote, a backslash or a newline, which an environment file cannot carry: set it in /etc/skiff/config.yaml instead" ;;
-        esac
         printf "%s='%s'\n" "${name}" "${value}"
     done
+}
+
+# env_names lists, sorted, the variables that go into the env file.
+env_names() {
+    awk 'BEGIN { for (k in ENVIRON) print k }' | grep -E '^(SKIFF_|CONTAINERD_|HTTP_PROXY$|HTTPS_PROXY$|NO_PROXY$|http_proxy$|https_proxy$|no_proxy$)' | grep -v '[^A-Za-z0-9_]' | LC_ALL=C sort || true
+}
+
+# check_env_value refuses a variable the env file cannot carry.
+check_env_value() {
+    value=
+    eval "value=\${$1}"
+    case "${value}" in
+        *"'"* | *"\\"* | *'
+'*)
+            fatal "$1 holds a quote, a backslash or a newline, which an environment file cannot carry: set it in /etc/skiff/config.yaml instead" ;;
+    esac
 }
 
 create_systemd_unit() {

@@ -163,28 +163,45 @@ func files(snap map[string]entry) map[string]string {
 // and no firewall rule of the host's, while the test root (under /tmp) is
 // the real one. It creates what a node leaves in those places and, after
 // the command, reports any of it left over.
+//
+// SANDBOX_OVERLAY names one more dir to overlay (the test root, so that a
+// run changes nothing there); SANDBOX_KILLALL a killall script to replace
+// with one that does nothing; SANDBOX_VOLUME a dir to mount a tmpfs on,
+// holding a file "data", like a pod's volume killall could not unmount.
 const sandboxScript = `set -eu
 work=$1
 shift
 mount --make-rprivate /
 mount -t tmpfs tmpfs "$work"
-for d in /etc /var/lib /run; do
+for d in /etc /var/lib /run ${SANDBOX_OVERLAY:-}; do
     n=$(echo "$d" | tr / _)
     mkdir -p "$work/$n/upper" "$work/$n/work"
     mount -t overlay overlay -o "lowerdir=$d,upperdir=$work/$n/upper,workdir=$work/$n/work" "$d"
 done
 mkdir -p /etc/skiff /var/lib/kubelet/pods /run/skiff
 touch /etc/skiff/config.yaml /var/lib/kubelet/pods/pod /run/skiff/node.json
+if [ -n "${SANDBOX_KILLALL:-}" ]; then
+    printf '#!/bin/sh\necho "fake killall: keeping the mounts"\n' >"$SANDBOX_KILLALL"
+fi
+if [ -n "${SANDBOX_VOLUME:-}" ]; then
+    mkdir -p "$SANDBOX_VOLUME"
+    mount -t tmpfs tmpfs "$SANDBOX_VOLUME"
+    touch "$SANDBOX_VOLUME/data"
+fi
 rc=0
 "$@" || rc=$?
 for p in /etc/skiff /var/lib/kubelet /run/skiff; do
     if [ -e "$p" ]; then echo "LEFT OVER: $p"; fi
 done
+if [ -n "${SANDBOX_VOLUME:-}" ] && [ -e "$SANDBOX_VOLUME/data" ]; then
+    echo "VOLUME KEPT"
+fi
 exit $rc
 `
 
-// uninstall runs a script install.sh wrote, in the sandbox.
-func (r *installRoot) uninstall(script string) (string, error) {
+// uninstall runs a script install.sh wrote, in the sandbox, with the
+// root's environment and extra (the SANDBOX_* settings).
+func (r *installRoot) uninstall(script string, extra ...string) (string, error) {
 	r.t.Helper()
 	dir := r.t.TempDir()
 	sandbox := filepath.Join(dir, "sandbox.sh")
@@ -196,7 +213,7 @@ func (r *installRoot) uninstall(script string) (string, error) {
 		r.t.Fatal(err)
 	}
 	cmd := exec.Command("unshare", "--mount", "--net", "--fork", "sh", sandbox, work, filepath.Join(r.binDir, script))
-	cmd.Env = r.env
+	cmd.Env = append(append([]string(nil), r.env...), extra...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -204,7 +221,8 @@ func (r *installRoot) uninstall(script string) (string, error) {
 // TestInstallScript installs into a test root (INSTALL_SKIFF_BIN_DIR,
 // INSTALL_SKIFF_SYSTEMD_DIR, INSTALL_SKIFF_SKIP_START): the files and their
 // modes, a unit systemd accepts, a second run that changes nothing, an agent
-// unit beside the server's that keeps the token out of the unit, and the
+// unit beside the server's that keeps the token out of the unit, secrets
+// given as flags moved into the env file, and the
 // uninstall scripts that remove all of it and what the node left.
 func TestInstallScript(t *testing.T) {
 	bin := skiffBin(t)
@@ -307,14 +325,27 @@ func TestInstallScript(t *testing.T) {
 		for _, c := range []struct {
 			env  []string
 			want string
+			args []string
 		}{
-			{[]string{"SKIFF_URL=https://10.0.0.1:6443"}, "SKIFF_TOKEN"},
-			{[]string{"SKIFF_URL=http://10.0.0.1:6443", "SKIFF_TOKEN=x"}, "SKIFF_URL must be an https:// URL"},
-			{[]string{"INSTALL_SKIFF_EXEC=bogus --flag"}, "unknown command 'bogus'"},
-			{[]string{"INSTALL_SKIFF_BIN=/nonexistent/skiff"}, "INSTALL_SKIFF_BIN: /nonexistent/skiff"},
-			{[]string{"INSTALL_SKIFF_EXEC=--kubelet-arg=a'b"}, "holds a quote"},
+			{[]string{"SKIFF_URL=https://10.0.0.1:6443"}, "SKIFF_TOKEN", nil},
+			{[]string{"SKIFF_URL=http://10.0.0.1:6443", "SKIFF_TOKEN=x"}, "SKIFF_URL must be an https:// URL", nil},
+			{[]string{"INSTALL_SKIFF_EXEC=bogus --flag"}, "unknown command 'bogus'", nil},
+			{[]string{"INSTALL_SKIFF_BIN=/nonexistent/skiff"}, "INSTALL_SKIFF_BIN: /nonexistent/skiff", nil},
+			{[]string{"INSTALL_SKIFF_EXEC=--kubelet-arg=a'b"}, "holds a quote", nil},
+			// Values the env file cannot carry, refused before the binary
+			// and the scripts are written.
+			{[]string{"SKIFF_NODE_NAME=a'b"}, "SKIFF_NODE_NAME holds a quote", nil},
+			{[]string{"HTTPS_PROXY=http://proxy\\x"}, "HTTPS_PROXY holds a quote, a backslash", nil},
+			{nil, "SKIFF_TOKEN holds a quote", []string{"--token", "a'b"}},
+			{nil, "--token needs a value", []string{"--tls-san", "x", "--token"}},
+			// Data dirs that are / however spelt, or not plain.
+			{[]string{"SKIFF_DATA_DIR=/"}, "the data dir cannot be /", nil},
+			{[]string{"SKIFF_DATA_DIR=//"}, "the data dir '//' holds an empty", nil},
+			{[]string{"SKIFF_DATA_DIR=/./"}, "the data dir '/./' holds", nil},
+			{nil, "the data dir '/var/lib/..' holds", []string{"--data-dir", "/var/lib/.."}},
+			{nil, "the data dir '/var//lib' holds", []string{"--data-dir=/var//lib"}},
 		} {
-			out, err := r.install(c.env)
+			out, err := r.install(c.env, c.args...)
 			if err == nil || !strings.Contains(out, c.want) {
 				t.Errorf("install.sh with %v: %v, want an error naming %q:\n%s", c.env, err, c.want, out)
 			}
@@ -355,7 +386,9 @@ func TestInstallScript(t *testing.T) {
 	const token = "SK10aaaa::server:install-test-secret"
 	agentUnit := filepath.Join(r.systemdDir, "skiff-agent.service")
 	t.Run("agent unit", func(t *testing.T) {
-		out, err := r.install([]string{"SKIFF_URL=https://10.0.0.1:6443", "SKIFF_TOKEN=" + token}, "--node-label=role=edge")
+		// The token as a flag: it goes into the env file (0600) as
+		// SKIFF_TOKEN, not into the unit, which every user can read.
+		out, err := r.install([]string{"SKIFF_URL=https://10.0.0.1:6443"}, "--node-label=role=edge", "--token", token)
 		if err != nil {
 			t.Fatalf("install.sh for an agent: %v\n%s", err, out)
 		}
@@ -385,6 +418,40 @@ func TestInstallScript(t *testing.T) {
 		verifyUnit(t, analyze, agentUnit)
 	})
 
+	t.Run("secrets as flags go to the env file", func(t *testing.T) {
+		// A root of its own: a server whose every secret is a flag, in
+		// each spelling.
+		s := newInstallRoot(t, bin)
+		out, err := s.install([]string{"INSTALL_SKIFF_EXEC=server --datastore-endpoint postgres://u:db-secret@db:5432/k8s"},
+			"--agent-token=agent-secret", "-ttoken-secret", "--tls-san", "k8s.example.com")
+		if err != nil {
+			t.Fatalf("install.sh: %v\n%s", err, out)
+		}
+		unit := readText(t, filepath.Join(s.systemdDir, "skiff.service"))
+		if !strings.Contains(unit, "\nExecStart="+filepath.Join(s.binDir, "skiff")+" 'server' '--tls-san' 'k8s.example.com'\n") {
+			t.Errorf("unit:\n%s", unit)
+		}
+		envPath := filepath.Join(s.systemdDir, "skiff.service.env")
+		env := readText(t, envPath)
+		for _, line := range []string{
+			"SKIFF_AGENT_TOKEN='agent-secret'",
+			"SKIFF_DATASTORE_ENDPOINT='postgres://u:db-secret@db:5432/k8s'",
+			"SKIFF_TOKEN='token-secret'",
+		} {
+			if !strings.Contains(env, "\n"+line+"\n") {
+				t.Errorf("the env file lacks %s:\n%s", line, env)
+			}
+		}
+		if fi, err := os.Stat(envPath); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("the env file: %v, %v; want mode 0600", fi, err)
+		}
+		for _, secret := range []string{"db-secret", "agent-secret", "token-secret"} {
+			if strings.Contains(out, secret) || strings.Contains(unit, secret) {
+				t.Errorf("%s is in install.sh's output or the unit:\n%s\n%s", secret, out, unit)
+			}
+		}
+	})
+
 	t.Run("uninstall", func(t *testing.T) {
 		// What the node leaves in its data dir.
 		leftover := filepath.Join(r.dataDir, "agent", "containerd", "leftover")
@@ -412,7 +479,24 @@ func TestInstallScript(t *testing.T) {
 				}
 			}
 		}
-		out, err := r.uninstall("skiff-uninstall.sh")
+		// A pod's volume that killall could not unmount keeps
+		// /var/lib/kubelet; the rest goes. The test root is overlaid, so
+		// this run changes nothing in it.
+		before := r.snapshot()
+		volume := "/var/lib/kubelet/pods/p/volumes/kubernetes.io~csi/v/mount"
+		out, err := r.uninstall("skiff-uninstall.sh", "SANDBOX_OVERLAY="+r.root,
+			"SANDBOX_KILLALL="+filepath.Join(r.binDir, "skiff-killall.sh"), "SANDBOX_VOLUME="+volume)
+		if err == nil || !strings.Contains(out, "keeping /var/lib/kubelet: still mounted under it: "+volume+"\n") ||
+			!strings.Contains(out, "VOLUME KEPT") || !strings.Contains(out, "LEFT OVER: /var/lib/kubelet\n") ||
+			strings.Contains(out, "LEFT OVER: /etc/skiff") || strings.Contains(out, "LEFT OVER: /run/skiff") ||
+			!strings.Contains(out, "removing "+r.dataDir+"\n") {
+			t.Errorf("skiff-uninstall.sh with a volume still mounted: %v, want a failure that keeps /var/lib/kubelet only:\n%s", err, out)
+		}
+		if after := r.snapshot(); !reflect.DeepEqual(before, after) {
+			t.Fatalf("the sandboxed uninstall changed the test root")
+		}
+
+		out, err = r.uninstall("skiff-uninstall.sh")
 		if err != nil || strings.Contains(out, "LEFT OVER") || !strings.Contains(out, "skiff killall:") {
 			t.Fatalf("skiff-uninstall.sh: %v\n%s", err, out)
 		}
