@@ -25,7 +25,7 @@ type Agent struct {
 
 // AddFlags registers every Agent option on fs with its default.
 func (a *Agent) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&a.DataDir, "data-dir", "/var/lib/skiff", "directory that holds the node's state")
+	fs.StringVarP(&a.DataDir, "data-dir", "d", "/var/lib/skiff", "directory that holds the node's state")
 	fs.StringVarP(&a.Server, "server", "s", "", "URL of a server to join, like https://10.0.0.1:6443 (also SKIFF_URL)")
 	fs.StringVarP(&a.Token, "token", "t", "", "token to join with: the server's token, its --agent-token, or one from `skiff token create`")
 	fs.StringVar(&a.TokenFile, "token-file", "", "file that holds the token")

@@ -116,7 +116,7 @@ func (s *Server) Disabled(addon string) bool { return slices.Contains(s.Disable,
 // AddFlags registers every Server option on fs with its default. The defaults
 // live here and nowhere else.
 func (s *Server) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&s.DataDir, "data-dir", "/var/lib/skiff", "directory that holds cluster state")
+	fs.StringVarP(&s.DataDir, "data-dir", "d", "/var/lib/skiff", "directory that holds cluster state")
 	fs.IntVar(&s.HTTPSListenPort, "https-listen-port", 6443, "port the API server listens on")
 	fs.StringVar(&s.BindAddress, "bind-address", "", "IP address to listen on (default: all interfaces)")
 	fs.StringVar(&s.AdvertiseAddress, "advertise-address", "", "IP address the API server advertises to the cluster (default: detected)")

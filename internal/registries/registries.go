@@ -90,7 +90,8 @@ func Load(path string, optional bool) (*Registries, error) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("registries: %w", err)
+		// The file comes from --private-registry (or its default).
+		return nil, fmt.Errorf("private-registry: %w", err)
 	}
 	return Parse(path, data)
 }
