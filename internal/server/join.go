@@ -88,6 +88,7 @@ func newJoinServer(cfg *config.Server, l controlplane.Layout, log *slog.Logger) 
 		},
 		Client:  clientFor,
 		Cluster: clusterConfig(cfg),
+		TLSSANs: cfg.TLSSANs,
 		Log:     log,
 	}
 }
