@@ -119,7 +119,10 @@ func TestCertificateRenewalOnline(t *testing.T) {
 	for _, f := range forged {
 		waitRenewed(t, f.cert)
 	}
-	// One line per renewed file, by the process that renewed it.
+	// A line per renewed file, by the process that renewed it: exactly one
+	// for the server's, which it renews itself; at least one for the
+	// agent's, which it renews by joining again, and a second forge event
+	// seen after the first re-join (a loaded machine) makes a second one.
 	for i, f := range forged {
 		out := s.Output()
 		if i >= 2 {
@@ -131,8 +134,8 @@ func TestCertificateRenewalOnline(t *testing.T) {
 				lines = append(lines, l)
 			}
 		}
-		if len(lines) != 1 {
-			t.Errorf("%d renewal lines for %s, want 1: %q", len(lines), f.cert, lines)
+		if agentFile := i >= 2; len(lines) == 0 || (!agentFile && len(lines) != 1) {
+			t.Errorf("%d renewal lines for %s, want %s: %q", len(lines), f.cert, map[bool]string{false: "1", true: "at least 1"}[agentFile], lines)
 		} else {
 			t.Log(lines[0])
 		}
