@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -106,6 +107,17 @@ func TestCertificateRenewalOnline(t *testing.T) {
 		{filepath.Join(atls, "client-kubelet.crt"), filepath.Join(stls, "client-ca.crt"), filepath.Join(stls, "client-ca.key")},
 		{filepath.Join(atls, "serving-kubelet.crt"), filepath.Join(stls, "server-ca.crt"), filepath.Join(stls, "server-ca.key")},
 	}
+	// The agent renews by joining again, sending its public keys: its keys
+	// stay, only the certificates change.
+	agentKeys := map[string][]byte{}
+	for _, f := range forged[2:] {
+		key := strings.TrimSuffix(f.cert, ".crt") + ".key"
+		data, err := os.ReadFile(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		agentKeys[key] = data
+	}
 	soon := time.Now().Add(10 * 24 * time.Hour)
 	for _, f := range forged {
 		forgeLeaf(t, f.cert, f.caCert, f.caKey, soon)
@@ -118,6 +130,11 @@ func TestCertificateRenewalOnline(t *testing.T) {
 	// before expiry.
 	for _, f := range forged {
 		waitRenewed(t, f.cert)
+	}
+	for key, before := range agentKeys {
+		if after, err := os.ReadFile(key); err != nil || !bytes.Equal(after, before) {
+			t.Errorf("%s changed when the agent renewed its certificates (%v)", key, err)
+		}
 	}
 	// A line per renewed file, by the process that renewed it: exactly one
 	// for the server's, which it renews itself; at least one for the
