@@ -14,8 +14,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fsnotify/fsnotify"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -403,4 +407,50 @@ func notAfterOf(t *testing.T, path string) time.Time {
 		t.Fatal(err)
 	}
 	return c.NotAfter
+}
+
+// Out of inotify instances, the renewal still starts: one warning, and the
+// timer renews.
+func TestStartWithoutAWatch(t *testing.T) {
+	dir := serverDir(t)
+	admin := entryOf(t, dir, "client-admin.crt")
+	forge(t, admin, time.Now().Add(-time.Hour))
+	saved := newWatcher
+	newWatcher = func() (*fsnotify.Watcher, error) { return nil, syscall.EMFILE }
+	t.Cleanup(func() { newWatcher = saved })
+	var logs syncBuffer
+	renewed := make(chan []string, 1)
+	r := NewRenewer(RenewerConfig{DataDir: dir, OnRenewed: func(f []string) {
+		select {
+		case renewed <- f:
+		default:
+		}
+	}}, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatalf("Start without inotify: %v", err)
+	}
+	defer r.Stop()
+	if f := <-renewed; len(f) != 1 || f[0] != admin.Cert {
+		t.Errorf("renewed %v, want %s", f, admin.Cert)
+	}
+	if n := strings.Count(logs.String(), "level=WARN msg=\"cannot watch the TLS directories"); n != 1 {
+		t.Errorf("%d watch warnings, want 1:\n%s", n, logs.String())
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

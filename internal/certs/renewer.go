@@ -87,29 +87,52 @@ func (r *Renewer) Init(context.Context) error {
 }
 
 func (r *Renewer) Start(context.Context) error {
-	w, err := fsnotify.NewWatcher()
-	if err != nil {
-		return fmt.Errorf("certificates: watching the TLS directories: %w", err)
-	}
-	l := controlplane.Layout{DataDir: r.cfg.DataDir}
-	for _, dir := range []string{l.TLSDir(), l.EtcdTLSDir(), node.Layout{DataDir: r.cfg.DataDir}.TLSDir()} {
-		if err := w.Add(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
-			_ = w.Close()
-			return fmt.Errorf("certificates: watching %s: %w", dir, err)
-		}
-	}
+	w := r.watch()
 	r.Go(func(ctx context.Context) error {
-		defer w.Close()
+		if w != nil {
+			defer w.Close()
+		}
 		return r.loop(ctx, w)
 	})
 	return nil
 }
 
+// newWatcher is fsnotify.NewWatcher; tests make it fail.
+var newWatcher = fsnotify.NewWatcher
+
+// watch watches the TLS directories, so that a certificate written by
+// `skiff certificate rotate` or by hand is acted on at once. It is an
+// optimization: when the host is out of inotify instances (EMFILE) or
+// watches (ENOSPC) it logs one warning and returns nil, and renewal runs on
+// its timer (Period) alone.
+func (r *Renewer) watch() *fsnotify.Watcher {
+	w, err := newWatcher()
+	if err != nil {
+		r.log.Warn("cannot watch the TLS directories: checking certificates on the timer only", "period", r.cfg.Period, "err", err)
+		return nil
+	}
+	l := controlplane.Layout{DataDir: r.cfg.DataDir}
+	for _, dir := range []string{l.TLSDir(), l.EtcdTLSDir(), node.Layout{DataDir: r.cfg.DataDir}.TLSDir()} {
+		if err := w.Add(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+			_ = w.Close()
+			r.log.Warn("cannot watch the TLS directories: checking certificates on the timer only", "dir", dir, "period", r.cfg.Period, "err", err)
+			return nil
+		}
+	}
+	return w
+}
+
 func (r *Renewer) Ready() error { return nil }
 func (r *Renewer) Stop() error  { return r.Runner.Stop(5 * time.Second) }
 
+// loop runs passes; w may be nil (no watch: the timer alone).
 func (r *Renewer) loop(ctx context.Context, w *fsnotify.Watcher) error {
 	var settle <-chan time.Time
+	var events <-chan fsnotify.Event
+	var watchErrs <-chan error
+	if w != nil {
+		events, watchErrs = w.Events, w.Errors
+	}
 	for {
 		next := r.Pass(ctx, time.Now())
 		wait := min(time.Until(next), r.cfg.Period)
@@ -126,7 +149,7 @@ func (r *Renewer) loop(ctx context.Context, w *fsnotify.Watcher) error {
 				settle = nil
 				timer.Stop()
 				break waiting
-			case ev, ok := <-w.Events:
+			case ev, ok := <-events:
 				if !ok {
 					return errors.New("certificates: file watch closed")
 				}
@@ -135,7 +158,7 @@ func (r *Renewer) loop(ctx context.Context, w *fsnotify.Watcher) error {
 				if filepath.Ext(ev.Name) == ".crt" && settle == nil {
 					settle = time.After(time.Second)
 				}
-			case err, ok := <-w.Errors:
+			case err, ok := <-watchErrs:
 				if ok {
 					r.log.Debug("file watch", "err", err)
 				}

@@ -17,6 +17,7 @@ package join
 
 import (
 	"context"
+	"crypto"
 	"crypto/subtle"
 	"crypto/x509"
 	"encoding/json"
@@ -25,6 +26,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -59,7 +62,25 @@ type Request struct {
 	NodePassword string   `json:"nodePassword"`
 	Hostname     string   `json:"hostname"`
 	NodeIPs      []string `json:"nodeIPs"`
+	// PublicKeys, optional, maps a leaf (LeafKubeletClient, ...) to the PEM
+	// public key ("PUBLIC KEY") of the private key the node already holds
+	// for it. The server signs that key and sends no key back for the
+	// leaf, so a renewal replaces only the certificate file and the node's
+	// certificate and key never disagree. A leaf not listed gets a new key,
+	// as on the first join.
+	PublicKeys map[string]string `json:"publicKeys,omitempty"`
 }
+
+// The leaves a node's join answer carries, as named in Request.PublicKeys.
+const (
+	LeafKubeletClient  = "kubeletClient"
+	LeafKubeletServing = "kubeletServing"
+	LeafKubeProxy      = "kubeProxy"
+	LeafFlannel        = "flannel"
+)
+
+// Leaves lists the leaf names of Request.PublicKeys.
+var Leaves = []string{LeafKubeletClient, LeafKubeletServing, LeafKubeProxy, LeafFlannel}
 
 // Cluster is what a node needs of the cluster's configuration.
 type Cluster struct {
@@ -76,7 +97,8 @@ type Cluster struct {
 	SystemDefaultRegistry string `json:"systemDefaultRegistry,omitempty"`
 }
 
-// Response carries the node's credentials, all PEM.
+// Response carries the node's credentials, all PEM. A key is empty for a
+// leaf whose public key the request carried: the node keeps its own.
 type Response struct {
 	ServerCA           string  `json:"serverCA"`
 	ClientCA           string  `json:"clientCA"`
@@ -103,6 +125,9 @@ type Server struct {
 	// Client reaches the API for the node password Secrets.
 	Client  func() (kubernetes.Interface, error)
 	Cluster Cluster
+	// TLSSANs are the server's --tls-san values: names and addresses of the
+	// apiserver, which no kubelet serving certificate may carry.
+	TLSSANs []string
 	Log     *slog.Logger
 	Now     func() time.Time
 }
@@ -165,6 +190,10 @@ func (s *Server) join(r *http.Request) (*Response, error) {
 	if err != nil {
 		return nil, err
 	}
+	pubs, err := publicKeys(req.PublicKeys)
+	if err != nil {
+		return nil, err
+	}
 	client, err := s.Client()
 	if err != nil {
 		return nil, fmt.Errorf("join: API client: %w", err)
@@ -186,21 +215,30 @@ func (s *Server) join(r *http.Request) (*Response, error) {
 		now = s.Now()
 	}
 	resp := &Response{ServerCA: string(serverCA.CertPEM), ClientCA: string(clientCA.CertPEM), Cluster: s.Cluster}
-	dns := []string{"localhost", req.NodeName}
-	if req.Hostname != "" && req.Hostname != req.NodeName {
-		dns = append(dns, req.Hostname)
+	dns, servingIPs, dropped := s.servingSANs(req, ips)
+	if len(dropped) > 0 && s.Log != nil {
+		s.Log.Warn("left out of the node's kubelet serving certificate: the apiserver's names and addresses", "component", "join", "node", req.NodeName, "dropped", dropped)
 	}
 	for _, leaf := range []struct {
+		name      string
 		ca        *pki.CA
 		spec      pki.LeafSpec
 		cert, key *string
 	}{
-		{clientCA, pki.NodeClientSpec(req.NodeName), &resp.KubeletClientCert, &resp.KubeletClientKey},
-		{serverCA, pki.LeafSpec{CommonName: req.NodeName, DNSNames: dns, IPs: append([]net.IP{net.IPv4(127, 0, 0, 1).To4()}, ips...), Usage: pki.ServerAuth}, &resp.KubeletServingCert, &resp.KubeletServingKey},
-		{clientCA, pki.LeafSpec{CommonName: "system:kube-proxy", Usage: pki.ClientAuth}, &resp.KubeProxyCert, &resp.KubeProxyKey},
+		{LeafKubeletClient, clientCA, pki.NodeClientSpec(req.NodeName), &resp.KubeletClientCert, &resp.KubeletClientKey},
+		{LeafKubeletServing, serverCA, pki.LeafSpec{CommonName: req.NodeName, DNSNames: dns, IPs: servingIPs, Usage: pki.ServerAuth}, &resp.KubeletServingCert, &resp.KubeletServingKey},
+		{LeafKubeProxy, clientCA, pki.LeafSpec{CommonName: "system:kube-proxy", Usage: pki.ClientAuth}, &resp.KubeProxyCert, &resp.KubeProxyKey},
 		// flannel lists nodes; the kubelet's identity may read only its own.
-		{clientCA, pki.LeafSpec{CommonName: FlannelUser, Usage: pki.ClientAuth}, &resp.FlannelCert, &resp.FlannelKey},
+		{LeafFlannel, clientCA, pki.LeafSpec{CommonName: FlannelUser, Usage: pki.ClientAuth}, &resp.FlannelCert, &resp.FlannelKey},
 	} {
+		if pub, ok := pubs[leaf.name]; ok {
+			cert, err := leaf.ca.SignPublicKey(pub, leaf.spec, now)
+			if err != nil {
+				return nil, fmt.Errorf("join: issuing %s: %w", leaf.spec.CommonName, err)
+			}
+			*leaf.cert = string(cert)
+			continue
+		}
 		cert, key, err := leaf.ca.IssueLeaf(leaf.spec, now)
 		if err != nil {
 			return nil, fmt.Errorf("join: issuing %s: %w", leaf.spec.CommonName, err)
@@ -264,6 +302,11 @@ func validate(req Request) ([]net.IP, error) {
 	if msgs := validation.IsDNS1123Subdomain(req.NodeName); len(msgs) > 0 {
 		return nil, fail(http.StatusBadRequest, "invalid node name %q: %s", req.NodeName, strings.Join(msgs, "; "))
 	}
+	if req.Hostname != "" {
+		if msgs := validation.IsDNS1123Subdomain(req.Hostname); len(msgs) > 0 {
+			return nil, fail(http.StatusBadRequest, "invalid hostname %q: %s", req.Hostname, strings.Join(msgs, "; "))
+		}
+	}
 	if len(req.NodePassword) < 16 {
 		return nil, fail(http.StatusBadRequest, "node password must be at least 16 characters")
 	}
@@ -282,6 +325,82 @@ func validate(req Request) ([]net.IP, error) {
 		ips = append(ips, ip)
 	}
 	return ips, nil
+}
+
+// publicKeys parses Request.PublicKeys: a name not in Leaves or a key that
+// is not one PEM public key of a supported type is refused (400), naming it.
+func publicKeys(in map[string]string) (map[string]crypto.PublicKey, error) {
+	out := make(map[string]crypto.PublicKey, len(in))
+	for name, p := range in {
+		if !slices.Contains(Leaves, name) {
+			return nil, fail(http.StatusBadRequest, "publicKeys: unknown leaf %q (known: %s)", name, strings.Join(Leaves, ", "))
+		}
+		pub, err := pki.ParsePublicKeyPEM([]byte(p))
+		if err != nil {
+			return nil, fail(http.StatusBadRequest, "publicKeys.%s: %v", name, err)
+		}
+		out[name] = pub
+	}
+	return out, nil
+}
+
+// servingSANs are the kubelet serving certificate's names and addresses:
+// the node name, its hostname and its IPs, less what the apiserver's
+// serving certificate answers to. The server CA signs both, so a kubelet
+// certificate for kubernetes.default.svc, localhost, a loopback address,
+// the kubernetes Service's ClusterIP or a --tls-san would let whoever holds
+// a token or a node's certificate pose as the apiserver. dropped lists
+// what was left out.
+func (s *Server) servingSANs(req Request, ips []net.IP) (dns []string, out []net.IP, dropped []string) {
+	reservedDNS := map[string]bool{"localhost": true, "kubernetes": true, "kubernetes.default": true, "kubernetes.default.svc": true}
+	if d := strings.TrimSuffix(s.Cluster.ClusterDomain, "."); d != "" {
+		reservedDNS["kubernetes.default.svc."+strings.ToLower(d)] = true
+	}
+	reservedIP := map[string]bool{}
+	for _, san := range s.TLSSANs {
+		if ip := net.ParseIP(strings.TrimSpace(san)); ip != nil {
+			reservedIP[ip.String()] = true
+		} else if san != "" {
+			reservedDNS[strings.ToLower(strings.TrimSuffix(strings.TrimSpace(san), "."))] = true
+		}
+	}
+	for _, ip := range serviceIPs(s.Cluster.ServiceCIDR) {
+		reservedIP[ip.String()] = true
+	}
+	for _, n := range []string{req.NodeName, req.Hostname} {
+		n = strings.ToLower(n)
+		switch {
+		case n == "" || slices.Contains(dns, n) || slices.Contains(dropped, n):
+		case reservedDNS[n] || strings.HasSuffix(n, ".localhost"):
+			dropped = append(dropped, n)
+		default:
+			dns = append(dns, n)
+		}
+	}
+	for _, ip := range ips {
+		switch {
+		case slices.ContainsFunc(out, ip.Equal):
+		case ip.IsLoopback() || ip.IsUnspecified() || ip.IsMulticast() || reservedIP[ip.String()]:
+			dropped = append(dropped, ip.String())
+		default:
+			out = append(out, ip)
+		}
+	}
+	return dns, out, dropped
+}
+
+// serviceIPs are the first address of each range of a --service-cidr value
+// (the kubernetes Service's ClusterIP); unparsable ranges are skipped.
+func serviceIPs(cidrs string) []net.IP {
+	var out []net.IP
+	for _, c := range strings.Split(cidrs, ",") {
+		p, err := netip.ParsePrefix(strings.TrimSpace(c))
+		if err != nil {
+			continue
+		}
+		out = append(out, net.IP(p.Masked().Addr().Next().AsSlice()))
+	}
+	return out
 }
 
 // checkPassword stores the password's hash on a node name's first join and

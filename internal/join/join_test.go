@@ -3,10 +3,16 @@ package join
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -256,5 +262,99 @@ func TestRejoinRefusedAfterNodeDeleted(t *testing.T) {
 	}
 	if code, msg, _ := f.post(t, "agent-secret", agent); code != http.StatusOK {
 		t.Errorf("join with a token after the node was deleted: %d %s", code, msg)
+	}
+}
+
+func publicPEM(t *testing.T, pub crypto.PublicKey) string {
+	t.Helper()
+	p, err := pki.EncodePublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(p)
+}
+
+// A renewing node sends its public keys: the certificates are for them and
+// no key comes back, so its certificate and key never disagree.
+func TestJoinSignsTheNodesKeys(t *testing.T) {
+	f := newFixture(t)
+	client, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	serving, _ := rsa.GenerateKey(rand.Reader, 2048)
+	req := agent
+	req.PublicKeys = map[string]string{LeafKubeletClient: publicPEM(t, client.Public()), LeafKubeletServing: publicPEM(t, serving.Public())}
+	code, msg, resp := f.post(t, "agent-secret", req)
+	if code != http.StatusOK {
+		t.Fatalf("join: %d %s", code, msg)
+	}
+	if kc := parse(t, resp.KubeletClientCert); !client.PublicKey.Equal(kc.PublicKey) || resp.KubeletClientKey != "" {
+		t.Errorf("kubelet client certificate is not for the sent key (key returned: %v)", resp.KubeletClientKey != "")
+	}
+	if ks := parse(t, resp.KubeletServingCert); !serving.PublicKey.Equal(ks.PublicKey) || resp.KubeletServingKey != "" {
+		t.Errorf("kubelet serving certificate is not for the sent key (key returned: %v)", resp.KubeletServingKey != "")
+	}
+	// Leaves without a sent key get a new one, as on the first join.
+	if _, err := tls.X509KeyPair([]byte(resp.KubeProxyCert), []byte(resp.KubeProxyKey)); err != nil {
+		t.Errorf("kube-proxy pair: %v", err)
+	}
+}
+
+func TestJoinRefusesBadPublicKeys(t *testing.T) {
+	f := newFixture(t)
+	weak, _ := rsa.GenerateKey(rand.Reader, 1024)
+	good, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	priv, _ := x509.MarshalECPrivateKey(good)
+	for name, keys := range map[string]map[string]string{
+		"not PEM":      {LeafKubeletClient: "hello"},
+		"private key":  {LeafFlannel: string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: priv}))},
+		"garbage DER":  {LeafKubeProxy: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte("nope")}))},
+		"weak RSA":     {LeafKubeletServing: publicPEM(t, weak.Public())},
+		"unknown leaf": {"etcd": publicPEM(t, good.Public())},
+	} {
+		req := agent
+		req.PublicKeys = keys
+		code, msg, _ := f.post(t, "agent-secret", req)
+		var leaf string
+		for k := range keys {
+			leaf = k
+		}
+		if code != http.StatusBadRequest || !strings.Contains(msg, leaf) {
+			t.Errorf("%s: %d %q, want 400 naming %s", name, code, msg, leaf)
+		}
+	}
+}
+
+// The kubelet serving certificate is signed by the server CA, which also
+// signs the apiserver's: it must not answer to the apiserver's names.
+func TestJoinKeepsApiserverNamesOutOfKubeletCerts(t *testing.T) {
+	f := newFixture(t)
+	f.srv.Cluster.ServiceCIDR = "10.43.0.0/16,fd00:43::/112"
+	f.srv.Cluster.ClusterDomain = "cluster.local"
+	f.srv.TLSSANs = []string{"API.example.com", "203.0.113.5"}
+
+	req := agent
+	req.Hostname = "bad host"
+	if code, msg, _ := f.post(t, "agent-secret", req); code != http.StatusBadRequest || !strings.Contains(msg, `"bad host"`) {
+		t.Errorf("invalid hostname: %d %q, want 400 naming it", code, msg)
+	}
+	for _, hostname := range []string{"kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "api.example.com", "localhost", "kubernetes"} {
+		req := agent
+		req.Hostname = hostname
+		req.NodeIPs = []string{"192.0.2.10", "10.43.0.1", "127.0.0.1", "::1", "fd00:43::1", "203.0.113.5"}
+		code, msg, resp := f.post(t, "agent-secret", req)
+		if code != http.StatusOK {
+			t.Fatalf("join as %s: %d %s", hostname, code, msg)
+		}
+		ks := parse(t, resp.KubeletServingCert)
+		if !slices.Equal(ks.DNSNames, []string{"edge-1"}) {
+			t.Errorf("hostname %s: DNS names %v, want only the node name", hostname, ks.DNSNames)
+		}
+		if len(ks.IPAddresses) != 1 || !ks.IPAddresses[0].Equal(net.ParseIP("192.0.2.10")) {
+			t.Errorf("hostname %s: IPs %v, want only the node's own", hostname, ks.IPAddresses)
+		}
+	}
+	// The node name and hostname stay.
+	_, _, resp := f.post(t, "agent-secret", agent)
+	if ks := parse(t, resp.KubeletServingCert); !slices.Equal(ks.DNSNames, []string{"edge-1", "edge-1.lan"}) {
+		t.Errorf("DNS names %v, want the node name and hostname", ks.DNSNames)
 	}
 }

@@ -101,7 +101,7 @@ func (ca *CA) EnsureLeaf(certPath, keyPath string, spec LeafSpec, now time.Time)
 			return false, "", err
 		}
 	}
-	certPEM, err = ca.signLeaf(key, spec, now)
+	certPEM, err = ca.signLeaf(key.Public(), spec, now)
 	if err != nil {
 		return false, "", fmt.Errorf("issuing certificate %s for %q: %w", certPath, spec.CommonName, err)
 	}
@@ -165,13 +165,13 @@ func (ca *CA) leafProblem(certPEM []byte, key crypto.Signer, spec LeafSpec, now 
 	return ""
 }
 
-func (ca *CA) signLeaf(key crypto.Signer, spec LeafSpec, now time.Time) ([]byte, error) {
+func (ca *CA) signLeaf(pub crypto.PublicKey, spec LeafSpec, now time.Time) ([]byte, error) {
 	serial, err := newSerial()
 	if err != nil {
 		return nil, err
 	}
 	keyUsage := x509.KeyUsageDigitalSignature
-	if _, isRSA := key.(*rsa.PrivateKey); isRSA {
+	if _, isRSA := pub.(*rsa.PublicKey); isRSA {
 		// RSA key exchange in TLS encrypts with the certificate's key.
 		keyUsage |= x509.KeyUsageKeyEncipherment
 	}
@@ -189,7 +189,7 @@ func (ca *CA) signLeaf(key crypto.Signer, spec LeafSpec, now time.Time) ([]byte,
 		DNSNames:              spec.DNSNames,
 		IPAddresses:           spec.IPs,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Key)
 	if err != nil {
 		return nil, err
 	}
@@ -243,11 +243,27 @@ func (ca *CA) IssueLeaf(spec LeafSpec, now time.Time) (certPEM, keyPEM []byte, e
 	if err != nil {
 		return nil, nil, err
 	}
-	if certPEM, err = ca.signLeaf(key, spec, now); err != nil {
+	if certPEM, err = ca.signLeaf(key.Public(), spec, now); err != nil {
 		return nil, nil, fmt.Errorf("signing %q: %w", spec.CommonName, err)
 	}
 	if keyPEM, err = encodeKey(key); err != nil {
 		return nil, nil, err
 	}
 	return certPEM, keyPEM, nil
+}
+
+// SignPublicKey signs a certificate for spec, valid for a year from now, for
+// a public key whose private half stays with the requester (an agent renewing
+// its certificates keeps its keys). pub must pass CheckPublicKey.
+func (ca *CA) SignPublicKey(pub crypto.PublicKey, spec LeafSpec, now time.Time) (certPEM []byte, err error) {
+	if err := spec.validate(); err != nil {
+		return nil, err
+	}
+	if err := CheckPublicKey(pub); err != nil {
+		return nil, err
+	}
+	if certPEM, err = ca.signLeaf(pub, spec, now); err != nil {
+		return nil, fmt.Errorf("signing %q: %w", spec.CommonName, err)
+	}
+	return certPEM, nil
 }

@@ -90,7 +90,7 @@ func (ca *CA) Reissue(certPath, keyPath string, now time.Time) (*x509.Certificat
 	if err := spec.validate(); err != nil {
 		return nil, fmt.Errorf("reissuing %s: %w", certPath, err)
 	}
-	certPEM, err := ca.signLeaf(key, spec, now)
+	certPEM, err := ca.signLeaf(key.Public(), spec, now)
 	if err != nil {
 		return nil, fmt.Errorf("reissuing %s: %w", certPath, err)
 	}

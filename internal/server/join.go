@@ -90,6 +90,7 @@ func newJoinServer(cfg *config.Server, l controlplane.Layout, replaced func(secr
 		},
 		Client:  clientFor,
 		Cluster: clusterConfig(cfg),
+		TLSSANs: cfg.TLSSANs,
 		Log:     log,
 	}
 }

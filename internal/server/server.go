@@ -199,10 +199,11 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 	// Leaf certificates renewed while running; the admin kubeconfig
 	// embeds a copy of the admin certificate, written again when it
 	// changed (renewed here, or by `skiff certificate rotate`).
+	adminCopy := &adminKubeconfig{cfg: cfg, l: l, caPEM: func() []byte { return certs.serverCAPEM }, log: log}
 	renewal := certrenewal.NewRenewer(certrenewal.RenewerConfig{
 		DataDir: cfg.DataDir, NodeName: localNode, Kubeconfig: l.AdminKubeconfig(),
 		OnRenewed: func([]string) {
-			if err := writeAdminKubeconfig(cfg, l, certs.serverCAPEM, log); err != nil {
+			if err := adminCopy.write(true); err != nil {
 				log.Error("rewriting the admin kubeconfig after a renewal", "component", "certificates", "err", err)
 			}
 		},
@@ -230,7 +231,7 @@ func Run(ctx context.Context, cfg *config.Server, log *slog.Logger) error {
 		// The admin kubeconfig is written as soon as the API answers, so that
 		// while a later phase is slow or failing `kubectl get events` can say why.
 		{Name: "apiserver", Components: []component.Component{api, tun}, AfterReady: func() error {
-			return writeAdminKubeconfig(cfg, l, certs.serverCAPEM, log)
+			return adminCopy.write(false)
 		}},
 		{Name: "controllers", Components: controllers},
 	}

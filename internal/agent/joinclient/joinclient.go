@@ -36,6 +36,34 @@ type Request struct {
 	NodeName     string
 	Hostname     string
 	NodeIPs      []string
+	// PublicKeys is join.Request.PublicKeys: the public halves of the keys
+	// the node already holds (ExistingPublicKeys), for the server to sign.
+	PublicKeys map[string]string
+}
+
+// leafPairs maps join.Leaves to where the node keeps them.
+func leafPairs(l node.Layout) map[string]node.Pair {
+	return map[string]node.Pair{
+		join.LeafKubeletClient:  l.ClientKubelet(),
+		join.LeafKubeletServing: l.ServingKubelet(),
+		join.LeafKubeProxy:      l.ClientKubeProxy(),
+		join.LeafFlannel:        l.ClientFlannel(),
+	}
+}
+
+// ExistingPublicKeys returns, for each leaf whose private key file in l
+// parses, its public key as PEM: a node that joined before asks the server
+// to sign the keys it has, so that renewing replaces only certificate files
+// and a crash half-way never leaves a certificate with another key. A
+// missing or unreadable key is left out and the server issues a new one.
+func ExistingPublicKeys(l node.Layout) map[string]string {
+	out := map[string]string{}
+	for name, p := range leafPairs(l) {
+		if pub, err := pki.PublicKeyOfKeyFile(p.Key); err == nil {
+			out[name] = string(pub)
+		}
+	}
+	return out
 }
 
 // FetchCA gets the server CA from /cacerts and checks it against the token's pin.
@@ -150,7 +178,7 @@ func Join(ctx context.Context, r Request, caPEM []byte, password string, nodeCer
 		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return nodeCert, nil }
 	}
 	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Proxy: nil, TLSClientConfig: tc}}
-	body, _ := json.Marshal(join.Request{NodeName: r.NodeName, NodePassword: password, Hostname: r.Hostname, NodeIPs: r.NodeIPs})
+	body, _ := json.Marshal(join.Request{NodeName: r.NodeName, NodePassword: password, Hostname: r.Hostname, NodeIPs: r.NodeIPs, PublicKeys: r.PublicKeys})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(r.ServerURL, "/")+join.Path, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
@@ -174,31 +202,56 @@ func Join(ctx context.Context, r Request, caPEM []byte, password string, nodeCer
 }
 
 // WriteCredentials writes the node's certificates, CA bundles and kubeconfigs
-// (pointing at apiserverURL) where the node's components read them.
+// (pointing at apiserverURL) where the node's components read them. A leaf
+// whose key the answer leaves out was signed for the key the node holds
+// (Request.PublicKeys): only its certificate is written, after checking that
+// it matches that key. Everything is checked before the first write.
 func WriteCredentials(l node.Layout, resp *join.Response, apiserverURL string) error {
 	if err := os.MkdirAll(l.TLSDir(), 0o700); err != nil {
 		return fmt.Errorf("creating %s: %w", l.TLSDir(), err)
 	}
-	files := []struct {
+	type file struct {
 		path string
 		data string
 		mode os.FileMode
+	}
+	files := []file{{l.ServerCA(), resp.ServerCA, 0o644}, {l.ClientCA(), resp.ClientCA, 0o644}}
+	pairs := leafPairs(l)
+	for _, leaf := range []struct {
+		name      string
+		cert, key string
 	}{
-		{l.ServerCA(), resp.ServerCA, 0o644},
-		{l.ClientCA(), resp.ClientCA, 0o644},
-		{l.ClientKubelet().Cert, resp.KubeletClientCert, 0o644},
-		{l.ClientKubelet().Key, resp.KubeletClientKey, 0o600},
-		{l.ServingKubelet().Cert, resp.KubeletServingCert, 0o644},
-		{l.ServingKubelet().Key, resp.KubeletServingKey, 0o600},
-		{l.ClientKubeProxy().Cert, resp.KubeProxyCert, 0o644},
-		{l.ClientKubeProxy().Key, resp.KubeProxyKey, 0o600},
-		{l.ClientFlannel().Cert, resp.FlannelCert, 0o644},
-		{l.ClientFlannel().Key, resp.FlannelKey, 0o600},
+		{join.LeafKubeletClient, resp.KubeletClientCert, resp.KubeletClientKey},
+		{join.LeafKubeletServing, resp.KubeletServingCert, resp.KubeletServingKey},
+		{join.LeafKubeProxy, resp.KubeProxyCert, resp.KubeProxyKey},
+		{join.LeafFlannel, resp.FlannelCert, resp.FlannelKey},
+	} {
+		p := pairs[leaf.name]
+		if leaf.cert == "" {
+			return fmt.Errorf("join answer lacks %s", filepath.Base(p.Cert))
+		}
+		if leaf.key == "" {
+			// Signed for the key on disk: it must be that key's.
+			keyPEM, err := os.ReadFile(p.Key)
+			if err != nil {
+				return fmt.Errorf("join answer lacks %s and the node has none: %w", filepath.Base(p.Key), err)
+			}
+			if _, err := tls.X509KeyPair([]byte(leaf.cert), keyPEM); err != nil {
+				return fmt.Errorf("join answer's %s does not fit the node's key %s: %w", filepath.Base(p.Cert), p.Key, err)
+			}
+			files = append(files, file{p.Cert, leaf.cert, 0o644})
+			continue
+		}
+		// A new key: the first join, or a server that predates
+		// Request.PublicKeys.
+		files = append(files, file{p.Cert, leaf.cert, 0o644}, file{p.Key, leaf.key, 0o600})
 	}
 	for _, f := range files {
 		if f.data == "" {
 			return fmt.Errorf("join answer lacks %s", filepath.Base(f.path))
 		}
+	}
+	for _, f := range files {
 		if err := atomicfile.Write(f.path, []byte(f.data), f.mode, 0o700); err != nil {
 			return fmt.Errorf("writing %s: %w", f.path, err)
 		}
@@ -245,6 +298,9 @@ func JoinWithCA(ctx context.Context, r Request, l node.Layout, caPEM []byte) (*j
 		return nil, err
 	}
 	nodeCert, why := NodeCertificate(l, r.NodeName, caPEM, time.Now())
+	if r.PublicKeys == nil {
+		r.PublicKeys = ExistingPublicKeys(l)
+	}
 	resp, err := Join(ctx, r, caPEM, password, nodeCert)
 	if err != nil {
 		var refused *RefusedError

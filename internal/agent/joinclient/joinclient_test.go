@@ -227,3 +227,64 @@ func TestNodeCertificate(t *testing.T) {
 		t.Error("a damaged key was offered")
 	}
 }
+
+// A rejoin sends the node's public keys: the keys stay byte for byte, only
+// the certificates change, and each fits its key.
+func TestRejoinKeepsKeys(t *testing.T) {
+	url, serverCA := testServer(t)
+	l := node.Layout{DataDir: t.TempDir(), RunDir: t.TempDir()}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	req := Request{ServerURL: url, Token: token.Token{CAHash: token.HashCA(serverCA.CertPEM), Username: "node", Secret: "cluster-secret"}, NodeName: "edge-1", NodeIPs: []string{"192.0.2.9"}}
+	if _, err := Run(context.Background(), req, l, log); err != nil {
+		t.Fatal(err)
+	}
+	if got := ExistingPublicKeys(l); len(got) != len(join.Leaves) {
+		t.Fatalf("public keys of %d leaves after the first join, want %d", len(got), len(join.Leaves))
+	}
+	pairs := leafPairs(l)
+	read := func(p string) []byte {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	keys, certs := map[string][]byte{}, map[string][]byte{}
+	for name, p := range pairs {
+		keys[name], certs[name] = read(p.Key), read(p.Cert)
+	}
+	resp, err := Run(context.Background(), req, l, log)
+	if err != nil {
+		t.Fatalf("rejoin: %v", err)
+	}
+	if resp.KubeletClientKey != "" || resp.KubeletServingKey != "" || resp.KubeProxyKey != "" || resp.FlannelKey != "" {
+		t.Error("the server sent new keys to a node that sent its public keys")
+	}
+	for name, p := range pairs {
+		if !bytes.Equal(read(p.Key), keys[name]) {
+			t.Errorf("%s: key changed on rejoin", p.Key)
+		}
+		if bytes.Equal(read(p.Cert), certs[name]) {
+			t.Errorf("%s: certificate not renewed", p.Cert)
+		}
+		if _, err := tls.LoadX509KeyPair(p.Cert, p.Key); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+
+	// An answer whose certificate is not for the node's key is refused
+	// before anything is written.
+	other, _, err := serverCA.IssueLeaf(pki.LeafSpec{CommonName: "edge-1", Usage: pki.ServerAuth}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := *resp
+	bad.KubeletServingCert = string(other)
+	before := read(l.ClientKubelet().Cert)
+	if err := WriteCredentials(l, &bad, url); err == nil || !strings.Contains(err.Error(), "does not fit") {
+		t.Errorf("mismatched certificate: %v", err)
+	}
+	if !bytes.Equal(read(l.ClientKubelet().Cert), before) {
+		t.Error("a refused answer was partly written")
+	}
+}
