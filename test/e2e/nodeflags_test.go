@@ -41,7 +41,7 @@ func TestNodeFlags(t *testing.T) {
 	if err := multinode.Check(); err != nil {
 		t.Skip(err)
 	}
-	nw, err := multinode.NewNetwork("sknfl", "10.82.0.1/24")
+	nw, err := multinode.NewNetwork("sknfl", "10.96.0.1/24")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func TestNodeFlags(t *testing.T) {
 	}
 	// The second interface, for pod traffic only (a veth pair inside the
 	// node's namespace: the kernel here may lack the dummy type).
-	const podIfaceIP = "10.83.0.5"
+	const podIfaceIP = "10.97.0.5"
 	for _, step := range [][]string{
 		{"-n", nd.NetNS(), "link", "add", "pods0", "type", "veth", "peer", "name", "pods0p"},
 		{"-n", nd.NetNS(), "addr", "add", podIfaceIP + "/24", "dev", "pods0"},
