@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -8,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -24,6 +26,8 @@ import (
 	"golang.org/x/crypto/bcrypt"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/skiffkube/skiff/internal/imagearchive"
 )
 
 // loopbackRegistry is Debian's docker-registry (the CNCF distribution
@@ -156,10 +160,51 @@ func writeTestCA(t *testing.T, caFile, certFile, keyFile string, ip net.IP) {
 // mirror: a made-up registry host mirrored to a real registry on loopback
 // that needs basic auth and trusts a private CA, with a rewrite rule that
 // maps the repository name. The registry is filled with `skiff ctr push` of
-// the built-in pause image. The node is an agent; the server runs with
+// an image of its own (see buildUniqueWebImage). The node is an agent; the server runs with
 // --system-default-registry, which the agent gets at join: its pods'
 // sandboxes use the built-in pause image under that registry's name,
 // imported from the binary, not pulled.
+// registrySrcImage is the name the mirrored image is imported under on the
+// node before it is pushed to the registry.
+const registrySrcImage = "skiff.test/registry-src:1.0"
+
+// buildUniqueWebImage packs the web program with a random file, so that the
+// image's digest is this run's alone.
+func buildUniqueWebImage(t *testing.T, dest, ref string) {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "web")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./testimage/web")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the web image program: %v\n%s", err, out)
+	}
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker := make([]byte, 16)
+	if _, err := rand.Read(marker); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := imagearchive.Write(&buf, imagearchive.Image{
+		Ref: ref,
+		Files: []imagearchive.File{
+			{Path: "/web", Mode: 0o755, Data: data},
+			{Path: "/run-id", Mode: 0o644, Data: []byte(hex.EncodeToString(marker))},
+		},
+		Entrypoint: []string{"/web"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dest, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestPrivateRegistryMirror(t *testing.T) {
 	bin := skiffBin(t)
 	requireRoot(t)
@@ -192,6 +237,13 @@ configs:
 		t.Fatal(err)
 	}
 	agentDir := filepath.Join(t.TempDir(), "agent")
+	// The image pulled through the mirror has a digest of its own. The
+	// kubelet records that it pulled an image with credentials (in
+	// /var/lib/kubelet/image_manager, which outlives this test) and from then
+	// on refuses that image to pods without them: pulling the built-in
+	// pause image here would lock every later pod that runs it with
+	// imagePullPolicy Never out of it.
+	buildUniqueWebImage(t, filepath.Join(agentDir, "agent", "images", "mirror-src.tar"), registrySrcImage)
 	t.Cleanup(func() {
 		if out, err := exec.Command(bin, "killall", "--data-dir", agentDir).CombinedOutput(); err != nil {
 			t.Logf("killall: %v\n%s", err, out)
@@ -207,23 +259,23 @@ configs:
 		t.Fatalf("images after start: %v\n%s", err, out)
 	}
 	// Fill the registry, where the rewrite rule will look.
-	pushed := reg.Addr + "/mirror/library/pause:1.0"
+	pushed := reg.Addr + "/mirror/library/web:1.0"
 	out, err = runToExitEnv(t, nil, bin, "ctr", "images", "push", "--local", "--user", reg.User+":"+reg.Password,
-		"--tlscacert", reg.CAFile, pushed, "skiff.local/skiff/pause:1.0")
+		"--tlscacert", reg.CAFile, pushed, registrySrcImage)
 	if err != nil {
 		t.Fatalf("skiff ctr images push: %v\n%s", err, out)
 	}
-	if !strings.Contains(reg.log.String(), "PUT /v2/mirror/library/pause/manifests/1.0") {
+	if !strings.Contains(reg.log.String(), "PUT /v2/mirror/library/web/manifests/1.0") {
 		t.Fatalf("the registry saw no manifest push:\n%s", reg.log.String())
 	}
 
 	c := s.Client()
 	ctx := context.Background()
-	image := mirrored + "/library/pause:1.0"
+	image := mirrored + "/library/web:1.0"
 	_, err = c.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "mirrored"},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{
-			Name: "pause", Image: image, ImagePullPolicy: corev1.PullAlways,
+			Name: "web", Image: image, ImagePullPolicy: corev1.PullAlways,
 		}}},
 	}, metav1.CreateOptions{})
 	if err != nil {
@@ -248,13 +300,13 @@ configs:
 	// which in ?ns=), under the rewritten name, authenticated.
 	pulled, authorized := false, false
 	for _, line := range strings.Split(reg.log.String(), "\n") {
-		if !strings.Contains(line, "/v2/mirror/library/pause/manifests/1.0?ns="+mirrored) {
+		if !strings.Contains(line, "/v2/mirror/library/web/manifests/1.0?ns="+mirrored) {
 			continue
 		}
 		pulled = pulled || strings.Contains(line, "\" 200 ")
 		authorized = authorized || strings.Contains(line, `msg="authorized request"`)
 	}
-	if !pulled || !authorized || strings.Contains(reg.log.String(), "/v2/library/pause/") {
+	if !pulled || !authorized || strings.Contains(reg.log.String(), "/v2/library/web/") {
 		t.Errorf("registry log lacks an authorized pull of the rewritten name (pulled %t, authorized %t):\n%s", pulled, authorized, reg.log.String())
 	}
 	// The sandbox image is the built-in one under its prefixed name.
