@@ -31,8 +31,9 @@ func buildWebImage(t *testing.T, dest string) {
 	buildWebImageAs(t, dest, webImage)
 }
 
-// buildWebImageAs packs the web program as an image named ref.
-func buildWebImageAs(t *testing.T, dest, ref string) {
+// buildWebImageAs packs the web program as an image named ref, with extra
+// files beside it.
+func buildWebImageAs(t *testing.T, dest, ref string, extra ...imagearchive.File) {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "web")
 	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./testimage/web")
@@ -47,7 +48,7 @@ func buildWebImageAs(t *testing.T, dest, ref string) {
 	var buf bytes.Buffer
 	if err := imagearchive.Write(&buf, imagearchive.Image{
 		Ref:        ref,
-		Files:      []imagearchive.File{{Path: "/web", Mode: 0o755, Data: data}},
+		Files:      append([]imagearchive.File{{Path: "/web", Mode: 0o755, Data: data}}, extra...),
 		Entrypoint: []string{"/web"},
 	}); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -172,37 +171,11 @@ const registrySrcImage = "skiff.test/registry-src:1.0"
 // image's digest is this run's alone.
 func buildUniqueWebImage(t *testing.T, dest, ref string) {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "web")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, "./testimage/web")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building the web image program: %v\n%s", err, out)
-	}
-	data, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
 	marker := make([]byte, 16)
 	if _, err := rand.Read(marker); err != nil {
 		t.Fatal(err)
 	}
-	var buf bytes.Buffer
-	if err := imagearchive.Write(&buf, imagearchive.Image{
-		Ref: ref,
-		Files: []imagearchive.File{
-			{Path: "/web", Mode: 0o755, Data: data},
-			{Path: "/run-id", Mode: 0o644, Data: []byte(hex.EncodeToString(marker))},
-		},
-		Entrypoint: []string{"/web"},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dest, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	buildWebImageAs(t, dest, ref, imagearchive.File{Path: "/run-id", Mode: 0o644, Data: []byte(hex.EncodeToString(marker))})
 }
 
 func TestPrivateRegistryMirror(t *testing.T) {

@@ -10,18 +10,12 @@
 package noderoles
 
 import (
-	"context"
-	"encoding/json"
-	"fmt"
 	"log/slog"
-	"sync"
-	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/skiffkube/skiff/internal/node/nodemeta"
 )
 
 // The role labels, K3s's keys; the value is always "true".
@@ -58,79 +52,21 @@ func Labels(embeddedEtcd bool) map[string]string {
 	return l
 }
 
-// retryInterval spaces the attempts while the kubelet has not registered
-// the Node yet; the manager asks for readiness far more often.
-const retryInterval = 250 * time.Millisecond
-
 // Labeler is the component. It is ready once the Node carries its roles,
 // so it belongs in the phase that waits for the node.
-type Labeler struct {
-	cfg    Config
-	client kubernetes.Interface
-	log    *slog.Logger
-
-	mu      sync.Mutex
-	done    bool
-	last    time.Time
-	lastErr error
-}
+type Labeler struct{ *nodemeta.Patcher }
 
 // New returns the component; client may be nil to build one from the
 // kubeconfig.
 func New(cfg Config, client kubernetes.Interface, log *slog.Logger) *Labeler {
-	return &Labeler{cfg: cfg, client: client, log: log.With("component", "node-roles")}
+	return &Labeler{nodemeta.New("node-roles", cfg.Kubeconfig, cfg.NodeName, client, cfg.diff, log)}
 }
 
-func (l *Labeler) Name() string { return "node-roles" }
-
-func (l *Labeler) Init(context.Context) error {
-	if l.client != nil {
-		return nil
-	}
-	rc, err := clientcmd.BuildConfigFromFlags("", l.cfg.Kubeconfig)
-	if err != nil {
-		return fmt.Errorf("node-roles: loading %s: %w", l.cfg.Kubeconfig, err)
-	}
-	if l.client, err = kubernetes.NewForConfig(rc); err != nil {
-		return fmt.Errorf("node-roles: %w", err)
-	}
-	return nil
-}
-
-func (l *Labeler) Start(context.Context) error { return nil }
-func (l *Labeler) Stop() error                 { return nil }
-
-// Ready is nil once the Node has its role labels; until then it says why
-// not (most often: not registered yet).
-func (l *Labeler) Ready() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.done {
-		return nil
-	}
-	if time.Since(l.last) < retryInterval {
-		return l.lastErr
-	}
-	l.last = time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	l.lastErr = l.apply(ctx)
-	l.done = l.lastErr == nil
-	return l.lastErr
-}
-
-// apply adds the role labels the Node lacks (or has with another value),
-// leaving its other labels alone.
-func (l *Labeler) apply(ctx context.Context) error {
-	n, err := l.client.CoreV1().Nodes().Get(ctx, l.cfg.NodeName, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return fmt.Errorf("node %s not registered yet", l.cfg.NodeName)
-	}
-	if err != nil {
-		return fmt.Errorf("node-roles: getting node %s: %w", l.cfg.NodeName, err)
-	}
+// diff adds the role labels the Node lacks (or has with another value),
+// leaving its other labels alone, and the etcd member annotation.
+func (cfg Config) diff(n *corev1.Node) map[string]any {
 	missing := map[string]string{}
-	for k, v := range Labels(l.cfg.EmbeddedEtcd) {
+	for k, v := range Labels(cfg.EmbeddedEtcd) {
 		if n.Labels[k] != v {
 			missing[k] = v
 		}
@@ -139,19 +75,8 @@ func (l *Labeler) apply(ctx context.Context) error {
 	if len(missing) > 0 {
 		meta["labels"] = missing
 	}
-	if m := l.cfg.EtcdMember; m != "" && n.Annotations[EtcdMemberAnnotation] != m {
+	if m := cfg.EtcdMember; m != "" && n.Annotations[EtcdMemberAnnotation] != m {
 		meta["annotations"] = map[string]string{EtcdMemberAnnotation: m}
 	}
-	if len(meta) == 0 {
-		return nil
-	}
-	patch, err := json.Marshal(map[string]any{"metadata": meta})
-	if err != nil {
-		return err
-	}
-	if _, err := l.client.CoreV1().Nodes().Patch(ctx, l.cfg.NodeName, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "skiff"}); err != nil {
-		return fmt.Errorf("node-roles: labelling node %s: %w", l.cfg.NodeName, err)
-	}
-	l.log.Debug("role labels set", "node", l.cfg.NodeName, "labels", missing, "etcd-member", l.cfg.EtcdMember)
-	return nil
+	return meta
 }

@@ -12,20 +12,14 @@
 package nodeaddrs
 
 import (
-	"context"
-	"encoding/json"
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"strings"
-	"sync"
-	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/skiffkube/skiff/internal/node/nodemeta"
 )
 
 // The Node annotations the cloud node controller reads. Addresses are
@@ -71,79 +65,21 @@ func join(ips []netip.Addr) string {
 	return strings.Join(s, ",")
 }
 
-// retryInterval spaces the attempts while the kubelet has not registered
-// the Node yet; the manager asks for readiness far more often.
-const retryInterval = 250 * time.Millisecond
-
 // Annotator is the component; it belongs in the phase that waits for the
 // node, and is ready once the Node carries the annotations.
-type Annotator struct {
-	cfg    Config
-	client kubernetes.Interface
-	log    *slog.Logger
-
-	mu      sync.Mutex
-	done    bool
-	last    time.Time
-	lastErr error
-}
+type Annotator struct{ *nodemeta.Patcher }
 
 // New returns the component; client may be nil to build one from the
 // kubeconfig.
 func New(cfg Config, client kubernetes.Interface, log *slog.Logger) *Annotator {
-	return &Annotator{cfg: cfg, client: client, log: log.With("component", "node-addresses")}
+	return &Annotator{nodemeta.New("node-addresses", cfg.Kubeconfig, cfg.NodeName, client, cfg.diff, log)}
 }
 
-func (a *Annotator) Name() string { return "node-addresses" }
-
-func (a *Annotator) Init(context.Context) error {
-	if a.client != nil {
-		return nil
-	}
-	rc, err := clientcmd.BuildConfigFromFlags("", a.cfg.Kubeconfig)
-	if err != nil {
-		return fmt.Errorf("node-addresses: loading %s: %w", a.cfg.Kubeconfig, err)
-	}
-	if a.client, err = kubernetes.NewForConfig(rc); err != nil {
-		return fmt.Errorf("node-addresses: %w", err)
-	}
-	return nil
-}
-
-func (a *Annotator) Start(context.Context) error { return nil }
-func (a *Annotator) Stop() error                 { return nil }
-
-// Ready is nil once the Node carries the annotations; until then it says
-// why not (most often: not registered yet).
-func (a *Annotator) Ready() error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.done {
-		return nil
-	}
-	if time.Since(a.last) < retryInterval {
-		return a.lastErr
-	}
-	a.last = time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	a.lastErr = a.apply(ctx)
-	a.done = a.lastErr == nil
-	return a.lastErr
-}
-
-// apply patches the annotations that differ, and removes those the node no
+// diff sets the annotations that differ and removes those the node no
 // longer has, leaving the others alone.
-func (a *Annotator) apply(ctx context.Context) error {
-	n, err := a.client.CoreV1().Nodes().Get(ctx, a.cfg.NodeName, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return fmt.Errorf("node %s not registered yet", a.cfg.NodeName)
-	}
-	if err != nil {
-		return fmt.Errorf("node-addresses: getting node %s: %w", a.cfg.NodeName, err)
-	}
+func (cfg Config) diff(n *corev1.Node) map[string]any {
 	changed := map[string]any{}
-	want := Annotations(a.cfg)
+	want := Annotations(cfg)
 	for _, k := range []string{InternalIPAnnotation, ExternalIPAnnotation, HostnameAnnotation} {
 		v, ok := want[k]
 		cur, has := n.Annotations[k]
@@ -157,13 +93,5 @@ func (a *Annotator) apply(ctx context.Context) error {
 	if len(changed) == 0 {
 		return nil
 	}
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": changed}})
-	if err != nil {
-		return err
-	}
-	if _, err := a.client.CoreV1().Nodes().Patch(ctx, a.cfg.NodeName, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: "skiff"}); err != nil {
-		return fmt.Errorf("node-addresses: annotating node %s: %w", a.cfg.NodeName, err)
-	}
-	a.log.Debug("address annotations set", "node", a.cfg.NodeName, "annotations", changed)
-	return nil
+	return map[string]any{"annotations": changed}
 }

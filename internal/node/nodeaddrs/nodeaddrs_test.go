@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,9 +27,15 @@ func TestAnnotator(t *testing.T) {
 	if _, err := client.CoreV1().Nodes().Create(context.Background(), &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n1", Annotations: map[string]string{"other": "x"}}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	a.last = a.last.AddDate(0, 0, -1) // past the retry interval
-	if err := a.Ready(); err != nil {
-		t.Fatal(err)
+	// Ready retries once its retry interval has passed.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		err := a.Ready()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
 	}
 	n, _ := client.CoreV1().Nodes().Get(context.Background(), "n1", metav1.GetOptions{})
 	want := map[string]string{"other": "x", InternalIPAnnotation: "10.0.0.5,fd00::5", ExternalIPAnnotation: "203.0.113.9", HostnameAnnotation: "n1"}
